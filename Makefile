@@ -1,0 +1,42 @@
+# Two commands that work on a fresh machine:  make demo   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip install -q --disable-pip-version-check
+# Pinned: a bare "torch" pulls a multi-GB CUDA build. The runtime never needs it.
+TORCH   = torch==2.13.0
+
+.PHONY: demo test bench placeholder clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.runtime
+	$(PIP) $(TORCH)
+	$(PIP) -e '.[dev,build,train]'
+	touch $@
+
+## demo: runtime-only install (no torch), assess the built-in example photo → demo_out/
+demo: $(VENV)/.runtime
+	$(VENV)/bin/efiqa assess sdk/data/retina.jpg --out demo_out
+	$(VENV)/bin/efiqa assess sdk/data/retina.jpg --json > demo_out/retina.jsonl
+	@echo "wrote demo_out/retina_overlay.png, demo_out/retina.json, demo_out/retina.jsonl"
+
+## test: install test needs (torch pinned) and run the suite
+test: $(VENV)/.dev
+	$(PY) -m pytest -q
+
+## bench: frame→map latency of the runtime (ONNX Runtime, this machine)
+bench: $(VENV)/.runtime
+	$(PY) benchmarks/latency.py
+
+## placeholder: rebuild the placeholder bundle (random adapter) in models/default
+placeholder: $(VENV)/.dev
+	$(PY) -m efiqa.build.placeholder models/default
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .hypothesis

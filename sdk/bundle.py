@@ -1,0 +1,148 @@
+"""Model bundles: ``model.onnx`` + ``manifest.json`` in a folder or a ``.efiqa`` zip.
+
+The manifest is the contract between the build toolchain (which writes it) and the runtime
+(which checks it before running anything).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL = "model.onnx"
+
+
+@dataclass
+class Manifest:
+    """What a bundle's ONNX graph expects and produces (DESIGN §3)."""
+
+    name: str
+    backbone: str
+    input_size: int
+    grid: int
+    onnx_sha256: str
+    input_name: str = "image"
+    output_name: str = "logits"
+    #: Input is float32 NCHW with values 0-255 in this channel order.
+    color: str = "rgb"
+    layout: str = "NCHW"
+    #: Per-channel mean/std (0-255 scale); ``normalize_in_graph`` says the ONNX applies them itself.
+    mean: list[float] = field(default_factory=lambda: [127.0, 127.0, 127.0])
+    std: list[float] = field(default_factory=lambda: [128.0, 128.0, 128.0])
+    normalize_in_graph: bool = True
+    #: The output is the logit that a patch is degraded, shape (N, 1, grid, grid).
+    output_meaning: str = "logit_degraded"
+    #: Image score (mean in-FOV patch probability) at or above which the image is ungradable.
+    gradable_threshold: float = 0.5
+    patch_threshold: float = 0.5
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def placeholder(self) -> bool:
+        """True for a bundle with untrained weights, whose maps mean nothing."""
+        return bool(self.provenance.get("placeholder", False))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> "Manifest":
+        if not isinstance(data, dict):
+            raise ModelError("manifest.json is not a JSON object", source)
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelError(
+                f"manifest format_version {version!r} is not supported by this runtime (expects {FORMAT_VERSION}); "
+                "re-export the bundle with a matching efiqa version", source)
+        known = set(cls.__dataclass_fields__)
+        missing = [k for k in ("name", "backbone", "input_size", "grid", "onnx_sha256") if k not in data]
+        if missing:
+            raise ModelError(f"manifest.json lacks {', '.join(missing)}", source)
+        try:
+            m = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ModelError(f"manifest.json is malformed ({exc})", source) from None
+        if m.color not in ("rgb", "bgr") or m.layout != "NCHW":
+            raise ModelError(f"unsupported input colour/layout {m.color}/{m.layout}", source)
+        if not (isinstance(m.input_size, int) and isinstance(m.grid, int) and m.input_size > 0 and m.grid > 0):
+            raise ModelError("input_size and grid must be positive integers", source)
+        if len(m.mean) != 3 or len(m.std) != 3 or min(m.std) <= 0:
+            raise ModelError("mean and std must have three entries, std positive", source)
+        return m
+
+
+@dataclass
+class Bundle:
+    """A loaded, checked bundle: its manifest and the ONNX model bytes."""
+
+    manifest: Manifest
+    onnx_bytes: bytes
+    path: Path
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest.onnx_sha256
+
+
+def default_bundle_path() -> Path:
+    """The bundle shipped with the package (``models/default``)."""
+    from .models import DEFAULT_BUNDLE
+
+    return DEFAULT_BUNDLE
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Load and verify a bundle folder or ``.efiqa`` zip; ``None`` loads the shipped default."""
+    p = Path(path) if path is not None else default_bundle_path()
+    source = str(p)
+    if not p.exists():
+        raise ModelError("no such model bundle", source)
+    try:
+        if p.is_dir():
+            if not (p / MANIFEST).is_file():
+                raise ModelError(f"not a bundle: {MANIFEST} missing", source)
+            if not (p / MODEL).is_file():
+                raise ModelError(f"not a bundle: {MODEL} missing", source)
+            manifest_text = (p / MANIFEST).read_text(encoding="utf-8")
+            onnx_bytes = (p / MODEL).read_bytes()
+        elif zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as z:
+                names = set(z.namelist())
+                if MANIFEST not in names or MODEL not in names:
+                    raise ModelError(f"not a bundle: the zip must hold {MANIFEST} and {MODEL}", source)
+                manifest_text = z.read(MANIFEST).decode("utf-8")
+                onnx_bytes = z.read(MODEL)
+        else:
+            raise ModelError("not a bundle (expected a folder or a .efiqa zip)", source)
+        data = json.loads(manifest_text)
+    except ModelError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"bundle cannot be read ({exc})", source) from None
+    manifest = Manifest.from_dict(data, source)
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    if digest != manifest.onnx_sha256:
+        raise ModelError(
+            f"{MODEL} does not match its manifest (sha256 {digest[:12]}… vs {manifest.onnx_sha256[:12]}…): "
+            "the bundle is corrupt or was edited", source)
+    return Bundle(manifest, onnx_bytes, p)
+
+
+def write_bundle(out_dir: str | Path, onnx_bytes: bytes, manifest: Manifest, card: str | None = None) -> Path:
+    """Write a bundle folder; the manifest's sha256 is set from ``onnx_bytes``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest.onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
+    (out / MODEL).write_bytes(onnx_bytes)
+    (out / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+    if card is not None:
+        (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    return out

@@ -1,0 +1,156 @@
+"""``efiqa`` command line. Exit codes: 0 ok, 1 usage or model error, 2 some inputs failed,
+3 a required backend or library is missing here."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ._version import __version__
+from .errors import BackendUnavailableError, EfiqaError, ImageReadError
+
+EXIT_OK, EXIT_USAGE, EXIT_INPUTS, EXIT_MISSING = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 by default; 2 means "inputs failed" here
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="efiqa", description="Spatial fundus image quality maps (EFIQA, label-free).")
+    p.add_argument("--version", action="version", version=f"efiqa {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    a = sub.add_parser("assess", help="assess photographs (files or folders)",
+                       description="Assess fundus photographs; folders are walked recursively.")
+    a.add_argument("paths", nargs="+", metavar="PATH")
+    a.add_argument("--model", help="bundle folder or .efiqa zip (default: the shipped bundle)")
+    a.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    a.add_argument("--engine", help="TensorRT engine (with --backend tensorrt/auto)")
+    a.add_argument("--out", type=Path, help="write <stem>_overlay.png and <stem>.json here")
+    a.add_argument("--json", action="store_true", help="print one JSON object per input (JSON Lines)")
+    a.add_argument("--threshold", type=float, help="gradable threshold on the image score (default: manifest)")
+    a.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime")
+    a.add_argument("--batch-size", type=int, default=4)
+    a.set_defaults(func=cmd_assess)
+
+    i = sub.add_parser("info", help="print a bundle's manifest as JSON")
+    i.add_argument("model", nargs="?", help="bundle (default: the shipped bundle)")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: return the code instead of exiting
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except BackendUnavailableError as err:
+        print(f"efiqa: error: {err}", file=sys.stderr)
+        return EXIT_MISSING
+    except EfiqaError as err:
+        print(f"efiqa: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def collect_inputs(paths: list[str]) -> tuple[list[Path], list[EfiqaError]]:
+    """Expand folders (recursively, sorted) to image files; a folder without images is an error."""
+    from .imageio import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    errors: list[EfiqaError] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if found:
+                files.extend(found)
+            else:
+                errors.append(ImageReadError("folder holds no image files", raw))
+        else:
+            files.append(p)
+    return files, errors
+
+
+def _error_record(err: EfiqaError) -> dict:
+    return {"path": err.source, "error": {"type": type(err).__name__, "message": err.message}}
+
+
+def cmd_assess(args: argparse.Namespace) -> int:
+    from .assessor import QualityAssessor
+
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        print("efiqa: error: --threshold must lie in [0, 1]", file=sys.stderr)
+        return EXIT_USAGE
+    files, errors = collect_inputs(args.paths)
+    qa = QualityAssessor(args.model, backend=args.backend, engine=args.engine, threads=args.threads,
+                         threshold=args.threshold)
+    if qa.manifest.placeholder:
+        print("efiqa: warning: this bundle is an untrained placeholder; its maps and scores are meaningless",
+              file=sys.stderr)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    failed = len(errors)
+    for err in errors:
+        _report_error(err, args.json)
+    used_stems: set[str] = set()
+    progress = len(files) > 1 and sys.stderr.isatty()
+    with qa:
+        for path, res in zip(files, qa.iter_batch(files, batch_size=args.batch_size, progress=progress)):
+            if isinstance(res, EfiqaError):
+                failed += 1
+                _report_error(res.with_source(str(path)), args.json)
+                continue
+            record = res.to_dict()
+            if args.out:
+                _write_outputs(args.out, path, res, record, used_stems)
+            if args.json:
+                print(json.dumps(record), flush=True)
+            else:
+                worst = max(((k, v) for k, v in res.zones.items() if v is not None), key=lambda kv: kv[1],
+                            default=("-", 0.0))
+                verdict = "gradable" if res.gradable else "ungradable"
+                print(f"{path}\tscore={res.score:.3f}\t{verdict}\tworst zone: {worst[0]} ({worst[1]:.2f})", flush=True)
+    return EXIT_INPUTS if failed else EXIT_OK
+
+
+def _report_error(err: EfiqaError, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_error_record(err)), flush=True)
+    print(f"efiqa: {type(err).__name__}: {err}", file=sys.stderr)
+
+
+def _write_outputs(out: Path, path: Path, res, record: dict, used: set[str]) -> None:
+    import cv2
+
+    from .imageio import read_image
+
+    stem, n = path.stem, 1
+    while stem in used:
+        stem, n = f"{path.stem}_{n}", n + 1
+    used.add(stem)
+    cv2.imwrite(str(out / f"{stem}_overlay.png"), res.overlay(read_image(path)))
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .bundle import load_bundle
+
+    b = load_bundle(args.model)
+    print(b.manifest.to_json(), end="")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Finding the circular field of view (FOV) of a fundus photograph.
+
+Works on a small copy of the frame (long side ``WORK_SIDE``): threshold against the level of the
+dark surround, keep the largest bright blob, and fit a circle to the blob's outline *excluding*
+outline points that run along the frame edge — so circles cut off by the sensor's top and bottom
+are recovered. A frame with no dark surround at all is taken as all-FOV.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import NotFundusError
+
+WORK_SIDE = 384
+
+
+@dataclass(frozen=True)
+class Fov:
+    """Field-of-view circle in original-image pixels."""
+
+    cx: float
+    cy: float
+    r: float
+    #: "circle": fitted to a visible FOV edge; "frame": no dark surround, the whole frame is FOV.
+    source: str = "circle"
+
+    def to_dict(self) -> dict:
+        return {"cx": round(self.cx, 2), "cy": round(self.cy, 2), "r": round(self.r, 2)}
+
+
+def find_fov(bgr: np.ndarray, source: str | None = None) -> Fov:
+    """Locate the FOV of an 8-bit BGR frame or raise :class:`NotFundusError`."""
+    h, w = bgr.shape[:2]
+    k = min(WORK_SIDE / max(h, w), 1.0)
+    small = _shrink(bgr, max(1, round(w * k)), max(1, round(h * k)))
+    b, g, r = cv2.split(small)
+    lum = cv2.medianBlur(cv2.max(cv2.max(b, g), r), 5)
+    sh, sw = lum.shape
+    fg = _percentile_u8(lum, 95)
+    if fg < 20:
+        raise NotFundusError(f"frame is black or nearly so (95th percentile brightness {fg:.0f}/255)", source)
+
+    c = max(3, min(sh, sw) // 20)
+    corners = np.concatenate([lum[:c, :c].ravel(), lum[:c, -c:].ravel(), lum[-c:, :c].ravel(), lum[-c:, -c:].ravel()])
+    bg = float(np.median(corners))
+    if bg > 0.35 * fg:
+        # No dark surround in the corners: the fundus fills the frame (or it is not a fundus).
+        _check_content(small, None, source)
+        return Fov(w / 2.0, h / 2.0, float(np.hypot(w, h)) / 2.0, "frame")
+
+    thresh = bg + 0.2 * (fg - bg)
+    mask = (lum > thresh).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n < 2:
+        raise NotFundusError("no bright field of view found", source)
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    blob = (labels == big).astype(np.uint8)
+    if stats[big, cv2.CC_STAT_AREA] < 0.05 * sh * sw:
+        raise NotFundusError("bright region too small to be a fundus field of view", source)
+
+    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    pts = max(contours, key=len)[:, 0, :].astype(np.float64)
+    inner = (pts[:, 0] > 1) & (pts[:, 0] < sw - 2) & (pts[:, 1] > 1) & (pts[:, 1] < sh - 2)
+    pts = pts[inner]
+    if len(pts) < 20:
+        raise NotFundusError("field-of-view edge not visible enough to fit a circle", source)
+    cx, cy, r = _fit_circle(pts)
+    if not (0.15 * min(sh, sw) < r < 1.5 * max(sh, sw)):
+        raise NotFundusError("bright region is not a circular field of view", source)
+
+    disc = np.zeros_like(blob)
+    cv2.circle(disc, (round(cx * 16), round(cy * 16)), round(r * 16), 1, -1, shift=4)
+    inter = float(np.count_nonzero(disc & blob))
+    union = float(np.count_nonzero(disc | blob))
+    if inter / union < 0.85:
+        raise NotFundusError(
+            f"bright region is not a circular field of view (overlap with best circle {inter / union:.2f})", source
+        )
+    inside = np.zeros_like(blob)
+    cv2.circle(inside, (round(cx), round(cy)), round(0.9 * r), 1, -1)
+    _check_content(small, (inside & blob).astype(bool), source)
+    return Fov(cx / k, cy / k, r / k, "circle")
+
+
+def _percentile_u8(values: np.ndarray, q: float) -> float:
+    """Percentile of uint8 values by histogram (much faster than np.percentile's sort)."""
+    hist = np.bincount(values.ravel(), minlength=256).cumsum()
+    return float(np.searchsorted(hist, q / 100.0 * hist[-1]))
+
+
+def _shrink(img: np.ndarray, tw: int, th: int) -> np.ndarray:
+    """Fast area-like reduction: linear to 2× the target, then a 2:1 area step."""
+    if img.shape[1] == tw and img.shape[0] == th:
+        return img
+    if img.shape[1] > 4 * tw:
+        img = cv2.resize(img, (2 * tw, 2 * th), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
+
+
+def _fit_circle(pts: np.ndarray, iterations: int = 4) -> tuple[float, float, float]:
+    """Algebraic (Kåsa) least-squares circle, refitted without outliers a few times."""
+    keep = np.ones(len(pts), bool)
+    cx = cy = r = 0.0
+    for _ in range(iterations):
+        x, y = pts[keep, 0], pts[keep, 1]
+        a = np.stack([x, y, np.ones_like(x)], axis=1)
+        sol, *_ = np.linalg.lstsq(a, x * x + y * y, rcond=None)
+        cx, cy = sol[0] / 2, sol[1] / 2
+        r = float(np.sqrt(max(sol[2] + cx * cx + cy * cy, 1e-9)))
+        resid = np.abs(np.hypot(pts[:, 0] - cx, pts[:, 1] - cy) - r)
+        mad = float(np.median(resid[keep])) + 0.5
+        new_keep = resid < 3.0 * mad
+        if new_keep.sum() < 20 or (new_keep == keep).all():
+            break
+        keep = new_keep
+    return float(cx), float(cy), r
+
+
+def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | None) -> None:
+    """Reject what is plainly not retina inside the FOV: blue/green-dominated or full of sharp edges.
+
+    Measured on fundus crops from three cameras vs. natural photographs: retina has at most ~3 %
+    of strong-gradient pixels at 256 px width, natural scenes 8-30 %. Without a visible FOV edge
+    (``inside`` is None) the colour must also be clearly red-dominated; a grey frame can't be
+    told from a non-fundus one and is refused.
+    """
+    width = 256
+    height = max(1, round(width * small.shape[0] / small.shape[1]))
+    s = cv2.resize(small, (width, height), interpolation=cv2.INTER_AREA)
+    sel = np.ones((height, width), bool) if inside is None else cv2.resize(
+        inside.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
+    ).astype(bool)
+    b, g, r = (_percentile_u8(ch[sel], 50) for ch in cv2.split(s))
+    rgb = f"median R,G,B = {r:.0f},{g:.0f},{b:.0f}"
+    if inside is None and not (r >= 1.15 * g and r >= 1.3 * b):
+        raise NotFundusError(f"no field-of-view edge and not the colours of a fundus photograph ({rgb})", source)
+    if r < 0.9 * g or r < 0.9 * b:
+        raise NotFundusError(f"colours are not those of a fundus photograph ({rgb})", source)
+    grey = cv2.cvtColor(s, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    mag = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    edges = float(np.mean(mag[sel] > 100))
+    if edges > 0.06:
+        raise NotFundusError(f"too much sharp structure for a retina ({edges:.0%} edge pixels)", source)

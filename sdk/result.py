@@ -1,0 +1,109 @@
+"""Quality results: the G×G map and what is derived from it (score, gradable, zones)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from .fov import Fov
+from .preprocess import Crop
+
+#: Zones of the fundus, by position relative to the FOV centre as displayed (superior = top).
+ZONES = ("centre", "superior", "inferior", "left", "right")
+#: Cells whose area is less than this fraction inside the FOV do not count towards scores.
+MIN_COVERAGE = 0.5
+
+
+@dataclass
+class QualityResult:
+    """Where a photograph is degraded, and how much.
+
+    ``map[i, j]`` is the probability that cell (i, j) is degraded; row 0 is the top of ``crop``.
+    ``coverage[i, j]`` is the fraction of the cell inside the FOV; cells below ``MIN_COVERAGE``
+    are ignored by ``score`` and ``zones``.
+    """
+
+    map: np.ndarray
+    score: float
+    gradable: bool
+    zones: dict[str, float]
+    fov: Fov
+    crop: Crop
+    coverage: np.ndarray
+    threshold: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
+    #: (height, width) of the original photo, the frame of ``fov`` and ``crop``.
+    image_shape: tuple[int, int] = (0, 0)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (int(self.map.shape[0]), int(self.map.shape[1]))
+
+    def to_dict(self) -> dict:
+        """The JSON contract of ``efiqa assess --json`` (one object per input)."""
+        return {
+            "path": self.source,
+            "score": round(float(self.score), 6),
+            "gradable": bool(self.gradable),
+            "grid": list(self.grid),
+            "map": [[round(float(v), 5) for v in row] for row in self.map],
+            "crop": self.crop.to_dict(),
+            "fov": self.fov.to_dict(),
+            "zones": {k: (None if v is None else round(float(v), 6)) for k, v in self.zones.items()},
+            "timings_ms": {k: round(float(v), 3) for k, v in self.timings_ms.items()},
+        }
+
+    def overlay(self, image: np.ndarray, max_side: int = 1024) -> np.ndarray:
+        """The photo (8-bit BGR, any scale of the original) with the map as a heat map, FOV outline and score."""
+        from .draw import draw_overlay
+
+        return draw_overlay(image, self, max_side=max_side)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))).astype(np.float32)
+
+
+def build_result(logits: np.ndarray, fov: Fov, crop: Crop, image_shape: tuple[int, int], threshold: float,
+                 source: str | None = None) -> QualityResult:
+    """Turn one (G, G) logit grid into a :class:`QualityResult`."""
+    prob = sigmoid(np.asarray(logits, np.float32))
+    grid = prob.shape[0]
+    cov, zone_idx = _geometry(grid, _key(fov, crop, image_shape))
+    weight = np.where(cov >= MIN_COVERAGE, cov, 0.0)
+    total = float(weight.sum())
+    score = float((prob * weight).sum() / total) if total > 0 else float(prob.mean())
+    zones: dict[str, float] = {}
+    for z, name in enumerate(ZONES):
+        w = weight * (zone_idx == z)
+        zones[name] = float((prob * w).sum() / w.sum()) if w.sum() > 0 else None  # type: ignore[assignment]
+    return QualityResult(prob, score, score < threshold, zones, fov, crop, cov.astype(np.float32), threshold,
+                         source=source, image_shape=(int(image_shape[0]), int(image_shape[1])))
+
+
+def _key(fov: Fov, crop: Crop, image_shape: tuple[int, int]) -> tuple:
+    # Geometry rounded to crop-pixel/64 so a stream with a steady FOV hits the cache.
+    q = crop.size / 64.0
+    return (round((fov.cx - crop.x0) / q), round((fov.cy - crop.y0) / q), round(fov.r / q),
+            fov.source == "frame", round(-crop.x0 / q), round(-crop.y0 / q),
+            round((image_shape[1] - crop.x0) / q), round((image_shape[0] - crop.y0) / q))
+
+
+@lru_cache(maxsize=64)
+def _geometry(grid: int, key: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell FOV coverage and zone index, from 8×8 sample points per cell (units of crop/64)."""
+    cx, cy, r, frame, fx0, fy0, fx1, fy1 = key
+    n = 8 * grid
+    t = (np.arange(n) + 0.5) * (64.0 / n)
+    xx, yy = np.meshgrid(t, t)
+    inside = (xx >= fx0) & (xx < fx1) & (yy >= fy0) & (yy < fy1)
+    if not frame:
+        inside &= (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    cov = inside.reshape(grid, 8, grid, 8).mean(axis=(1, 3))
+    centres = (np.arange(grid) + 0.5) * (64.0 / grid)
+    u, v = np.meshgrid((centres - cx) / max(r, 1e-6), (centres - cy) / max(r, 1e-6))
+    zone = np.where(np.abs(v) >= np.abs(u), np.where(v < 0, 1, 2), np.where(u < 0, 3, 4))
+    zone = np.where(u * u + v * v < (1.0 / 3.0) ** 2, 0, zone)
+    return cov, zone

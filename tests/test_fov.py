@@ -1,0 +1,79 @@
+import cv2
+import numpy as np
+import pytest
+
+from efiqa.errors import NotFundusError
+from efiqa.fov import find_fov
+from efiqa.imageio import read_image, to_bgr8
+
+from .conftest import synthetic_fundus
+
+
+@pytest.mark.parametrize("h, w, cx, cy, r", [
+    (600, 800, 400, 300, 270),    # whole circle, dark surround
+    (600, 900, 450, 300, 380),    # circle cut off at top and bottom (common on EyePACS cameras)
+    (700, 700, 300, 380, 330),    # off-centre, cut off on two sides
+    (3000, 4000, 2100, 1500, 1700),  # large frame
+])
+def test_circle_recovered(h, w, cx, cy, r):
+    fov = find_fov(synthetic_fundus(h, w, cx, cy, r))
+    assert fov.source == "circle"
+    assert abs(fov.cx - cx) < 0.01 * r and abs(fov.cy - cy) < 0.01 * r
+    assert abs(fov.r - r) < 0.015 * r
+
+
+def test_frame_filling_fundus_has_no_border():
+    big = synthetic_fundus(1200, 1200, 600, 600, 580)
+    inner = big[350:850, 300:900]  # a crop inside the FOV: no dark surround anywhere
+    fov = find_fov(inner)
+    assert fov.source == "frame"
+    assert (fov.cx, fov.cy) == (300.0, 250.0)
+
+
+def test_black_frame_is_not_fundus():
+    with pytest.raises(NotFundusError, match="black"):
+        find_fov(np.zeros((480, 640, 3), np.uint8), "black.png")
+
+
+def test_uniform_grey_frame_is_not_fundus():
+    with pytest.raises(NotFundusError):
+        find_fov(np.full((480, 640, 3), 128, np.uint8))
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "rocket", "camera", "moon", "page"])
+def test_natural_photographs_are_flagged(name):
+    skdata = pytest.importorskip("skimage.data")
+    img = to_bgr8(getattr(skdata, name)(), color="rgb")
+    with pytest.raises(NotFundusError):
+        find_fov(img, name)
+
+
+def test_example_retina(retina_file):
+    fov = find_fov(read_image(retina_file))
+    assert fov.source == "circle"
+    assert abs(fov.cx - 703) < 5 and abs(fov.cy - 702) < 5 and abs(fov.r - 695) < 7
+
+
+def test_real_photographs(shared_data):
+    """Every development photo (3 cameras) gives a circle inside a plausible range."""
+    paths = sorted(shared_data.rglob("images/*"))
+    assert len(paths) >= 30
+    for p in paths:
+        img = read_image(p)
+        fov = find_fov(img, str(p))
+        h, w = img.shape[:2]
+        assert fov.source == "circle", p
+        assert 0.35 * min(h, w) < fov.r < 0.75 * max(h, w), p
+        assert 0 < fov.cx < w and 0 < fov.cy < h, p
+
+
+def test_drive_fov_matches_its_mask(shared_data):
+    """DRIVE ships FOV masks: our circle must overlap them closely."""
+    for idx in (21, 30, 40):
+        img = read_image(shared_data / f"DRIVE/training/images/{idx}_training.tif")
+        mask = read_image(shared_data / f"DRIVE/training/mask/{idx}_training_mask.gif")[..., 0] > 127
+        fov = find_fov(img)
+        disc = np.zeros(mask.shape, np.uint8)
+        cv2.circle(disc, (round(fov.cx), round(fov.cy)), round(fov.r), 1, -1)
+        iou = (disc.astype(bool) & mask).sum() / (disc.astype(bool) | mask).sum()
+        assert iou > 0.95, (idx, iou)

@@ -1,0 +1,40 @@
+"""The stage-2 student: frozen backbone + shallow adapter → G×G degradation logits.
+
+Input is float32 NCHW RGB in 0-255; normalisation happens inside the graph so that the exported
+ONNX, the runtime and TensorRT all see the same contract (see the bundle manifest).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .efficientnet_lite import EfficientNetLite0
+
+LITE0_MEAN = (127.0, 127.0, 127.0)
+LITE0_STD = (128.0, 128.0, 128.0)
+
+
+class Student(nn.Module):
+    """EfficientNet-Lite0 stride-16 (avg-pooled ×2) + stride-32 features → 1×1 conv adapter."""
+
+    def __init__(self, backbone: nn.Module | None = None, channels: int = 112 + 320,
+                 mean: tuple[float, ...] = LITE0_MEAN, std: tuple[float, ...] = LITE0_STD) -> None:
+        super().__init__()
+        self.backbone = backbone if backbone is not None else EfficientNetLite0()
+        self.adapter = nn.Conv2d(channels, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        f16, f32 = self.backbone((image - self.mean) / self.std)
+        return torch.cat([F.avg_pool2d(f16, 2), f32], dim=1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.adapter(self.features(image))
+
+    def freeze_backbone(self) -> "Student":
+        self.backbone.eval()
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        return self
