@@ -96,7 +96,7 @@ def _shrink(img: np.ndarray, tw: int, th: int) -> np.ndarray:
     """Fast area-like reduction: linear to 2× the target, then a 2:1 area step."""
     if img.shape[1] == tw and img.shape[0] == th:
         return img
-    if img.shape[1] > 4 * tw:
+    if img.shape[1] > 2 * tw:
         img = cv2.resize(img, (2 * tw, 2 * th), interpolation=cv2.INTER_LINEAR)
     return cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
 

@@ -108,7 +108,7 @@ class Preprocessor:
             return out
         region = bgr[iy0:iy1, ix0:ix1]
         tw, th = ox1 - ox0, oy1 - oy0
-        if region.shape[1] > 4 * tw and region.shape[0] > 4 * th:
+        if region.shape[1] > 2 * tw and region.shape[0] > 2 * th:
             region = cv2.resize(region, (2 * tw, 2 * th), interpolation=cv2.INTER_LINEAR)
         interp = cv2.INTER_AREA if region.shape[1] >= tw else cv2.INTER_LINEAR
         out[oy0:oy1, ox0:ox1] = cv2.resize(region, (tw, th), interpolation=interp)
