@@ -37,6 +37,30 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--batch-size", type=int, default=4)
     a.set_defaults(func=cmd_assess)
 
+    t = sub.add_parser("train", help="train a stage (needs the [train] extra: torch)")
+    tsub = t.add_subparsers(dest="stage", metavar="STAGE", parser_class=_Parser, required=True)
+    tv = tsub.add_parser("vessels", help="stage 1a: vessel extractor on DRIVE's manual labels")
+    tv.add_argument("--data", help="fundus photographs folder (default: $EFIQA_DATA or ../shared/data/fundus)")
+    tv.add_argument("--steps", type=int, default=900)
+    tv.add_argument("--seed", type=int, default=0)
+    tv.add_argument("--out", type=Path, default=Path("models/teacher/vessels.pt"))
+    tv.set_defaults(func=cmd_train_vessels)
+
+    tt = tsub.add_parser("teacher", help="stage 1b: masked vessel-inpainting teacher on good photos")
+    tt.add_argument("--data", help="fundus photographs folder (default: $EFIQA_DATA or ../shared/data/fundus)")
+    tt.add_argument("--steps", type=int, default=1500)
+    tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--dir", type=Path, default=Path("models/teacher"), help="holds vessels.pt; receives the teacher")
+    tt.set_defaults(func=cmd_train_teacher)
+
+    te = sub.add_parser("teacher", help="run the stage-1 teacher (slow, torch) and write its maps",
+                        description="Teacher maps for photos: same outputs and JSON keys as 'assess'.")
+    te.add_argument("paths", nargs="+", metavar="PATH")
+    te.add_argument("--dir", type=Path, default=Path("models/teacher"), help="teacher weights folder")
+    te.add_argument("--out", type=Path, help="write <stem>_overlay.png and <stem>.json here")
+    te.add_argument("--json", action="store_true", help="print one JSON object per input (JSON Lines)")
+    te.set_defaults(func=cmd_teacher)
+
     i = sub.add_parser("info", help="print a bundle's manifest as JSON")
     i.add_argument("model", nargs="?", help="bundle (default: the shipped bundle)")
     i.set_defaults(func=cmd_info)
@@ -142,6 +166,82 @@ def _write_outputs(out: Path, path: Path, res, record: dict, used: set[str]) -> 
     used.add(stem)
     cv2.imwrite(str(out / f"{stem}_overlay.png"), res.overlay(read_image(path)))
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def _training_module(name: str):
+    """Import a training module, or explain which extra is missing (exit 3)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"efiqa.train.{name}")
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"training needs torch and the [train] extra ({exc.name} missing): "
+            "pip install torch==2.13.0 && pip install 'efiqa[train]'") from None
+
+
+def cmd_train_vessels(args: argparse.Namespace) -> int:
+    import torch
+
+    vessels = _training_module("vessels")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    metrics = vessels.train(args.data, steps=args.steps, seed=args.seed, out=args.out)
+    metrics_path = args.out.with_suffix(".metrics.json")
+    vessels.write_metrics(metrics, metrics_path)
+    u, f = metrics["unet"], metrics["frangi"]
+    print(f"vessels: U-Net AUROC {u['auroc']:.4f} F1 {u['best_f1']:.4f} | Frangi AUROC {f['auroc']:.4f} "
+          f"F1 {f['best_f1']:.4f} (DRIVE 37-40, inside FOV) → {args.out}, {metrics_path}")
+    return EXIT_OK
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    teacher = _training_module("teacher")
+    baseline = _training_module("baseline")
+    data = _training_module("data")
+    metrics = teacher.train(args.data, vessels_path=args.dir / "vessels.pt", steps=args.steps, seed=args.seed,
+                            out=args.dir / "inpainter.pt")
+    root = data.data_root(args.data)
+    photos = [data.load_photo(n, 512, root) for n in data.TEACHER_TRAIN]
+    model = teacher.Teacher(args.dir / "vessels.pt", args.dir / "inpainter.pt")
+    config = teacher.calibrate(model, photos)
+    teacher.write_json(config, args.dir / teacher.CONFIG)
+    baseline.ClassicalBaseline.fit(photos).save(args.dir / "baseline.json")
+    teacher.write_json({**metrics, "calibration": config}, args.dir / "inpainter.metrics.json")
+    print(f"teacher: final MSE {metrics['final_mse']:.4f}; clean-photo rule tau={config['tau']} "
+          f"phi={config['phi']:.3f} → {args.dir}")
+    return EXIT_OK
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    teacher_mod = _training_module("teacher")
+    from .imageio import read_image
+    from .result import result_from_probabilities
+
+    model = teacher_mod.Teacher.load(args.dir)
+    files, errors = collect_inputs(args.paths)
+    failed = len(errors)
+    for err in errors:
+        _report_error(err, args.json)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    from tqdm import tqdm
+
+    for path in tqdm(files, desc="teacher", disable=len(files) < 2 or not sys.stderr.isatty(), leave=False):
+        try:
+            bgr = read_image(path)
+            t = model(bgr, str(path))
+        except EfiqaError as err:
+            failed += 1
+            _report_error(err.with_source(str(path)), args.json)
+            continue
+        res = result_from_probabilities(t.patch_fraction, t.fov_circle, t.crop, bgr.shape[:2],
+                                        model.config.get("image_threshold", 0.5), str(path))
+        record = res.to_dict()
+        if args.out:
+            _write_outputs(args.out, path, res, record, used)
+        print(json.dumps(record) if args.json else f"{path}\tteacher score={res.score:.3f}", flush=True)
+    return EXIT_INPUTS if failed else EXIT_OK
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -69,7 +69,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def build_result(logits: np.ndarray, fov: Fov, crop: Crop, image_shape: tuple[int, int], threshold: float,
                  source: str | None = None) -> QualityResult:
     """Turn one (G, G) logit grid into a :class:`QualityResult`."""
-    prob = sigmoid(np.asarray(logits, np.float32))
+    return result_from_probabilities(sigmoid(np.asarray(logits, np.float32)), fov, crop, image_shape, threshold, source)
+
+
+def result_from_probabilities(prob: np.ndarray, fov: Fov, crop: Crop, image_shape: tuple[int, int],
+                              threshold: float, source: str | None = None) -> QualityResult:
+    """Build a :class:`QualityResult` from a (G, G) map of values in [0, 1]."""
+    prob = np.asarray(prob, np.float32)
     grid = prob.shape[0]
     cov, zone_idx = _geometry(grid, _key(fov, crop, image_shape))
     weight = np.where(cov >= MIN_COVERAGE, cov, 0.0)

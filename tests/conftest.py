@@ -17,7 +17,13 @@ SHARED_DATA = Path(os.environ.get("EFIQA_DATA", Path(__file__).resolve().parents
 def synthetic_fundus(h: int = 600, w: int = 800, cx: float | None = None, cy: float | None = None,
                      r: float | None = None, seed: int = 0) -> np.ndarray:
     """A fundus-like BGR photo: orange disc with dark vessels on black, circle possibly cut off."""
-    return _synthetic_fundus(h, w, cx, cy, r, seed).copy()
+    return _synthetic_fundus(h, w, cx, cy, r, seed)[0].copy()
+
+
+def synthetic_fundus_with_vessels(h: int = 600, w: int = 800, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(photo, boolean vessel label) from the same generator."""
+    img, ves = _synthetic_fundus(h, w, None, None, None, seed)
+    return img.copy(), ves.copy()
 
 
 @lru_cache(maxsize=32)
@@ -46,7 +52,7 @@ def _synthetic_fundus(h, w, cx, cy, r, seed) -> np.ndarray:
     img = (img * (1 - 0.35 * np.clip(vessels, 0, 1))[..., None]).astype(np.uint8)
     img[~inside] = 0
     noise = rng.normal(0, 2, img.shape)
-    return np.clip(img + noise, 0, 255).astype(np.uint8)
+    return np.clip(img + noise, 0, 255).astype(np.uint8), (vessels > 0.3) & inside
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,96 @@
+"""Stage 1: masking schedule, geometry, and a tiny end-to-end training run on generated photos."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from efiqa.preprocess import Preprocessor  # noqa: E402
+from efiqa.train import masking  # noqa: E402
+from efiqa.train import teacher as teacher_mod  # noqa: E402
+from efiqa.train import vessels as vessel_mod  # noqa: E402
+from efiqa.train.data import to_geometry  # noqa: E402
+from efiqa.train.metrics import auroc, best_f1  # noqa: E402
+
+from .conftest import synthetic_fundus, synthetic_fundus_with_vessels  # noqa: E402
+
+
+def test_ratio_schedule_starts_high_and_widens():
+    assert masking.ratio_range(0.0) == (0.8, 1.0)
+    assert masking.ratio_range(0.25) == pytest.approx((0.4, 1.0))
+    assert masking.ratio_range(0.5) == (0.0, 1.0) and masking.ratio_range(1.0) == (0.0, 1.0)
+
+
+def test_random_masks_follow_the_ratio():
+    rng = np.random.default_rng(0)
+    early = np.mean([1 - masking.random_grid_mask(64, rng, 0.0).mean() for _ in range(200)])
+    late = np.mean([1 - masking.random_grid_mask(64, rng, 1.0).mean() for _ in range(200)])
+    assert 0.85 < early < 0.95  # r ~ U[0.8, 1]
+    assert 0.4 < late < 0.6     # r ~ U[0, 1]
+
+
+def test_random_mask_is_a_grid():
+    rng = np.random.default_rng(3)
+    m = masking.random_grid_mask(256, rng, 1.0)
+    assert set(np.unique(m)) <= {0.0, 1.0}
+    # constant along rows inside each cell: the number of distinct row patterns is the grid size N ≤ 32
+    assert len({tuple(r) for r in m}) <= 32
+
+
+def test_complementary_masks_hide_each_cell_once():
+    ms = masking.complementary_masks(64, 8)
+    hidden = sum(1 - m for m in ms)
+    assert np.all(hidden == 1)
+    for m in ms:  # no two hidden cells side by side: each has its neighbours as context
+        cells = m[::8, ::8]
+        assert not np.any((cells[:, 1:] == 0) & (cells[:, :-1] == 0))
+        assert not np.any((cells[1:, :] == 0) & (cells[:-1, :] == 0))
+
+
+def test_teacher_geometry_is_the_runtime_geometry():
+    img = synthetic_fundus(600, 900, 450, 300, 380)
+    photo = to_geometry(img, 512)
+    prep = Preprocessor(512)(img)
+    assert photo.crop == prep.crop and photo.fov == prep.fov
+    np.testing.assert_array_equal(photo.rgb.transpose(2, 0, 1), prep.tensor.astype(np.uint8))
+
+
+def test_pool_cells():
+    a = np.zeros((64, 64), np.float32)
+    a[:16, :16] = 0.5
+    fov = np.ones((64, 64), bool)
+    fov[:, 56:] = False
+    score, frac, cov = teacher_mod.pool_cells(a, fov, 4, 0.1)
+    assert score[0, 0] == pytest.approx(0.5) and frac[0, 0] == 1.0 and frac[1, 1] == 0.0
+    assert cov[0, 3] == pytest.approx(0.5) and cov[0, 0] == 1.0
+
+
+def test_metrics():
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert auroc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
+    assert best_f1(np.array([0.1, 0.9]), np.array([0, 1]))[0] == 1.0
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_training():
+    """Seconds, not minutes: a few steps of each stage on generated photos, then teacher inference."""
+    torch.manual_seed(0)
+    pairs = []
+    for seed in range(3):
+        img, ves = synthetic_fundus_with_vessels(seed=seed)
+        photo = to_geometry(img, vessel_mod.SIZE)
+        label = Preprocessor(vessel_mod.SIZE, color="bgr").crop_resize(
+            np.repeat(ves[..., None].astype(np.uint8) * 255, 3, axis=2), photo.crop)[..., 0] > 127
+        pairs.append((photo, label & photo.fov_mask))
+    vnet = vessel_mod.fit(pairs, steps=3, batch=2, patch=64, progress=False)
+    maps = [teacher_mod.vessel_map(vnet, p) for p, _ in pairs]
+    assert maps[0][0].shape == (teacher_mod.MAP_SIZE, teacher_mod.MAP_SIZE)
+    inpainter, loss = teacher_mod.fit(maps, steps=2, batch=2, progress=False)
+    assert np.isfinite(loss)
+    teacher = teacher_mod.Teacher(vnet, inpainter)
+    out = teacher(synthetic_fundus(seed=5))
+    g = teacher_mod.GRID
+    assert out.patch_score.shape == out.patch_fraction.shape == out.coverage.shape == (g, g)
+    assert np.all((out.patch_fraction >= 0) & (out.patch_fraction <= 1))
+    assert np.all(out.anomaly[~out.fov] == 0)
+    cfg = teacher_mod.calibrate(teacher, [p for p, _ in pairs])
+    assert cfg["phi"] >= 0.9 and 0 <= cfg["clean_fpr_recipe_rule"] <= 1

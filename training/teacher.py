@@ -1,0 +1,213 @@
+"""Stage 1b: the masked anatomical inpainting teacher (VUAD-style) and its anomaly maps.
+
+A residual U-Net learns to fill masked cells of *vessel maps of good photographs* from their
+context. At inference the vessel map of a photo is reconstructed cell by cell from context; where
+the photo lacks vasculature the prior expects (or shows vessel-like structure it does not), the
+reconstruction differs: anomaly = |x − x̂|. No quality label or degradation mask is ever used.
+
+    efiqa train teacher [--data DIR] [--steps N]
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from efiqa.fov import Fov
+from efiqa.preprocess import Crop
+
+from . import vessels as vessel_stage
+from .data import TEACHER_TRAIN, Photo, data_root, load_photo, to_geometry
+from .masking import complementary_masks, random_grid_mask
+from .nets.unet import ResidualInpainter, UNet
+
+MAP_SIZE = 256          # side of the vessel map the teacher works on (FOV square)
+BASE, LEVELS = 16, 5
+INFER_GRIDS = (8, 16)   # complementary masking grids at inference (cells of 32 and 16 px)
+GRID = 16               # patch grid of the runtime
+
+
+def build_model() -> ResidualInpainter:
+    return ResidualInpainter(BASE, LEVELS)
+
+
+def load_model(path: str | Path) -> ResidualInpainter:
+    m = build_model()
+    m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return m.eval()
+
+
+def vessel_map(extractor: UNet, photo: Photo) -> tuple[np.ndarray, np.ndarray]:
+    """(vessel probability MAP_SIZE², FOV mask MAP_SIZE²) of a photo in runtime geometry."""
+    prob = vessel_stage.predict(extractor, photo)
+    small = cv2.resize(prob, (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
+    fov = cv2.resize(photo.fov_mask.astype(np.uint8), (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_NEAREST)
+    return small.astype(np.float32), fov.astype(bool)
+
+
+def _augment(vmap: np.ndarray, fov: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """360° rotation, flips, ±10 % scale, random circular FOV crop, vessel-contrast jitter."""
+    s = vmap.shape[0]
+    m = cv2.getRotationMatrix2D((s / 2, s / 2), rng.uniform(0, 360), rng.uniform(0.9, 1.1))
+    vmap = cv2.warpAffine(vmap, m, (s, s), flags=cv2.INTER_LINEAR)
+    fov = cv2.warpAffine(fov.astype(np.uint8), m, (s, s), flags=cv2.INTER_NEAREST)
+    if rng.random() < 0.5:
+        vmap, fov = vmap[:, ::-1], fov[:, ::-1]
+    if rng.random() < 0.5:  # a smaller, shifted circular FOV, as other cameras and framings give
+        circ = np.zeros((s, s), np.uint8)
+        r = s / 2 * rng.uniform(0.7, 1.0)
+        c = s / 2 + rng.uniform(-0.15, 0.15, size=2) * s
+        cv2.circle(circ, (int(c[0]), int(c[1])), int(r), 1, -1)
+        fov = fov & circ
+    vmap = np.clip(vmap, 0, 1) ** rng.uniform(0.8, 1.25)
+    fov = fov.astype(bool)
+    return np.where(fov, vmap, 0).astype(np.float32), fov
+
+
+def train(data: str | None = None, vessels_path: str | Path = "models/teacher/vessels.pt", steps: int = 1500,
+          batch: int = 8, seed: int = 0, out: str | Path = "models/teacher/inpainter.pt",
+          progress: bool = True) -> dict:
+    """Vessel maps of TEACHER_TRAIN photos → inpainter weights at ``out``; returns training metrics."""
+    from tqdm import tqdm
+
+    root = data_root(data)
+    extractor = vessel_stage.load_model(vessels_path)
+    maps = [vessel_map(extractor, load_photo(n, vessel_stage.SIZE, root)) for n in
+            tqdm(TEACHER_TRAIN, desc="vessel maps", disable=not progress)]
+    t0 = time.time()
+    model, loss = fit(maps, steps=steps, batch=batch, seed=seed, progress=progress)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out)
+    return {"train_images": TEACHER_TRAIN, "steps": steps, "batch": batch, "seed": seed, "map_size": MAP_SIZE,
+            "base": BASE, "levels": LEVELS, "final_mse": loss,
+            "params": sum(p.numel() for p in model.parameters()), "train_seconds": round(time.time() - t0, 1)}
+
+
+def fit(maps: list[tuple[np.ndarray, np.ndarray]], steps: int, batch: int = 8, seed: int = 0,
+        progress: bool = True) -> tuple[ResidualInpainter, float]:
+    """Masked-inpainting training on (vessel map, FOV) pairs; MSE inside the FOV. Returns (model, last loss)."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = build_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
+    bar = tqdm(range(steps), desc="teacher", disable=not progress)
+    loss_value = float("nan")
+    for step in bar:
+        xs, ks, fs = [], [], []
+        for i in rng.integers(len(maps), size=batch):
+            v, f = _augment(*maps[i], rng)
+            xs.append(v)
+            ks.append(random_grid_mask(MAP_SIZE, rng, step / steps))
+            fs.append(f)
+        x = torch.from_numpy(np.stack(xs)[:, None])
+        keep = torch.from_numpy(np.stack(ks)[:, None])
+        fov = torch.from_numpy(np.stack(fs)[:, None].astype(np.float32))
+        model.train()
+        recon = model(x * keep)
+        loss = (((recon - x) ** 2) * fov).sum() / fov.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_value = float(loss.item())
+        bar.set_postfix(mse=f"{loss_value:.4f}")
+    return model.eval(), loss_value
+
+
+@dataclass
+class TeacherOutput:
+    vessels: np.ndarray        # MAP_SIZE² vessel probability
+    reconstruction: np.ndarray  # MAP_SIZE² inpainted from context
+    anomaly: np.ndarray        # MAP_SIZE² |x − x̂|, 0 outside the FOV
+    fov: np.ndarray            # MAP_SIZE² bool
+    patch_score: np.ndarray    # GRID² mean anomaly per cell (in-FOV pixels)
+    patch_fraction: np.ndarray  # GRID² fraction of in-FOV pixels with anomaly > tau
+    coverage: np.ndarray       # GRID² in-FOV fraction per cell
+    crop: Crop
+    fov_circle: Fov
+
+
+CONFIG = "teacher.json"
+
+
+class Teacher:
+    """Photo → vessel map → cell-by-cell inpainting from context → anomaly → patch scores.
+
+    ``config`` holds the label-free decision rule calibrated on clean training photos: ``tau``
+    (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that flags a patch) and
+    ``mean_threshold`` (the same false-positive budget for the mean-anomaly score).
+    """
+
+    def __init__(self, vessels: str | Path | UNet, inpainter: str | Path | ResidualInpainter,
+                 config: dict | None = None) -> None:
+        self.extractor = vessels.eval() if isinstance(vessels, UNet) else vessel_stage.load_model(vessels)
+        self.inpainter = inpainter.eval() if isinstance(inpainter, ResidualInpainter) else load_model(inpainter)
+        self.config = {"tau": 0.02, "phi": 0.9, "mean_threshold": float("inf"), **(config or {})}
+        self.tau = float(self.config["tau"])
+        self._masks = [torch.from_numpy(m)[None, None] for n in INFER_GRIDS for m in complementary_masks(MAP_SIZE, n)]
+
+    @torch.no_grad()
+    def __call__(self, bgr: np.ndarray, name: str = "") -> TeacherOutput:
+        photo = to_geometry(bgr, vessel_stage.SIZE, name)
+        vmap, fov = vessel_map(self.extractor, photo)
+        x = torch.from_numpy(vmap)[None, None]
+        batch = torch.cat([x * m for m in self._masks])
+        recon_all = self.inpainter(batch)
+        # each pixel's reconstruction comes from the passes where it was hidden, averaged over grids
+        hidden = 1 - torch.cat(self._masks)
+        recon = ((recon_all * hidden).sum(0) / hidden.sum(0).clamp(min=1))[0].numpy()
+        recon = np.clip(recon, 0, 1)
+        anomaly = cv2.GaussianBlur(np.where(fov, np.abs(vmap - recon), 0).astype(np.float32), (0, 0), 1.0)
+        anomaly = np.where(fov, anomaly, 0).astype(np.float32)
+        score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
+        return TeacherOutput(vmap, recon, anomaly, fov, score, frac, cov, photo.crop, photo.fov)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Teacher":
+        folder = Path(folder)
+        config = json.loads((folder / CONFIG).read_text()) if (folder / CONFIG).is_file() else None
+        return cls(folder / "vessels.pt", folder / "inpainter.pt", config)
+
+
+def calibrate(teacher: "Teacher", photos: list[Photo], fp_budget: float = 0.05, tau: float = 0.02) -> dict:
+    """Label-free decision rule from clean photos only: flag at most ``fp_budget`` of their patches.
+
+    The recipe's rule (pixel anomaly > 0.02 in ≥ 90 % of a patch) is kept where it already meets the
+    budget; otherwise ``phi`` rises to the clean patches' (1 − budget) quantile.
+    """
+    fracs, means, images = [], [], []
+    for p in photos:
+        out = teacher(cv2.cvtColor(p.rgb, cv2.COLOR_RGB2BGR), p.name)
+        valid = out.coverage >= 0.5
+        fracs.append(out.patch_fraction[valid])
+        means.append(out.patch_score[valid])
+        images.append(float(out.patch_fraction[valid].mean()))
+    f, m = np.concatenate(fracs), np.concatenate(means)
+    phi = max(0.9, float(np.quantile(f, 1 - fp_budget)))
+    return {"tau": tau, "phi": phi, "mean_threshold": float(np.quantile(m, 1 - fp_budget)),
+            "image_threshold": float(np.quantile(images, 0.95)) if images else 0.5, "fp_budget": fp_budget,
+            "clean_fpr_recipe_rule": float((f >= 0.9).mean()), "calibration_photos": [p.name for p in photos]}
+
+def pool_cells(anomaly: np.ndarray, fov: np.ndarray, grid: int, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: mean anomaly over in-FOV pixels, fraction of them above ``tau``, FOV coverage."""
+    s = anomaly.shape[0] // grid
+    f = fov.astype(np.float32).reshape(grid, s, grid, s)
+    a = anomaly.reshape(grid, s, grid, s)
+    n = f.sum(axis=(1, 3))
+    safe = np.maximum(n, 1)
+    score = (a * f).sum(axis=(1, 3)) / safe
+    frac = ((a > tau) * f).sum(axis=(1, 3)) / safe
+    return score.astype(np.float32), frac.astype(np.float32), (n / (s * s)).astype(np.float32)
+
+
+def write_json(obj: dict, path: Path) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
