@@ -48,10 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     tt = tsub.add_parser("teacher", help="stage 1b: masked vessel-inpainting teacher on good photos")
     tt.add_argument("--data", help="fundus photographs folder (default: $EFIQA_DATA or ../shared/data/fundus)")
-    tt.add_argument("--steps", type=int, default=1500)
+    tt.add_argument("--steps", type=int, default=1200)
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--dir", type=Path, default=Path("models/teacher"), help="holds vessels.pt; receives the teacher")
     tt.set_defaults(func=cmd_train_teacher)
+
+    ts = tsub.add_parser("student", help="stage 2: distil the teacher into an adapter on a frozen backbone",
+                         description="Distil the teacher into the student adapter from unlabelled photos "
+                                     "(adapting to a new camera needs only its photos).")
+    ts.add_argument("--images", nargs="+", help="folders/files of unlabelled photos (default: the project's set)")
+    ts.add_argument("--data", help="fundus photographs folder for the default set")
+    ts.add_argument("--teacher", type=Path, default=Path("models/teacher"))
+    ts.add_argument("--augmentations", type=int, default=24, help="label-free perturbations per photo")
+    ts.add_argument("--epochs", type=int, default=20)
+    ts.add_argument("--seed", type=int, default=0)
+    ts.add_argument("--out", type=Path, default=Path("models/student"), help="adapter weights + config")
+    ts.add_argument("--cache", type=Path, default=Path("benchmarks/.cache"), help="feature cache folder")
+    ts.set_defaults(func=cmd_train_student)
+
+    ex = sub.add_parser("export", help="student (backbone + trained adapter) → ONNX bundle",
+                        description="Export backbone + adapter to one ONNX (opset 18, normalisation inside, "
+                                    "dynamic batch), check it against torch (max |Δ| ≤ 1e-4) and write a bundle.")
+    ex.add_argument("--adapter", type=Path, default=Path("models/student"), help="output of 'efiqa train student'")
+    ex.add_argument("--out", type=Path, default=Path("models/default"))
+    ex.set_defaults(func=cmd_export)
 
     te = sub.add_parser("teacher", help="run the stage-1 teacher (slow, torch) and write its maps",
                         description="Teacher maps for photos: same outputs and JSON keys as 'assess'.")
@@ -168,16 +188,16 @@ def _write_outputs(out: Path, path: Path, res, record: dict, used: set[str]) -> 
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
-def _training_module(name: str):
-    """Import a training module, or explain which extra is missing (exit 3)."""
+def _training_module(name: str, package: str = "efiqa.train"):
+    """Import a torch-side module, or explain which extra is missing (exit 3)."""
     import importlib
 
     try:
-        return importlib.import_module(f"efiqa.train.{name}")
+        return importlib.import_module(f"{package}.{name}")
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"training needs torch and the [train] extra ({exc.name} missing): "
-            "pip install torch==2.13.0 && pip install 'efiqa[train]'") from None
+            f"this command needs torch and the [train,build] extras ({exc.name} missing): "
+            "pip install torch==2.13.0 && pip install 'efiqa[train,build]'") from None
 
 
 def cmd_train_vessels(args: argparse.Namespace) -> int:
@@ -209,6 +229,48 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
     teacher.write_json({**metrics, "calibration": config}, args.dir / "inpainter.metrics.json")
     print(f"teacher: final MSE {metrics['final_mse']:.4f}; clean-photo rule tau={config['tau']} "
           f"phi={config['phi']:.3f} → {args.dir}")
+    return EXIT_OK
+
+
+def cmd_train_student(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    distill = _training_module("distill")
+    teacher_mod = _training_module("teacher")
+    teacher = teacher_mod.Teacher.load(args.teacher)
+    named = distill.photo_list(args.images, args.data)
+    if not named:
+        raise ImageReadError("no photos to distil from", " ".join(args.images or []))
+    cfg = distill.DEFAULT
+    sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
+                                   (cfg["size"],), args.augmentations, args.seed, args.cache)
+    fs = sets[cfg["size"]]
+    res = distill.train_adapter(fs, cfg["features"], cfg["head"], phi=teacher.config["phi"], epochs=args.epochs,
+                                seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(res.head.state_dict(), args.out / "adapter.pt")
+    meta = {**cfg, "phi": teacher.config["phi"], "epochs": args.epochs, "augmentations": args.augmentations,
+            "seed": args.seed, "photos": [n for n, _ in named], "samples": len(fs.photo), "loss_history": res.history,
+            "params": res.params, "positive_fraction": float(np.mean([(s >= teacher.config["phi"])[v].mean()
+                                                                        for s, v in zip(fs.soft, fs.valid)]))}
+    (args.out / "adapter.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"student adapter: {res.params} params, {len(fs.photo)} samples, final loss {res.history[-1]:.4f} → {args.out}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    distill = _training_module("distill")
+    build = _training_module("student_bundle", "efiqa.build")
+    meta = json.loads((args.adapter / "adapter.json").read_text())
+    from efiqa.train.nets.student import FEATURES, make_head
+
+    head = make_head(meta["head"], FEATURES[meta["features"]])
+    head.load_state_dict(torch.load(args.adapter / "adapter.pt", map_location="cpu", weights_only=True))
+    path, err = build.export_student(head, meta, args.out)
+    print(f"exported {path} (max |Δ| vs torch {err:.1e})")
     return EXIT_OK
 
 

@@ -70,7 +70,7 @@ def _augment(vmap: np.ndarray, fov: np.ndarray, rng: np.random.Generator) -> tup
 
 
 def train(data: str | None = None, vessels_path: str | Path = "models/teacher/vessels.pt", steps: int = 1500,
-          batch: int = 8, seed: int = 0, out: str | Path = "models/teacher/inpainter.pt",
+          batch: int = 6, seed: int = 0, out: str | Path = "models/teacher/inpainter.pt",
           progress: bool = True) -> dict:
     """Vessel maps of TEACHER_TRAIN photos → inpainter weights at ``out``; returns training metrics."""
     from tqdm import tqdm
@@ -89,7 +89,7 @@ def train(data: str | None = None, vessels_path: str | Path = "models/teacher/ve
             "params": sum(p.numel() for p in model.parameters()), "train_seconds": round(time.time() - t0, 1)}
 
 
-def fit(maps: list[tuple[np.ndarray, np.ndarray]], steps: int, batch: int = 8, seed: int = 0,
+def fit(maps: list[tuple[np.ndarray, np.ndarray]], steps: int, batch: int = 6, seed: int = 0,
         progress: bool = True) -> tuple[ResidualInpainter, float]:
     """Masked-inpainting training on (vessel map, FOV) pairs; MSE inside the FOV. Returns (model, last loss)."""
     from tqdm import tqdm

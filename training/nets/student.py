@@ -13,21 +13,34 @@ from .efficientnet_lite import EfficientNetLite0
 
 LITE0_MEAN = (127.0, 127.0, 127.0)
 LITE0_STD = (128.0, 128.0, 128.0)
+FEATURES = {"two-scale": 112 + 320, "s32": 320}
+
+
+def make_head(kind: str, channels: int, hidden: int = 64) -> nn.Module:
+    """``linear``: the paper's 1×1 conv. ``conv``: 1×1 to ``hidden``, ReLU, 3×3 to 1 (~30k params)."""
+    if kind == "linear":
+        return nn.Conv2d(channels, 1, 1)
+    if kind == "conv":
+        return nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 3, padding=1))
+    raise ValueError(f"unknown head {kind!r}")
 
 
 class Student(nn.Module):
-    """EfficientNet-Lite0 stride-16 (avg-pooled ×2) + stride-32 features → 1×1 conv adapter."""
+    """EfficientNet-Lite0 features (stride-16 avg-pooled ×2 + stride-32, or stride-32 alone) → adapter."""
 
-    def __init__(self, backbone: nn.Module | None = None, channels: int = 112 + 320,
+    def __init__(self, backbone: nn.Module | None = None, features: str = "two-scale", head: str = "linear",
                  mean: tuple[float, ...] = LITE0_MEAN, std: tuple[float, ...] = LITE0_STD) -> None:
         super().__init__()
         self.backbone = backbone if backbone is not None else EfficientNetLite0()
-        self.adapter = nn.Conv2d(channels, 1, 1)
+        self.feature_kind = features
+        self.adapter = make_head(head, FEATURES[features])
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         f16, f32 = self.backbone((image - self.mean) / self.std)
+        if self.feature_kind == "s32":
+            return f32
         return torch.cat([F.avg_pool2d(f16, 2), f32], dim=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

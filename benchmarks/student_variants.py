@@ -1,0 +1,93 @@
+"""Compare student variants (input size × feature scales × adapter head) on quality and speed.
+
+Quality is judged label-free, as the product must be: agreement with the teacher's patch labels
+on perturbed photos of training-set photos held out of adapter training (a photo-level split).
+Speed: the exported ONNX (backbone + head) in ONNX Runtime, 2 threads, batch 1.
+
+    python benchmarks/student_variants.py [--augmentations 24]
+
+Writes benchmarks/results/student_variants.json / .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import stamp  # noqa: E402
+
+from efiqa.build.export import export_onnx  # noqa: E402
+from efiqa.train import distill  # noqa: E402
+from efiqa.train.metrics import auroc  # noqa: E402
+from efiqa.train.teacher import Teacher  # noqa: E402
+
+VARIANTS = [(size, feats, head) for size in (512, 384) for feats in ("two-scale", "s32") for head in ("linear", "conv")]
+
+
+def ort_latency(model: torch.nn.Module, size: int, runs: int = 60) -> float:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sess = ort.InferenceSession(export_onnx(model, size), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, size, size)).astype(np.float32)
+    for _ in range(5):
+        sess.run(None, {"image": x})
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, {"image": x})
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data")
+    ap.add_argument("--teacher", type=Path, default=Path("models/teacher"))
+    ap.add_argument("--augmentations", type=int, default=24)
+    ap.add_argument("--cache", type=Path, default=HERE / ".cache")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    teacher = Teacher.load(args.teacher)
+    named = distill.photo_list(None, args.data)
+    sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher, (512, 384),
+                                   args.augmentations, 0, args.cache)
+    n_photos = len(named)
+    val = {i for i in range(n_photos) if i % 5 == 0}
+    train = set(range(n_photos)) - val
+    phi = teacher.config["phi"]
+    rows = []
+    for size, feats, head in VARIANTS:
+        fs = sets[size]
+        res = distill.train_adapter(fs, feats, head, phi=phi, train_photos=train)
+        prob, soft, valid = distill.predict(res, fs, val)
+        agree = auroc(prob[valid], soft[valid] >= phi)
+        pearson = float(np.corrcoef(prob[valid], soft[valid])[0, 1])
+        ms = ort_latency(distill.assemble(res), size)
+        rows.append({"size": size, "features": feats, "head": head, "params": res.params,
+                     "val_auroc_vs_teacher": agree, "val_pearson_vs_teacher": pearson, "ort_ms_p50": ms})
+        print(rows[-1], flush=True)
+    best = max(rows, key=lambda r: (round(r["val_auroc_vs_teacher"], 3), -r["ort_ms_p50"]))
+    out = {"benchmark": "student_variants", "command": "python benchmarks/student_variants.py " + " ".join(sys.argv[1:]),
+           "machine": stamp(), "photos": [n for n, _ in named], "validation_photos": sorted(named[i][0] for i in val),
+           "augmentations": args.augmentations, "phi": phi, "variants": rows, "chosen": best}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "student_variants.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = ["| input | features | head | params | AUROC vs teacher (val photos) | Pearson | ORT ms p50 |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['size']} | {r['features']} | {r['head']} | {r['params']} | {r['val_auroc_vs_teacher']:.3f} | "
+           f"{r['val_pearson_vs_teacher']:.3f} | {r['ort_ms_p50']:.1f} |" for r in rows]
+    (HERE / "results" / "student_variants.md").write_text("\n".join(md) + f"\n\nChosen: {best}\n")
+    print("\n".join(md))
+    print("chosen:", best)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Label-free training augmentation for distillation (stage 2).
+
+Generic photometric and geometric perturbations of whole photos, some spatially varying through
+smooth random fields, so the teacher sees regions of differing quality and labels them itself.
+This is deliberately separate from (and simpler than) ``efiqa.synth``, the evaluation generator,
+which is never a training input and whose masks are never seen in training.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def _smooth_field(h: int, w: int, rng: np.random.Generator, cells: int) -> np.ndarray:
+    """A smooth random field in [0, 1] (bicubic up-sampled coarse noise)."""
+    coarse = rng.random((cells, cells)).astype(np.float32)
+    f = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    f -= f.min()
+    return f / max(float(f.max()), 1e-6)
+
+
+def augment(bgr: np.ndarray, rng: np.random.Generator, strength: float | None = None) -> np.ndarray:
+    """One random perturbation of a BGR photo; ``strength`` ∈ [0, 1] (random when None)."""
+    s = rng.uniform(0, 1) if strength is None else strength
+    h, w = bgr.shape[:2]
+    img = bgr.astype(np.float32) / 255.0
+
+    # geometry: rotation about a jittered centre, flip, mild zoom (the FOV moves within the frame)
+    m = cv2.getRotationMatrix2D((w / 2 + rng.normal(0, 0.03) * w, h / 2 + rng.normal(0, 0.03) * h),
+                                rng.uniform(-30, 30), rng.uniform(0.9, 1.1))
+    img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+
+    # photometric, global
+    img = img ** rng.uniform(1 - 0.4 * s, 1 + 0.6 * s)
+    img = img * rng.uniform(1 - 0.15 * s, 1 + 0.15 * s, size=3).astype(np.float32)
+    # spatially varying illumination and sharpness (smooth fields, no masks)
+    if rng.random() < 0.7:
+        gain = 1 - s * rng.uniform(0.3, 0.9) * _smooth_field(h, w, rng, int(rng.integers(2, 5)))
+        img = img * gain[..., None]
+    if rng.random() < 0.6:
+        sigma = s * rng.uniform(1, 10) * max(h, w) / 1000
+        if sigma > 0.3:
+            blurred = cv2.GaussianBlur(img, (0, 0), sigma)
+            a = _smooth_field(h, w, rng, int(rng.integers(2, 5)))[..., None]
+            a = np.clip((a - rng.uniform(0.2, 0.6)) * 3, 0, 1)
+            img = img * (1 - a) + blurred * a
+    if rng.random() < 0.3:  # veil: contrast loss toward a bright colour, smoothly varying
+        a = s * rng.uniform(0.2, 0.6) * _smooth_field(h, w, rng, 3)[..., None]
+        img = img * (1 - a) + a * np.array([0.65, 0.75, 0.85], np.float32)
+    if rng.random() < 0.3:
+        img = img + rng.normal(0, 0.04 * s, img.shape).astype(np.float32)
+    out = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    if rng.random() < 0.2:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(90 - 70 * s)])
+        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(out)

@@ -1,0 +1,189 @@
+"""Stage 2: distil the teacher's patch maps into a shallow adapter on a frozen backbone.
+
+1. Each unlabelled photo is perturbed many times (``augment``: photometric + geometric, label-free).
+2. The teacher labels every perturbed photo per patch (fraction of anomalous vessel-map pixels;
+   positive when ≥ ``phi``, its clean-photo rule).
+3. Frozen backbone features of the same perturbed photo, in runtime geometry, are cached.
+4. The adapter learns teacher labels from features: BCE with positive weighting, AdamW, seeded.
+
+    efiqa train student --images DIR... [--augmentations 24] [--epochs 20]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from efiqa.preprocess import Preprocessor
+
+from .augment import augment
+from .nets.efficientnet_lite import EfficientNetLite0
+from .nets.student import FEATURES, Student, make_head
+from .teacher import Teacher
+
+#: The shipped configuration, chosen by ``benchmarks/student_variants.py`` (label-free criterion).
+DEFAULT = {"size": 512, "features": "two-scale", "head": "linear"}
+
+
+@dataclass
+class FeatureSet:
+    """Cached distillation data for one input size and feature kind."""
+
+    size: int
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # kind → (N, C, g, g) float16
+    soft: list[np.ndarray] = field(default_factory=list)            # teacher fraction (g, g)
+    valid: list[np.ndarray] = field(default_factory=list)           # coverage ≥ 0.5 (g, g)
+    photo: list[int] = field(default_factory=list)                  # source photo index per sample
+
+
+def _to_grid(a: np.ndarray, g: int) -> np.ndarray:
+    return a if a.shape[0] == g else cv2.resize(a, (g, g), interpolation=cv2.INTER_AREA)
+
+
+@torch.no_grad()
+def build_features(photos: list[np.ndarray], teacher: Teacher, sizes: tuple[int, ...] = (512,),
+                   augmentations: int = 24, seed: int = 0, progress: bool = True) -> dict[int, FeatureSet]:
+    """Teacher labels + backbone features for ``augmentations`` perturbations of each photo (the first unperturbed)."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    backbone = Student(EfficientNetLite0().load_imagenet()).freeze_backbone().eval()
+    sets = {s: FeatureSet(s) for s in sizes}
+    feats: dict[int, dict[str, list]] = {s: {k: [] for k in FEATURES} for s in sizes}
+    pre = {s: Preprocessor(s) for s in sizes}
+    jobs = [(i, k) for i in range(len(photos)) for k in range(augmentations)]
+    for i, k in tqdm(jobs, desc="teacher labels + features", disable=not progress):
+        img = photos[i] if k == 0 else augment(photos[i], rng)
+        try:
+            t = teacher(img)
+        except Exception:  # an augmentation can push a photo past FOV detection; skip it
+            continue
+        for s in sizes:
+            g = s // 32
+            prep = pre[s](img, fov=t.fov_circle)
+            x = torch.from_numpy(prep.tensor[None])
+            f16, f32 = backbone.backbone((x - backbone.mean) / backbone.std)
+            feats[s]["s32"].append(f32[0].numpy().astype(np.float16))
+            feats[s]["two-scale"].append(torch.cat([F.avg_pool2d(f16, 2), f32], 1)[0].numpy().astype(np.float16))
+            fs = sets[s]
+            fs.soft.append(_to_grid(t.patch_fraction, g))
+            fs.valid.append(_to_grid(t.coverage, g) >= 0.5)
+            fs.photo.append(i)
+    for s in sizes:
+        sets[s].features = {k: np.stack(v) for k, v in feats[s].items()}
+    return sets
+
+
+@dataclass
+class AdapterResult:
+    head: torch.nn.Module
+    feature_kind: str
+    size: int
+    history: list[float]
+    params: int
+
+
+def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "linear", phi: float = 0.9,
+                  epochs: int = 20, lr: float = 1e-3, batch: int = 32, seed: int = 0,
+                  train_photos: set[int] | None = None) -> AdapterResult:
+    """BCE on binary teacher labels (fraction ≥ phi), positives weighted by the negative/positive ratio."""
+    torch.manual_seed(seed)
+    idx = np.array([n for n, p in enumerate(fs.photo) if train_photos is None or p in train_photos])
+    x = torch.from_numpy(fs.features[feature_kind][idx].astype(np.float32))
+    y = torch.from_numpy((np.stack(fs.soft)[idx] >= phi).astype(np.float32))[:, None]
+    v = torch.from_numpy(np.stack(fs.valid)[idx].astype(np.float32))[:, None]
+    pos = float((y * v).sum())
+    neg = float(((1 - y) * v).sum())
+    pos_weight = torch.tensor(neg / max(pos, 1.0))
+    model = make_head(head, FEATURES[feature_kind])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for b in range(0, len(x), batch):
+            j = perm[b:b + batch]
+            logits = model(x[j])
+            loss = (F.binary_cross_entropy_with_logits(logits, y[j], pos_weight=pos_weight, reduction="none")
+                    * v[j]).sum() / v[j].sum().clamp(min=1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(j)
+        history.append(total / len(x))
+    # Positive weighting w shifts the optimal logit by log(w); take it back out of the last bias so the
+    # exported probabilities estimate how likely the teacher is to flag the patch.
+    last = model if isinstance(model, torch.nn.Conv2d) else model[-1]
+    with torch.no_grad():
+        last.bias -= torch.log(pos_weight)
+    return AdapterResult(model.eval(), feature_kind, fs.size, history, sum(p.numel() for p in model.parameters()))
+
+
+@torch.no_grad()
+def predict(result: AdapterResult, fs: FeatureSet, photos: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(student probabilities, teacher soft labels, valid) for the samples of ``photos``."""
+    idx = np.array([n for n, p in enumerate(fs.photo) if p in photos])
+    x = torch.from_numpy(fs.features[result.feature_kind][idx].astype(np.float32))
+    prob = torch.sigmoid(result.head(x))[:, 0].numpy()
+    return prob, np.stack(fs.soft)[idx], np.stack(fs.valid)[idx]
+
+
+def assemble(result: AdapterResult) -> Student:
+    """The full student (ImageNet backbone + trained adapter) for export."""
+    student = Student(EfficientNetLite0().load_imagenet(), features=result.feature_kind).freeze_backbone()
+    student.adapter = result.head
+    return student.eval()
+
+
+def photo_list(images: list[str] | None, data: str | None) -> list[tuple[str, np.ndarray]]:
+    """Unlabelled photos: every image under ``images`` folders/files, or the project's teacher set."""
+    from efiqa.imageio import IMAGE_SUFFIXES, read_image
+
+    from .data import TEACHER_TRAIN, data_root, resolve
+
+    if images:
+        paths: list[Path] = []
+        for raw in images:
+            p = Path(raw)
+            paths.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])
+        names = [str(p) for p in paths]
+    else:
+        root = data_root(data)
+        paths = [resolve(n, root) for n in TEACHER_TRAIN]
+        names = list(TEACHER_TRAIN)
+    return [(n, _working_copy(read_image(p))) for n, p in zip(names, paths)]
+
+
+def _working_copy(bgr: np.ndarray, side: int = 1400) -> np.ndarray:
+    k = side / max(bgr.shape[:2])
+    return bgr if k >= 1 else cv2.resize(bgr, (round(bgr.shape[1] * k), round(bgr.shape[0] * k)),
+                                         interpolation=cv2.INTER_AREA)
+
+
+def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher, teacher_dir: Path,
+                    sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
+                    progress: bool = True) -> dict[int, FeatureSet]:
+    """:func:`build_features`, memoised on disk by (photos, teacher weights, settings)."""
+    import hashlib
+    import pickle
+
+    key = hashlib.sha256()
+    for n in names:
+        key.update(n.encode())
+    for f in ("vessels.pt", "inpainter.pt", "teacher.json"):
+        p = teacher_dir / f
+        key.update(p.read_bytes() if p.exists() else b"")
+    key.update(repr((sizes, augmentations, seed)).encode())
+    path = cache_dir / f"distill_{key.hexdigest()[:16]}.pkl" if cache_dir else None
+    if path and path.exists():
+        return pickle.loads(path.read_bytes())
+    sets = build_features(photos, teacher, sizes, augmentations, seed, progress)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(sets, protocol=pickle.HIGHEST_PROTOCOL))
+    return sets
