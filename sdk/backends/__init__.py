@@ -18,8 +18,12 @@ def create_backend(name: str, bundle: Bundle, *, engine: str | None = None, thre
         from .onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(bundle, threads=threads)
-    raise BackendUnavailableError(
-        "the TensorRT backend is not part of this release yet; use --backend onnxruntime")
+    if not engine:
+        raise BackendUnavailableError("the TensorRT backend needs an engine: build one with 'efiqa build' "
+                                      "on the target machine and pass --engine")
+    from .tensorrt import TensorRTBackend
+
+    return TensorRTBackend(bundle, engine)
 
 
 __all__ = ["Backend", "BACKENDS", "create_backend"]

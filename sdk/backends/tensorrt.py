@@ -1,0 +1,118 @@
+"""TensorRT backend (TensorRT 10.x as on JetPack 6, and 11.x): deserialize an engine built by
+``efiqa build``, check its manifest against this device, and run it with pinned host buffers,
+async copies on one CUDA stream and, optionally, CUDA-graph replay.
+
+Only the name-based I/O API is used (``num_io_tensors``, ``set_input_shape``,
+``set_tensor_address``, ``execute_async_v3``), which both major versions provide.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..engine import EngineManifest
+from ..errors import BackendUnavailableError, ModelError
+from .base import Backend
+from .cuda import host_array, load_cuda
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendUnavailableError(
+            "TensorRT is not installed: on Jetson it comes with JetPack 6; elsewhere install NVIDIA's "
+            "tensorrt wheels on a machine with an NVIDIA GPU") from None
+    return trt
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle, engine: str | Path, cuda_graph: bool = False) -> None:
+        super().__init__(bundle)
+        trt = import_tensorrt()
+        self.cuda = load_cuda()
+        engine = Path(engine)
+        if not engine.is_file():
+            raise ModelError("no such engine file", str(engine))
+        dev = self.cuda.device_info()
+        self.engine_manifest = EngineManifest.load(engine)
+        self.engine_manifest.check(engine, bundle.sha256, trt.__version__, dev.name, dev.compute_capability)
+
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(engine.read_bytes())
+        if self.engine is None:
+            raise ModelError("TensorRT could not deserialize the engine (corrupt, or built by another version)",
+                             str(engine))
+        self.context = self.engine.create_execution_context()
+        m = bundle.manifest
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        if m.input_name not in names or m.output_name not in names:
+            raise ModelError(f"engine I/O {names} does not match the bundle ({m.input_name}→{m.output_name})",
+                             str(engine))
+        self.in_name, self.out_name = m.input_name, m.output_name
+        in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.in_name)))
+        out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.out_name)))
+        if in_dtype != np.float32 or out_dtype != np.float32:
+            raise ModelError(f"engine I/O must be float32, found {in_dtype}/{out_dtype}", str(engine))
+        profile_max = self.engine.get_tensor_profile_shape(self.in_name, 0)[2] \
+            if self.engine.get_tensor_shape(self.in_name)[0] == -1 else self.engine.get_tensor_shape(self.in_name)
+        self.max_batch = int(profile_max[0])
+
+        self._in_bytes = self.max_batch * int(np.prod(self.input_shape)) * 4
+        self._out_bytes = self.max_batch * int(np.prod(self.output_shape)) * 4
+        self._d_in = self.cuda.malloc(self._in_bytes)
+        self._d_out = self.cuda.malloc(self._out_bytes)
+        self._h_in_ptr = self.cuda.malloc_host(self._in_bytes)
+        self._h_out_ptr = self.cuda.malloc_host(self._out_bytes)
+        self._h_in = host_array(self._h_in_ptr, (self.max_batch, *self.input_shape), np.float32)
+        self._h_out = host_array(self._h_out_ptr, (self.max_batch, *self.output_shape), np.float32)
+        self.stream = self.cuda.stream()
+        self.context.set_tensor_address(self.in_name, self._d_in)
+        self.context.set_tensor_address(self.out_name, self._d_out)
+        self.cuda_graph = cuda_graph and self.cuda.name == "cuda-python"
+        self._graphs: dict[int, object] = {}
+        self._closed = False
+
+    def _run_chunk(self, n: int) -> None:
+        stream = self.stream
+        per_in = int(np.prod(self.input_shape)) * 4
+        per_out = int(np.prod(self.output_shape)) * 4
+        self.context.set_input_shape(self.in_name, (n, *self.input_shape))
+        self.cuda.h2d(self._d_in, self._h_in_ptr, n * per_in, stream)
+        if self.cuda_graph:
+            graph = self._graphs.get(n)
+            if graph is None:  # capture the enqueue once per batch size, replay afterwards
+                self.cuda.begin_capture(stream)
+                self.context.execute_async_v3(self.cuda.stream_handle(stream))
+                graph = self._graphs[n] = self.cuda.end_capture(stream)
+            self.cuda.launch_graph(graph, stream)
+        elif not self.context.execute_async_v3(self.cuda.stream_handle(stream)):
+            raise ModelError("TensorRT execution failed", str(self.bundle.path))
+        self.cuda.d2h(self._h_out_ptr, self._d_out, n * per_out, stream)
+        self.cuda.synchronize(stream)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        outs = []
+        for start in range(0, batch.shape[0], self.max_batch):
+            chunk = batch[start:start + self.max_batch]
+            n = chunk.shape[0]
+            self._h_in[:n] = chunk
+            self._run_chunk(n)
+            outs.append(self._h_out[:n].copy())
+        return np.concatenate(outs)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for ptr in (self._d_in, self._d_out):
+            self.cuda.free(ptr)
+        for ptr in (self._h_in_ptr, self._h_out_ptr):
+            self.cuda.free_host(ptr)
+        self.cuda.destroy_stream(self.stream)
+        self.context = self.engine = None

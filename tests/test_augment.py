@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from efiqa.train.augment import augment  # noqa: E402
+
+from .conftest import synthetic_fundus  # noqa: E402
+
+
+def test_augment_is_seeded_and_keeps_shape():
+    img = synthetic_fundus()
+    a = augment(img, np.random.default_rng(3))
+    b = augment(img, np.random.default_rng(3))
+    assert np.array_equal(a, b) and a.shape == img.shape and a.dtype == np.uint8
+
+
+def test_strength_zero_is_geometric_only():
+    img = synthetic_fundus()
+    out = augment(img, np.random.default_rng(1), strength=0.0)
+    # no photometric change: the brightest FOV pixels stay about as bright
+    assert abs(float(np.percentile(out, 99)) - float(np.percentile(img, 99))) < 8
+
+
+def test_training_never_imports_the_evaluation_generator():
+    """Distillation and the teacher must never see the evaluation degradations (or their masks)."""
+    import ast
+    import importlib
+    import inspect
+
+    for name in ("augment", "distill", "teacher", "vessels", "data", "baseline"):
+        tree = ast.parse(inspect.getsource(importlib.import_module(f"efiqa.train.{name}")))
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert not any("synth" in m for m in imported), (name, imported)

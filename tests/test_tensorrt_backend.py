@@ -1,0 +1,108 @@
+"""TensorRT backend orchestration against test doubles (see tests/trt_double.py), plus the real
+thing where TensorRT and a GPU exist."""
+import sys
+
+import numpy as np
+import pytest
+
+from efiqa import QualityAssessor
+from efiqa.backends import create_backend
+from efiqa.bundle import load_bundle
+from efiqa.engine import EngineManifest
+from efiqa.errors import BackendUnavailableError, EngineMismatchError, ModelError
+
+from .conftest import synthetic_fundus
+from .trt_double import FakeCuda, fake_tensorrt
+
+
+@pytest.fixture()
+def doubles(monkeypatch):
+    cuda = FakeCuda()
+    trt = fake_tensorrt(cuda)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("efiqa.backends.tensorrt.load_cuda", lambda: cuda)
+    return cuda, trt
+
+
+@pytest.fixture()
+def engine(tmp_path):
+    bundle = load_bundle()
+    path = tmp_path / "model.engine"
+    path.write_bytes(bundle.onnx_bytes)  # the double's "engine" is the ONNX itself
+    EngineManifest(bundle.sha256, "fp16", "10.3.0", "NVIDIA Jetson AGX Orin", "8.7", bundle.sha256,
+                   max_batch=4).save(path)
+    return bundle, path
+
+
+def test_matches_onnxruntime_and_frees_everything(doubles, engine):
+    cuda, _ = doubles
+    bundle, path = engine
+    x = np.stack([QualityAssessor(bundle).preprocessor(synthetic_fundus(seed=s)).tensor for s in range(6)])
+    ref = create_backend("onnxruntime", bundle).infer(x)
+    with create_backend("auto", bundle, engine=str(path)) as trt_backend:
+        out = trt_backend.infer(x)  # 6 frames through a max-batch-4 engine: two chunks
+        assert trt_backend.name == "tensorrt"
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    assert cuda.calls.count("execute_async_v3") == 2 and cuda.calls.count("h2d") == 2
+    assert cuda.calls.count("malloc") == cuda.calls.count("free") == 2
+    assert cuda.calls.count("malloc_host") == cuda.calls.count("free_host") == 2
+
+
+def test_cuda_graph_captured_once_per_batch_size(doubles, engine):
+    cuda, _ = doubles
+    bundle, path = engine
+    from efiqa.backends.tensorrt import TensorRTBackend
+
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 512, 512)).astype(np.float32)
+    be = TensorRTBackend(bundle, path, cuda_graph=True)
+    outs = [be.infer(x) for _ in range(3)]
+    be.close()
+    assert cuda.calls.count("begin_capture") == 1 and cuda.calls.count("launch_graph") == 3
+    np.testing.assert_allclose(outs[0], outs[2])
+    np.testing.assert_allclose(outs[0], create_backend("onnxruntime", bundle).infer(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("compute_capability", "9.0", "compute capability 9.0"),
+    ("tensorrt_version", "11.1.0", "TensorRT 11.1.0"),
+    ("bundle_sha256", "0" * 64, "another model bundle"),
+])
+def test_mismatched_engine_is_refused_with_rebuild_command(doubles, engine, field, value, message):
+    bundle, path = engine
+    m = EngineManifest.load(path)
+    setattr(m, field, value)
+    m.save(path)
+    with pytest.raises(EngineMismatchError, match=message) as exc:
+        create_backend("tensorrt", bundle, engine=str(path))
+    assert "efiqa build --precision fp16" in str(exc.value)
+
+
+def test_patch_version_difference_is_accepted(doubles, engine):
+    bundle, path = engine
+    m = EngineManifest.load(path)
+    m.tensorrt_version = "10.3.7"
+    m.save(path)
+    create_backend("tensorrt", bundle, engine=str(path)).close()
+
+
+def test_missing_manifest_and_corrupt_engine(doubles, engine):
+    bundle, path = engine
+    EngineManifest.path_for(path).unlink()
+    with pytest.raises(ModelError, match="manifest"):
+        create_backend("tensorrt", bundle, engine=str(path))
+    EngineManifest(bundle.sha256, "fp16", "10.3.0", "NVIDIA Jetson AGX Orin", "8.7", bundle.sha256).save(path)
+    path.write_bytes(b"not an engine")
+    with pytest.raises(ModelError, match="deserialize"):
+        create_backend("tensorrt", bundle, engine=str(path))
+
+
+def test_without_tensorrt_the_error_is_clear(monkeypatch, engine):
+    bundle, path = engine
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as if not installed
+    with pytest.raises(BackendUnavailableError, match="TensorRT is not installed"):
+        create_backend("tensorrt", bundle, engine=str(path))
+
+
+def test_tensorrt_without_engine_is_clear():
+    with pytest.raises(BackendUnavailableError, match="needs an engine"):
+        create_backend("tensorrt", load_bundle())
