@@ -1,0 +1,1 @@
+"""Calibration sets and INT8 explicit quantization (Q/DQ ONNX) for TensorRT."""

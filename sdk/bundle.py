@@ -43,6 +43,12 @@ class Manifest:
     gradable_threshold: float = 0.5
     patch_threshold: float = 0.5
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: Arithmetic inside the ONNX (fp32, fp16 casts, or int8 Q/DQ); I/O stays float32.
+    precision: str = "fp32"
+    #: For a precision variant: the FP32 bundle it derives from, its calibration set and fidelity gate.
+    variant_of: str | None = None
+    calibration_sha256: str | None = None
+    fidelity: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -70,6 +76,8 @@ class Manifest:
             m = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as exc:
             raise ModelError(f"manifest.json is malformed ({exc})", source) from None
+        if m.precision not in ("fp32", "fp16", "int8"):
+            raise ModelError(f"unknown precision {m.precision!r}", source)
         if m.color not in ("rgb", "bgr") or m.layout != "NCHW":
             raise ModelError(f"unsupported input colour/layout {m.color}/{m.layout}", source)
         if not (isinstance(m.input_size, int) and isinstance(m.grid, int) and m.input_size > 0 and m.grid > 0):

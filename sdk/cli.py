@@ -73,6 +73,43 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, default=Path("models/default"))
     ex.set_defaults(func=cmd_export)
 
+    ca = sub.add_parser("calibrate", help="build an INT8 calibration set from unlabelled photos",
+                        description="Preprocess photos exactly as the runtime does, stratify them (dark, bright, "
+                                    "blurred, degraded, good) and keep up to --size of them, with a manifest.")
+    ca.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders (required: no data, no calibration)")
+    ca.add_argument("--model", help="FP32 bundle (default: the shipped one)")
+    ca.add_argument("--out", type=Path, required=True, help="calibration folder to write")
+    ca.add_argument("--size", type=int, default=200)
+    ca.set_defaults(func=cmd_calibrate)
+
+    ve = sub.add_parser("verify", help="make an FP16/INT8 variant and gate it on map fidelity vs FP32",
+                        description="Create a precision variant of a bundle and compare its maps with the FP32 "
+                                    "bundle on photos disjoint from the calibration set. Only a variant that "
+                                    "passes is written (as a bundle); otherwise exit 4 and name the worst layers.")
+    ve.add_argument("--precision", choices=["fp16", "int8"], required=True)
+    ve.add_argument("--images", nargs="+", required=True, help="verification photos/folders")
+    ve.add_argument("--calib", type=Path, help="calibration folder (INT8)")
+    ve.add_argument("--method", choices=["minmax", "percentile"], default="minmax", help="INT8 range method")
+    ve.add_argument("--exclude", nargs="*", default=[], help="node names kept in float (INT8)")
+    ve.add_argument("--quantize-first-last", action="store_true", help="also quantize the first and last conv")
+    ve.add_argument("--model", help="FP32 bundle (default: the shipped one)")
+    ve.add_argument("--out", type=Path, required=True, help="variant bundle folder, written only on a pass")
+    ve.add_argument("--json", action="store_true", help="print the fidelity report as JSON")
+    ve.set_defaults(func=cmd_verify)
+
+    bu = sub.add_parser("build", help="build a TensorRT engine (on the target GPU machine)",
+                        description="Parse a bundle's ONNX (precision inside: use a variant from 'efiqa verify') "
+                                    "and build a strongly typed TensorRT engine with its manifest. "
+                                    "Exit 3 where TensorRT or a GPU is missing.")
+    bu.add_argument("--precision", choices=["fp32", "fp16", "int8"], required=True)
+    bu.add_argument("--model", help="bundle of that precision (default: the shipped bundle, fp32)")
+    bu.add_argument("--calib", type=Path, help="calibration folder: make the INT8 variant here, unverified")
+    bu.add_argument("--out", type=Path, required=True, help="engine file (its manifest goes to <out>.json)")
+    bu.add_argument("--workspace", type=int, default=1024, metavar="MB")
+    bu.add_argument("--timing-cache", type=Path)
+    bu.add_argument("--max-batch", type=int, default=8)
+    bu.set_defaults(func=cmd_build)
+
     te = sub.add_parser("teacher", help="run the stage-1 teacher (slow, torch) and write its maps",
                         description="Teacher maps for photos: same outputs and JSON keys as 'assess'.")
     te.add_argument("paths", nargs="+", metavar="PATH")
@@ -271,6 +308,86 @@ def cmd_export(args: argparse.Namespace) -> int:
     head.load_state_dict(torch.load(args.adapter / "adapter.pt", map_location="cpu", weights_only=True))
     path, err = build.export_student(head, meta, args.out)
     print(f"exported {path} (max |Δ| vs torch {err:.1e})")
+    return EXIT_OK
+
+
+EXIT_GATE_FAILED = 4
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    calibset = _training_module("calibset", "efiqa.calibration")
+    m = calibset.build(args.paths, args.out, args.model, size=args.size, progress=sys.stderr.isatty())
+    counts = ", ".join(f"{k} {len(v)}" for k, v in m.strata.items())
+    print(f"calibration set: {len(m.images)} photos ({counts}); {len(m.skipped)} skipped; sha256 {m.sha256[:16]}… "
+          f"→ {args.out}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .bundle import load_bundle
+
+    variants = _training_module("variants", "efiqa.build")
+    bundle = load_bundle(args.model)
+    calib, calib_sha, calib_images = None, None, set()
+    if args.precision == "int8":
+        if not args.calib:
+            print("efiqa: error: --calib is required for int8", file=sys.stderr)
+            return EXIT_USAGE
+        calibset = _training_module("calibset", "efiqa.calibration")
+        calib, cm = calibset.load(args.calib)
+        calib_sha, calib_images = cm.sha256, set(cm.images)
+    files, _ = collect_inputs(args.images)
+    overlap = calib_images & {str(f) for f in files}
+    tensors, valid, names = variants.verification_tensors(bundle, files, skip=calib_images)
+    variant, info = variants.make_variant(bundle, args.precision, calib, args.method, args.exclude,
+                                          not args.quantize_first_last)
+    fid = variants.gate(bundle, variant, args.precision, tensors, valid)
+    report = {**fid.to_dict(), "verification_photos": names, "skipped_as_calibration": sorted(overlap), **info}
+    if args.json:
+        print(json.dumps(report, default=float))
+    else:
+        print(f"{args.precision}: Pearson r {fid.pearson:.5f}, max |Δp| {fid.max_abs_dp:.4f}, patch decisions kept "
+              f"{fid.patch_agreement:.2%}, gradable decisions kept {fid.gradable_agreement:.2%} on {fid.frames} "
+              f"photos → {'PASS' if fid.passed else 'FAIL'} (gates {fid.gates})")
+    if not fid.passed:
+        worst = ", ".join(f"{n} ({e:.3f})" for n, e in fid.worst_layers)
+        print(f"efiqa: variant not written: it fails the fidelity gate; worst layers: {worst}", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    variants.write_variant(bundle, variant, args.precision, fid, args.out, calib_sha, info)
+    print(f"wrote deployable {args.precision} bundle {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .bundle import load_bundle
+
+    trt_build = _training_module("trt_build", "efiqa.build")
+    bundle = load_bundle(args.model)
+    m = bundle.manifest
+    onnx_bytes, calib_sha = bundle.onnx_bytes, m.calibration_sha256
+    if m.precision != args.precision:
+        if m.precision != "fp32":
+            print(f"efiqa: error: {bundle.path} is a {m.precision} bundle, not {args.precision}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.precision != "fp32":  # convenience: make the variant here, without the fidelity gate
+            variants = _training_module("variants", "efiqa.build")
+            calib = None
+            if args.precision == "int8":
+                if not args.calib:
+                    print("efiqa: error: int8 needs --calib, or a verified int8 bundle via --model", file=sys.stderr)
+                    return EXIT_USAGE
+                calib, cm = _training_module("calibset", "efiqa.calibration").load(args.calib)
+                calib_sha = cm.sha256
+            onnx_bytes, _ = variants.make_variant(bundle, args.precision, calib)
+            print("efiqa: warning: this variant has not passed 'efiqa verify'", file=sys.stderr)
+    import hashlib
+
+    em = trt_build.build_engine(onnx_bytes, args.out, precision=args.precision, bundle_sha256=bundle.manifest.variant_of
+                                or bundle.sha256, onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+                                input_name=m.input_name, input_shape=(3, m.input_size, m.input_size),
+                                calibration_sha256=calib_sha, max_batch=args.max_batch, workspace_mb=args.workspace,
+                                timing_cache=args.timing_cache, progress=sys.stderr.isatty())
+    print(f"built {args.out}: {em.precision}, TensorRT {em.tensorrt_version}, {em.gpu_name} (sm {em.compute_capability})")
     return EXIT_OK
 
 

@@ -73,3 +73,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real fundus photographs not found at {SHARED_DATA} (set EFIQA_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A 128-px student bundle: ImageNet backbone, random adapter (mechanics only): (model, path, export error)."""
+    torch = pytest.importorskip("torch")
+    from efiqa.build.export import export_bundle
+    from efiqa.train.nets.efficientnet_lite import EfficientNetLite0
+    from efiqa.train.nets.student import LITE0_MEAN, LITE0_STD, Student
+
+    torch.manual_seed(1)
+    model = Student(EfficientNetLite0().load_imagenet()).freeze_backbone().eval()
+    path, err = export_bundle(model, tmp_path_factory.mktemp("b") / "tiny", name="tiny", backbone="lite0-random",
+                              input_size=128, mean=LITE0_MEAN, std=LITE0_STD, provenance={"placeholder": True})
+    return model, path, err

@@ -5,7 +5,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from efiqa import QualityAssessor  # noqa: E402
-from efiqa.build.export import export_bundle  # noqa: E402
 from efiqa.bundle import load_bundle  # noqa: E402
 from efiqa.train.nets.efficientnet_lite import EfficientNetLite0  # noqa: E402
 from efiqa.train.nets.student import LITE0_MEAN, LITE0_STD, Student  # noqa: E402
@@ -38,15 +37,6 @@ def test_student_grid_is_stride_32():
     with torch.no_grad():
         assert s(torch.zeros(1, 3, 512, 512)).shape == (1, 1, 16, 16)
         assert s(torch.zeros(2, 3, 384, 384)).shape == (2, 1, 12, 12)
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    torch.manual_seed(1)
-    model = Student().freeze_backbone().eval()  # random weights: mechanics only
-    path, err = export_bundle(model, tmp_path_factory.mktemp("b") / "tiny", name="tiny", backbone="lite0-random",
-                              input_size=128, mean=LITE0_MEAN, std=LITE0_STD, provenance={"placeholder": True})
-    return model, path, err
 
 
 def test_export_matches_torch_and_loads(tiny_bundle):

@@ -156,3 +156,82 @@ def fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", max_batch: int = 4) -
     trt.Logger, trt.Runtime = Logger, Runtime
     trt.nptype = lambda dtype: np.float32
     return trt
+
+
+def add_builder(trt: types.ModuleType, cuda: FakeCuda) -> dict:
+    """Builder-side doubles; returns the dict where they record what they were asked to do."""
+    rec: dict = {"profiles": [], "pool": None, "flags": None, "timing_cache_set": False}
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 5
+
+    class MemoryPoolType:
+        WORKSPACE = "workspace"
+
+    class IProgressMonitor:
+        def __init__(self):
+            pass
+
+    class TimingCache:
+        def __init__(self, data):
+            self.data = data
+
+        def serialize(self):
+            return b"timing-cache"
+
+    class Profile:
+        def set_shape(self, name, mn, opt, mx):
+            rec["profiles"].append((name, mn, opt, mx))
+
+    class Config:
+        progress_monitor = None
+
+        def set_memory_pool_limit(self, pool, size):
+            rec["pool"] = (pool, size)
+
+        def create_timing_cache(self, data):
+            rec["timing_cache_in"] = data
+            return TimingCache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            rec["timing_cache_set"] = True
+
+        def add_optimization_profile(self, p):
+            pass
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse(self, data):
+            rec["parsed_bytes"] = len(data)
+            return data[:4] != b"bad!"
+
+        def get_error(self, i):
+            return "bad model"
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            rec["flags"] = flags
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            rec["monitor"] = config.progress_monitor
+            return b"serialized-engine"
+
+    trt.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
+    trt.MemoryPoolType = MemoryPoolType
+    trt.IProgressMonitor = IProgressMonitor
+    trt.Builder, trt.OnnxParser = Builder, Parser
+    return rec

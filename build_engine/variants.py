@@ -1,0 +1,77 @@
+"""Precision variants of a bundle (FP16, INT8 Q/DQ), gated on map fidelity before they are written."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from efiqa.bundle import Bundle, write_bundle
+from efiqa.preprocess import Preprocessor
+from efiqa.result import build_result
+
+from . import precision as fp16
+from .verify import Fidelity, compare, run_maps, worst_layers
+
+
+def make_variant(bundle: Bundle, precision: str, calib: np.ndarray | None = None, method: str = "minmax",
+                 exclude: list[str] | None = None, keep_first_last_fp32: bool = True) -> tuple[bytes, dict]:
+    """(variant ONNX bytes, description). INT8 needs calibration tensors."""
+    if precision == "fp16":
+        return fp16.to_fp16(bundle.onnx_bytes), {"keep_fp32_ops": list(fp16.DEFAULT_KEEP_FP32)}
+    if precision == "int8":
+        if calib is None or not len(calib):
+            raise ValueError("INT8 needs a calibration set (efiqa calibrate)")
+        from efiqa.calibration.int8 import quantize
+
+        data, kept = quantize(bundle.onnx_bytes, calib, bundle.manifest.input_name, method, exclude,
+                              keep_first_last_fp32)
+        return data, {"method": method, "float_nodes": kept}
+    raise ValueError(f"precision must be fp16 or int8, not {precision!r}")
+
+
+def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = None):
+    """(tensors, valid-cell masks, names) of photos preprocessed as the runtime does."""
+    from efiqa.errors import EfiqaError
+    from efiqa.imageio import read_image
+
+    m = bundle.manifest
+    pre = Preprocessor(m.input_size, color=m.color)
+    tensors, valid, names = [], [], []
+    for item in images:
+        if skip and str(item) in skip:
+            continue
+        try:
+            bgr = read_image(item) if not isinstance(item, np.ndarray) else item
+            prep = pre(bgr, str(item))
+        except EfiqaError:
+            continue
+        res = build_result(np.zeros((m.grid, m.grid), np.float32), prep.fov, prep.crop, prep.image_shape, 0.5)
+        tensors.append(prep.tensor)
+        valid.append(res.coverage >= 0.5)
+        names.append(str(item) if not isinstance(item, np.ndarray) else f"array{len(names)}")
+    return np.stack(tensors), np.stack(valid), names
+
+
+def gate(bundle: Bundle, variant: bytes, precision: str, tensors: np.ndarray, valid: np.ndarray) -> Fidelity:
+    m = bundle.manifest
+    int8 = precision == "int8"
+    ref = run_maps(bundle.onnx_bytes, tensors, m.input_name)
+    var = run_maps(variant, tensors, m.input_name, simulate_int8=int8)
+    fid = compare(ref, var, valid, precision, m.patch_threshold, m.gradable_threshold)
+    if not fid.passed:
+        fid.worst_layers = worst_layers(bundle.onnx_bytes, variant, tensors, m.input_name, int8)
+    return fid
+
+
+def write_variant(bundle: Bundle, variant: bytes, precision: str, fidelity: Fidelity, out: str | Path,
+                  calibration_sha256: str | None, info: dict) -> Path:
+    m = replace(bundle.manifest, name=f"{bundle.manifest.name}-{precision}", precision=precision,
+                variant_of=bundle.sha256, calibration_sha256=calibration_sha256,
+                fidelity={**fidelity.to_dict(), **info}, provenance=dict(bundle.manifest.provenance))
+    return write_bundle(out, variant, m)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,98 @@
+"""Fidelity gate: a precision variant against the FP32 bundle, on photos disjoint from the
+calibration set. A variant that fails is not deployable; the worst layers are named.
+
+INT8 Q/DQ graphs run in ONNX Runtime with graph optimisations disabled: ORT's fused int8 CPU
+kernels are lossy on AVX2, while plain Q→DQ→float op simulates TensorRT's int8 arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+#: Default gates: FP16 map r ≥ 0.999; INT8 r ≥ 0.98 and ≥ 99 % of gradable decisions unchanged.
+GATES = {"fp16": {"min_pearson": 0.999, "min_agreement": 0.0},
+         "int8": {"min_pearson": 0.98, "min_agreement": 0.99}}
+
+
+@dataclass
+class Fidelity:
+    precision: str
+    pearson: float
+    max_abs_dp: float
+    mean_abs_dp: float
+    patch_agreement: float      # patch decisions at the manifest patch threshold
+    gradable_agreement: float   # image decisions at the manifest gradable threshold
+    frames: int
+    passed: bool
+    gates: dict
+    worst_layers: list[tuple[str, float]] = field(default_factory=list)
+    auroc: dict | None = None   # patch AUROC vs evaluation ground truth: fp32 and variant
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def session(onnx_bytes: bytes, simulate_int8: bool = False):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if simulate_int8:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def run_maps(onnx_bytes: bytes, tensors: np.ndarray, input_name: str, simulate_int8: bool = False,
+             batch: int = 4) -> np.ndarray:
+    s = session(onnx_bytes, simulate_int8)
+    outs = [s.run(None, {input_name: tensors[i:i + batch].astype(np.float32)})[0]
+            for i in range(0, len(tensors), batch)]
+    logits = np.concatenate(outs)[:, 0]
+    return 1 / (1 + np.exp(-logits))
+
+
+def compare(ref: np.ndarray, var: np.ndarray, valid: np.ndarray, precision: str, patch_threshold: float,
+            gradable_threshold: float, gates: dict | None = None) -> Fidelity:
+    """Maps (N, G, G) of FP32 and variant; ``valid`` marks in-FOV cells."""
+    g = {**GATES.get(precision, GATES["int8"]), **(gates or {})}
+    a, b = ref[valid], var[valid]
+    d = np.abs(a - b)
+    if a.std() > 1e-4 and b.std() > 1e-4:
+        r = float(np.corrcoef(a, b)[0, 1])
+    else:  # a (near-)constant map has no meaningful correlation: judge by the differences alone
+        r = 1.0 if d.max() < 1e-3 else 0.0
+    patch_agree = float(np.mean((a >= patch_threshold) == (b >= patch_threshold)))
+    score_ref = np.array([m[v].mean() for m, v in zip(ref, valid)])
+    score_var = np.array([m[v].mean() for m, v in zip(var, valid)])
+    grad_agree = float(np.mean((score_ref < gradable_threshold) == (score_var < gradable_threshold)))
+    passed = r >= g["min_pearson"] and grad_agree >= g["min_agreement"]
+    return Fidelity(precision, r, float(d.max()), float(d.mean()), patch_agree, grad_agree, len(ref), passed, g)
+
+
+def worst_layers(ref_bytes: bytes, var_bytes: bytes, tensors: np.ndarray, input_name: str,
+                 simulate_int8: bool, top: int = 5) -> list[tuple[str, float]]:
+    """Tensors that both graphs compute, ranked by relative error (polygraphy marks every output)."""
+    from polygraphy import constants
+    from polygraphy.backend.onnx import ModifyOutputs, OnnxFromBytes
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    def outputs(model_bytes: bytes, int8: bool) -> dict[str, np.ndarray]:
+        import onnx
+
+        marked = ModifyOutputs(OnnxFromBytes(model_bytes), outputs=constants.MARK_ALL)()
+        sess = session(onnx._serialize(marked) if hasattr(onnx, "_serialize") else marked.SerializeToString(), int8)
+        runner = OnnxrtRunner(lambda: sess)
+        with runner:
+            return dict(runner.infer({input_name: tensors[:1].astype(np.float32)}))
+
+    ref = outputs(ref_bytes, False)
+    var = outputs(var_bytes, simulate_int8)
+    errs = []
+    for name, a in ref.items():
+        b = var.get(name)
+        if b is None or a.shape != b.shape or not np.issubdtype(a.dtype, np.floating):
+            continue
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        errs.append((name, float(np.abs(a64 - b64).mean() / (np.abs(a64).mean() + 1e-9))))
+    return sorted(errs, key=lambda e: -e[1])[:top]

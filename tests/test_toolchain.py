@@ -1,0 +1,169 @@
+"""Calibration, precision variants, the fidelity gate (CPU, real ONNX Runtime) and the engine-build
+orchestration (TensorRT test double; no real TensorRT here)."""
+import json
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("polygraphy")
+
+from efiqa.bundle import load_bundle  # noqa: E402
+from efiqa.calibration import calibset  # noqa: E402
+from efiqa.cli import main  # noqa: E402
+from efiqa.engine import EngineManifest  # noqa: E402
+from efiqa.errors import ImageReadError  # noqa: E402
+
+from .conftest import synthetic_fundus  # noqa: E402
+from .trt_double import FakeCuda, add_builder, fake_tensorrt  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def photo_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    cal, ver = root / "calib", root / "verify"
+    cal.mkdir()
+    ver.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        img = synthetic_fundus(300, 400, seed=i)
+        if i % 4 == 1:
+            img = (img * 0.15).astype(np.uint8)  # dark frames
+        if i % 4 == 2:
+            img = cv2.GaussianBlur(img, (0, 0), 4)  # blurred frames
+        cv2.imwrite(str(cal / f"c{i}.png"), img)
+    for i in range(6):
+        cv2.imwrite(str(ver / f"v{i}.png"), synthetic_fundus(300, 400, seed=100 + i))
+    (cal / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    return cal, ver, rng
+
+
+@pytest.fixture(scope="module")
+def calib(tiny_bundle, photo_dirs, tmp_path_factory):
+    _, bundle_path, _ = tiny_bundle
+    out = tmp_path_factory.mktemp("calib")
+    m = calibset.build([photo_dirs[0]], out, bundle_path, size=6, progress=False)
+    return out, m
+
+
+def test_calibration_set_is_stratified_and_hashed(calib):
+    out, m = calib
+    assert len(m.images) == 6 and len(m.skipped) == 1 and "broken.jpg" in next(iter(m.skipped))
+    assert len(m.strata["dark"]) >= 1 and len(m.strata["blurred"]) >= 1  # rare kinds are kept
+    tensors, loaded = calibset.load(out)
+    assert tensors.shape == (6, 3, 128, 128) and loaded.sha256 == m.sha256
+    np.save(out / "tensors.npy", np.zeros_like(np.load(out / "tensors.npy")))
+    with pytest.raises(ImageReadError, match="sha256"):
+        calibset.load(out)
+
+
+def test_calibration_without_data_is_an_error(tmp_path, tiny_bundle):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageReadError, match="calibration without data"):
+        calibset.build([tmp_path / "empty"], tmp_path / "out", tiny_bundle[1], progress=False)
+
+
+def test_fp16_variant_passes_the_gate(tiny_bundle, photo_dirs, tmp_path, capsys):
+    _, bundle_path, _ = tiny_bundle
+    out = tmp_path / "fp16"
+    code = main(["verify", "--precision", "fp16", "--model", str(bundle_path), "--images", str(photo_dirs[1]),
+                 "--out", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["passed"] and report["pearson"] >= 0.999 and report["frames"] == 6
+    variant = load_bundle(out)
+    assert variant.manifest.precision == "fp16" and variant.manifest.variant_of == load_bundle(bundle_path).sha256
+    assert variant.manifest.fidelity["pearson"] == report["pearson"]
+
+
+def test_int8_qdq_is_tensorrt_ready(tiny_bundle, photo_dirs, tmp_path, capsys):
+    import onnx
+    from onnx import numpy_helper
+
+    _, bundle_path, _ = tiny_bundle
+    fresh = tmp_path / "calib"
+    calibset.build([photo_dirs[0]], fresh, bundle_path, size=6, progress=False)
+    out = tmp_path / "int8"
+    code = main(["verify", "--precision", "int8", "--calib", str(fresh), "--model", str(bundle_path),
+                 "--images", str(photo_dirs[1]), "--out", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 6 and report["method"] == "minmax" and len(report["float_nodes"]) == 2
+    assert code in (0, 4)  # the gate decides; a random-weight toy network may fail it
+    if code == 0:
+        assert load_bundle(out).manifest.precision == "int8"
+    else:
+        assert not out.exists() and report["worst_layers"]
+    from efiqa.build.variants import make_variant
+    from efiqa.calibration.int8 import quantize
+
+    data, _ = quantize(load_bundle(bundle_path).onnx_bytes, calibset.load(fresh)[0], "image")
+    model = onnx.load_from_string(data)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q_nodes = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert q_nodes, "no Q/DQ nodes"
+    for n in q_nodes:  # symmetric: every zero point is 0, int8
+        if len(n.input) > 2:
+            zp = inits[n.input[2]]
+            assert zp.dtype == np.int8 and not zp.any()
+    per_channel = [n for n in q_nodes if n.op_type == "DequantizeLinear" and inits.get(n.input[1]) is not None
+                   and inits[n.input[1]].ndim == 1 and inits[n.input[1]].size > 1]
+    assert per_channel, "weights are not quantized per channel"
+    assert not any(v.dtype == np.int32 for v in inits.values()), "bias must stay float for TensorRT"
+    del make_variant
+
+
+def test_gate_failure_names_worst_layers(tiny_bundle, photo_dirs):
+    from efiqa.build.precision import to_fp16
+    from efiqa.build.variants import verification_tensors
+    from efiqa.build.verify import compare, run_maps, worst_layers
+
+    bundle = load_bundle(tiny_bundle[1])
+    files = sorted(photo_dirs[1].iterdir())
+    tensors, valid, _ = verification_tensors(bundle, files)
+    var = to_fp16(bundle.onnx_bytes)
+    ref_maps, var_maps = run_maps(bundle.onnx_bytes, tensors, "image"), run_maps(var, tensors, "image")
+    fid = compare(ref_maps, var_maps, valid, "fp16", 0.5, 0.5, gates={"min_pearson": 1.5})
+    assert not fid.passed
+    worst = worst_layers(bundle.onnx_bytes, var, tensors, "image", False)
+    assert len(worst) == 5 and all(e >= 0 for _, e in worst) and worst[0][1] >= worst[-1][1]
+
+
+@pytest.fixture()
+def build_doubles(monkeypatch):
+    cuda = FakeCuda()
+    trt = fake_tensorrt(cuda, version="10.3.0")
+    rec = add_builder(trt, cuda)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("efiqa.build.trt_build.load_cuda", lambda: cuda)
+    return trt, rec
+
+
+def test_build_orchestration(build_doubles, tmp_path, capsys):
+    trt, rec = build_doubles
+    engine = tmp_path / "m.engine"
+    cache = tmp_path / "timing.cache"
+    code = main(["build", "--precision", "fp32", "--out", str(engine), "--timing-cache", str(cache),
+                 "--workspace", "512", "--max-batch", "4"])
+    assert code == 0, capsys.readouterr().err
+    assert rec["flags"] == 1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    assert rec["pool"] == ("workspace", 512 << 20) and rec["timing_cache_set"]
+    assert rec["profiles"] == [("image", (1, 3, 512, 512), (1, 3, 512, 512), (4, 3, 512, 512))]
+    assert engine.read_bytes() == b"serialized-engine" and cache.read_bytes() == b"timing-cache"
+    m = EngineManifest.load(engine)
+    b = load_bundle()
+    assert (m.bundle_sha256, m.precision, m.tensorrt_version, m.compute_capability, m.max_batch) == (
+        b.sha256, "fp32", "10.3.0", "8.7", 4)
+
+
+def test_build_refuses_old_tensorrt(build_doubles, tmp_path, capsys):
+    trt, _ = build_doubles
+    trt.__version__ = "8.6.1"
+    assert main(["build", "--precision", "fp32", "--out", str(tmp_path / "e")]) == 3
+    assert "too old" in capsys.readouterr().err
+
+
+def test_build_without_tensorrt_exits_3(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert main(["build", "--precision", "fp16", "--out", str(tmp_path / "e")]) == 3
+    assert "TensorRT is not installed" in capsys.readouterr().err
