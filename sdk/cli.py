@@ -110,6 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--max-batch", type=int, default=8)
     bu.set_defaults(func=cmd_build)
 
+    st = sub.add_parser("stream", help="live capture guidance on a video, image folder or camera",
+                        description="Guide an operator frame by frame: smoothed map and score, hints, capture "
+                                    "trigger. SOURCE is a video file, an image folder (played in name order) "
+                                    "or a camera index. Latest frame wins: stale frames are dropped, not queued.")
+    st.add_argument("source", metavar="SOURCE")
+    st.add_argument("--model", help="bundle (default: the shipped one)")
+    st.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    st.add_argument("--engine", help="TensorRT engine")
+    st.add_argument("--out", type=Path, help="overlay video to write (.mp4)")
+    st.add_argument("--jsonl", type=Path, help="one JSON line per processed frame")
+    st.add_argument("--captures", type=Path, help="folder for captured frames (PNG + JSON)")
+    st.add_argument("--display", action="store_true", help="show the overlay in a window (needs a GUI OpenCV)")
+    st.add_argument("--realtime", action="store_true", help="play files at their own frame rate")
+    st.add_argument("--threads", type=int)
+    st.set_defaults(func=cmd_stream)
+
     te = sub.add_parser("teacher", help="run the stage-1 teacher (slow, torch) and write its maps",
                         description="Teacher maps for photos: same outputs and JSON keys as 'assess'.")
     te.add_argument("paths", nargs="+", metavar="PATH")
@@ -389,6 +405,65 @@ def cmd_build(args: argparse.Namespace) -> int:
                                 timing_cache=args.timing_cache, progress=sys.stderr.isatty())
     print(f"built {args.out}: {em.precision}, TensorRT {em.tensorrt_version}, {em.gpu_name} (sm {em.compute_capability})")
     return EXIT_OK
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import cv2
+
+    from .assessor import QualityAssessor
+    from .guidance import Guide
+    from .stream import FrameSource, SourceError, draw_stream_overlay, run_stream
+
+    try:
+        source = FrameSource(args.source, realtime=args.realtime or None)
+    except SourceError as err:
+        print(f"efiqa: error: {err}", file=sys.stderr)
+        return EXIT_INPUTS
+    qa = QualityAssessor(args.model, backend=args.backend, engine=args.engine, threads=args.threads)
+    guide = Guide(qa)
+    writer = None
+    jsonl = args.jsonl.open("w", encoding="utf-8") if args.jsonl else None
+    if args.captures:
+        args.captures.mkdir(parents=True, exist_ok=True)
+
+    def on_state(frame, state):
+        nonlocal writer
+        if jsonl:
+            jsonl.write(json.dumps(state.to_dict()) + "\n")
+        if args.out or args.display:
+            ov = draw_stream_overlay(frame, state, guide.threshold)
+            if args.out:
+                if writer is None:
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    writer = cv2.VideoWriter(str(args.out), cv2.VideoWriter_fourcc(*"mp4v"), source.fps,
+                                             (ov.shape[1], ov.shape[0]))
+                writer.write(ov)
+            if args.display:
+                try:
+                    cv2.imshow("efiqa", ov)
+                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                        raise KeyboardInterrupt
+                except cv2.error:
+                    args.display = False
+                    print("efiqa: warning: no GUI in this OpenCV build; --display ignored", file=sys.stderr)
+        if state.captured and args.captures:
+            cap = guide.captures[-1]
+            stem = f"capture_{cap.frame_index:06d}"
+            cv2.imwrite(str(args.captures / f"{stem}.png"), cap.frame)
+            (args.captures / f"{stem}.json").write_text(json.dumps(cap.result.to_dict(), indent=1) + "\n")
+
+    try:
+        report = run_stream(source, guide, on_state=on_state, latest_wins=source.live or source.realtime)
+    finally:
+        if writer is not None:
+            writer.release()
+        if jsonl:
+            jsonl.close()
+    r = report.to_dict()
+    print(f"efiqa stream: {r['processed']} frames processed of {r['frames_read']} read, {r['dropped']} dropped, "
+          f"{r['corrupt']} corrupt skipped, {r['fps']:.1f} frames/s, latency p50 {r['latency_ms_p50']:.0f} ms, "
+          f"{r['captures']} captured; {r['ended']}", file=sys.stderr)
+    return EXIT_OK if not r["ended"].startswith("source failed") else EXIT_INPUTS
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:

@@ -208,3 +208,66 @@ def patch_truth(mask: np.ndarray, crop, grid: int, min_fraction: float = 0.5) ->
             if xe > xs and ye > ys:
                 out[i, j] = mask[ys:ye, xs:xe].mean() >= min_fraction
     return out
+
+
+@dataclass
+class Sequence:
+    """A scripted capture session: frames, their times, and what happens when."""
+
+    frames: list[np.ndarray]
+    fps: float
+    events: list[tuple[float, float, str]]  # (start_s, end_s, label)
+
+    def label_at(self, t: float) -> str:
+        for start, end, label in self.events:
+            if start <= t < end:
+                return label
+        return "good"
+
+
+def alignment_sequence(photo: np.ndarray, fps: float = 10.0, size: int = 480, seed: int = 0) -> Sequence:
+    """An operator aligning a camera on ``photo``: the view drifts in from off-centre while out of
+    focus, focus clears, a lash shadow passes, exposure dips and steadies, then a good steady view.
+
+    Events: "no_fundus" (0-0.6 s), "off_centre" (0.6-1.5 s), "defocus" (1.5-2.5 s), "lash_shadow"
+    (2.5-3.2 s), "dark" (3.2-3.8 s), "good" (3.8-6 s).
+    """
+    from .fov import find_fov
+
+    rng = np.random.default_rng(seed)
+    fov = find_fov(photo)
+    side = int(2.2 * fov.r)
+    canvas = np.zeros((side, side, 3), np.uint8)
+    x0, y0 = int(fov.cx - side / 2), int(fov.cy - side / 2)
+    sx0, sy0 = max(0, x0), max(0, y0)
+    sx1, sy1 = min(photo.shape[1], x0 + side), min(photo.shape[0], y0 + side)
+    canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = photo[sy0:sy1, sx0:sx1]
+    base = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+    events = [(0.0, 0.6, "no_fundus"), (0.6, 1.5, "off_centre"), (1.5, 2.5, "defocus"), (2.5, 3.2, "lash_shadow"),
+              (3.2, 3.8, "dark"), (3.8, 6.0, "good")]
+    frames = []
+    n = int(6.0 * fps)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    for i in range(n):
+        t = i / fps
+        img = base.astype(np.float32)
+        if t < 0.6:  # nothing but a dim, blurred glow: no fundus in view
+            img = cv2.GaussianBlur(img, (0, 0), 25) * 0.05
+        elif t < 1.5:  # drifting in from the side, out of focus
+            shift = (1.5 - t) / 0.9 * 0.45 * size
+            m = np.float32([[1, 0, shift], [0, 1, 0.4 * shift]])
+            img = cv2.warpAffine(cv2.GaussianBlur(img, (0, 0), 6), m, (size, size))
+        elif t < 2.5:  # centred, focus clearing
+            sigma = 6 * (2.5 - t) / 1.0
+            if sigma > 0.3:
+                img = cv2.GaussianBlur(img, (0, 0), sigma)
+        elif t < 3.2:  # a lash shadow sweeping down across the upper half
+            pos = (t - 2.5) / 0.7
+            edge = size * (0.05 + 0.5 * pos)
+            shade = np.clip((edge - yy) / (0.08 * size), 0, 1) * (0.85 + 0.1 * rng.random())
+            img = img * (1 - shade[..., None])
+        elif t < 3.8:  # exposure dips, then steadies
+            img = img * (0.22 + 0.1 * (t - 3.2))
+        noise = rng.normal(0, 1.5, img.shape).astype(np.float32)
+        frames.append(np.clip(img + noise, 0, 255).astype(np.uint8))
+    return Sequence(frames, fps, events)

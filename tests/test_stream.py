@@ -1,0 +1,186 @@
+"""Streaming guidance: the capture state machine (scripted scores), hints, sources, robustness."""
+import json
+import os
+import types
+
+import cv2
+import numpy as np
+import pytest
+
+from efiqa.cli import main
+from efiqa.errors import NotFundusError
+from efiqa.fov import Fov
+from efiqa.guidance import Guide
+from efiqa.preprocess import Crop
+from efiqa.result import result_from_probabilities
+from efiqa.stream import FrameSource, SourceError, run_stream
+
+from .conftest import synthetic_fundus
+
+
+class ScriptedAssessor:
+    """Stands in for QualityAssessor: the score of frame i is scores[i] (None = not a fundus)."""
+
+    def __init__(self, scores, threshold=0.5):
+        self.scores = list(scores)
+        self.threshold = threshold
+        self.manifest = types.SimpleNamespace(patch_threshold=0.5)
+        self.i = 0
+
+    def assess(self, bgr, fov=None):
+        s = self.scores[self.i]
+        self.i += 1
+        if s is None:
+            raise NotFundusError("scripted: no fundus")
+        h, w = bgr.shape[:2]
+        f = Fov(w / 2, h / 2, 0.45 * min(h, w))
+        return result_from_probabilities(np.full((4, 4), s, np.float32), f, Crop.around(f, bgr.shape), (h, w),
+                                         self.threshold)
+
+
+FRAME = synthetic_fundus(200, 200)
+
+
+def drive(scores, fps=10.0, **kw):
+    guide = Guide(ScriptedAssessor(scores), **kw)
+    return guide, [guide.update(FRAME, i / fps) for i in range(len(scores))]
+
+
+def test_capture_needs_dwell_and_takes_the_best_frame():
+    scores = [0.9] * 5 + [0.3, 0.25, 0.2, 0.22, 0.28, 0.3, 0.3, 0.3] + [0.9] * 3
+    guide, states = drive(scores, time_constant_s=0.05, dwell_s=0.3)
+    ready = [s.ready_to_capture for s in states]
+    first = ready.index(True)
+    assert first >= 5 + 3  # not before 0.3 s of good frames
+    assert sum(s.captured for s in states) == 1
+    assert guide.captures[0].frame_index == 7  # lowest raw score (0.2) of the window
+    assert not any(ready[-2:])
+
+
+def test_hysteresis_prevents_flicker():
+    # the smoothed score hovers around the threshold: no repeated enter/leave
+    scores = [0.9] * 3 + [0.44, 0.52, 0.45, 0.51, 0.46, 0.52, 0.45, 0.5, 0.46, 0.51] * 2
+    _, states = drive(scores, time_constant_s=0.01, dwell_s=0.0, hysteresis=0.1)
+    transitions = sum(a.ready_to_capture != b.ready_to_capture for a, b in zip(states, states[1:]))
+    assert transitions <= 1
+
+
+def test_smoothing_follows_time_constant():
+    _, states = drive([0.8, 0.75, 0.7, 0.65, 0.6], fps=10, time_constant_s=0.2, scene_change=1.0)
+    a = 1 - np.exp(-0.1 / 0.2)
+    expect = 0.8
+    for s, raw in zip(states[1:], [0.75, 0.7, 0.65, 0.6]):
+        expect = (1 - a) * expect + a * raw
+        assert s.score == pytest.approx(expect, rel=1e-5)
+
+
+def test_scene_change_resets_smoothing():
+    _, states = drive([0.2, 0.2, 0.9], time_constant_s=10.0, scene_change=0.25)
+    assert states[-1].score == pytest.approx(0.9)
+
+
+def test_no_fundus_gives_a_hint_and_resets():
+    guide, states = drive([0.2, 0.2, None, 0.2], time_constant_s=0.01, dwell_s=0.05)
+    assert [h.code for h in states[2].hints] == ["no_fundus"] and states[2].score is None
+    assert not states[3].ready_to_capture
+
+
+def test_hints_from_frame_statistics():
+    from efiqa.guidance import frame_hints
+
+    img = synthetic_fundus(300, 300)
+    f = Fov(150, 150, 135)
+    res = result_from_probabilities(np.zeros((4, 4), np.float32), f, Crop.around(f, img.shape), (300, 300), 0.5)
+    assert not [h for h in frame_hints(img, res, 0.5) if h.code in ("too_dark", "overexposed")]
+    dark = (img * 0.1).astype(np.uint8)
+    assert "too_dark" in [h.code for h in frame_hints(dark, res, 0.5)]
+    bright = np.clip(img.astype(int) * 4, 0, 255).astype(np.uint8)
+    assert "overexposed" in [h.code for h in frame_hints(bright, res, 0.5)]
+    off = result_from_probabilities(np.zeros((4, 4), np.float32), Fov(60, 150, 135), Crop.around(f, img.shape),
+                                    (300, 300), 0.5)
+    assert "fov_off_centre" in [h.code for h in frame_hints(img, off, 0.5)]
+    zone_map = np.zeros((4, 4), np.float32)
+    zone_map[:2, :] = 1.0  # upper half degraded
+    top = result_from_probabilities(zone_map, f, Crop.around(f, img.shape), (300, 300), 0.5)
+    hints = frame_hints(img, top, 0.5)
+    assert any(h.code == "zone_degraded" and h.zone == "superior" for h in hints)
+
+
+def test_image_folder_source_skips_corrupt_frames(tmp_path):
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"f{i:02d}.png"), synthetic_fundus(160, 160, seed=i))
+    (tmp_path / "f02.png").write_bytes(b"corrupt")
+    guide = Guide(ScriptedAssessor([0.3] * 10))
+    report = run_stream(FrameSource(str(tmp_path)), guide, latest_wins=False)
+    assert (report.frames_read, report.processed, report.corrupt) == (5, 4, 1)
+
+
+def test_unopenable_sources(tmp_path):
+    with pytest.raises(SourceError, match="no such file"):
+        FrameSource(str(tmp_path / "nope.mp4"))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(SourceError, match="cannot be opened"):
+        FrameSource(str(bad))
+    assert main(["stream", str(tmp_path / "nope.mp4")]) == 2
+
+
+def _write_video(path, frames, fps=10):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    for f in frames:
+        w.write(f)
+    w.release()
+
+
+def test_latest_frame_wins_drops_instead_of_queueing(tmp_path):
+    import time
+
+    frames = [synthetic_fundus(120, 120, seed=i % 3) for i in range(40)]
+    _write_video(tmp_path / "v.mp4", frames)
+
+    class Slow(ScriptedAssessor):
+        def assess(self, bgr, fov=None):
+            time.sleep(0.02)
+            return super().assess(bgr, fov)
+
+    guide = Guide(Slow([0.3] * 100))
+    report = run_stream(FrameSource(str(tmp_path / "v.mp4")), guide, latest_wins=True)
+    assert report.frames_read == 40
+    assert report.dropped > 0 and report.processed + report.dropped == 40
+
+
+def test_cli_stream_on_video_writes_outputs(tmp_path):
+    from efiqa.data import retina_path
+    from efiqa.imageio import read_image
+    from efiqa.synth import alignment_sequence
+
+    seq = alignment_sequence(read_image(retina_path()), fps=5, size=256)
+    _write_video(tmp_path / "align.mp4", seq.frames, fps=5)
+    code = main(["stream", str(tmp_path / "align.mp4"), "--out", str(tmp_path / "ov.mp4"), "--jsonl",
+                 str(tmp_path / "s.jsonl"), "--captures", str(tmp_path / "caps")])
+    assert code == 0
+    lines = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert len(lines) == len(seq.frames)
+    assert {"frame", "timestamp", "score", "ready", "hints", "latency_ms"} <= set(lines[0])
+    assert lines[0]["hints"][0]["code"] == "no_fundus"
+    cap = cv2.VideoCapture(str(tmp_path / "ov.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(seq.frames)
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_5000_frames(tiny_bundle):
+    psutil = pytest.importorskip("psutil")
+    from efiqa import QualityAssessor
+
+    qa = QualityAssessor(tiny_bundle[1], threads=1)
+    guide = Guide(qa)
+    frames = [synthetic_fundus(128, 128, seed=s) for s in range(4)]
+    proc = psutil.Process(os.getpid())
+    for i in range(500):
+        guide.update(frames[i % 4], i / 25)
+    before = proc.memory_info().rss
+    for i in range(500, 5000):
+        guide.update(frames[i % 4], i / 25)
+    growth = (proc.memory_info().rss - before) / 2**20
+    assert guide.frames == 5000 and growth < 30, f"RSS grew {growth:.1f} MiB"
+    assert len(guide.captures) < 100  # one per good window, not one per frame
