@@ -114,7 +114,7 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(j)
+            total += loss.item() * len(j)
         history.append(total / len(x))
     # Positive weighting w shifts the optimal logit by log(w); take it back out of the last bias so the
     # exported probabilities estimate how likely the teacher is to flag the patch.
