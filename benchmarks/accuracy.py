@@ -21,6 +21,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import evaluation  # noqa: E402
 from evaluation import image_score, markdown_table, run, summarise, working_copy  # noqa: E402
 from machine import stamp  # noqa: E402
 
@@ -88,7 +89,12 @@ def main() -> None:
         r = qa.assess(bgr)
         return r.map, r.crop, r.coverage
 
-    methods = {"teacher": Timed(m_teacher), "teacher_mean": m_teacher_mean, "classical": Timed(m_classical)}
+    def m_teacher_mass(bgr):
+        t = teacher_out(bgr)
+        return t.patch_mass, t.crop, t.coverage
+
+    methods = {"teacher": Timed(m_teacher), "teacher_mean": m_teacher_mean, "teacher_mass": m_teacher_mass,
+               "classical": Timed(m_classical)}
     if not qa.manifest.placeholder:
         methods["student"] = Timed(m_student)
     names = list(methods)
@@ -96,6 +102,7 @@ def main() -> None:
     summary = summarise(records, names, flag_thresholds={"teacher": teacher.config["phi"],
                                                           "teacher_mean": teacher.config["mean_threshold"],
                                                           **({"student": 0.5} if "student" in names else {})})
+    summary["refused"] = list(evaluation.failures)
     if "student" in names:  # distillation: the student against the teacher's own labels
         s = np.concatenate([r.scores["student"][r.valid] for r in records])
         t = np.concatenate([r.scores["teacher"][r.valid] for r in records])

@@ -11,10 +11,14 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from efiqa.errors import EfiqaError
 from efiqa.fov import find_fov
 from efiqa.preprocess import Crop
 from efiqa.synth import DEGRADATIONS, degrade, patch_truth
 from efiqa.train.metrics import auroc, best_f1
+
+#: Jobs a method refused (filled by :func:`run`).
+failures: list[dict] = []
 
 Method = Callable[[np.ndarray], tuple[np.ndarray, Crop, np.ndarray]]
 WORK_SIDE = 1400  # photos are brought to this long side before degrading (speed; geometry is relative)
@@ -44,6 +48,7 @@ def run(photos: dict[str, np.ndarray], methods: dict[str, Method], severities=(1
     jobs = [(name, "clean", 0) for name in photos] + [
         (name, kind, sev) for name in photos for kind in DEGRADATIONS for sev in severities]
     records = []
+    failures.clear()
     for k, (name, kind, sev) in enumerate(tqdm(jobs, desc="evaluate", disable=not progress)):
         img = photos[name]
         rec = Record(name, kind, sev)
@@ -52,12 +57,16 @@ def run(photos: dict[str, np.ndarray], methods: dict[str, Method], severities=(1
         else:
             d = degrade(img, find_fov(img), kind, sev, seed=seed + k)
             test, mask = d.image, d.mask
-        for mname, method in methods.items():
-            scores, crop, coverage = method(test)
-            rec.scores[mname] = scores
-            if rec.valid is None:
-                rec.valid = coverage >= 0.5
-                rec.truth = patch_truth(mask, crop, grid)
+        try:
+            for mname, method in methods.items():
+                scores, crop, coverage = method(test)
+                rec.scores[mname] = scores
+                if rec.valid is None:
+                    rec.valid = coverage >= 0.5
+                    rec.truth = patch_truth(mask, crop, grid)
+        except EfiqaError as err:  # e.g. a degradation that hides the FOV: counted, not scored
+            failures.append({"photo": name, "kind": kind, "severity": sev, "error": str(err)})
+            continue
         records.append(rec)
     return records
 

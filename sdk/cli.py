@@ -269,16 +269,10 @@ def cmd_train_vessels(args: argparse.Namespace) -> int:
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
     teacher = _training_module("teacher")
-    baseline = _training_module("baseline")
-    data = _training_module("data")
     metrics = teacher.train(args.data, vessels_path=args.dir / "vessels.pt", steps=args.steps, seed=args.seed,
                             out=args.dir / "inpainter.pt")
-    root = data.data_root(args.data)
-    photos = [data.load_photo(n, 512, root) for n in data.TEACHER_TRAIN]
-    model = teacher.Teacher(args.dir / "vessels.pt", args.dir / "inpainter.pt")
-    config = teacher.calibrate(model, photos)
-    teacher.write_json(config, args.dir / teacher.CONFIG)
-    baseline.ClassicalBaseline.fit(photos).save(args.dir / "baseline.json")
+    teacher.write_json(metrics, args.dir / "inpainter.metrics.json")
+    config = teacher.finish(args.dir, args.data)
     teacher.write_json({**metrics, "calibration": config}, args.dir / "inpainter.metrics.json")
     print(f"teacher: final MSE {metrics['final_mse']:.4f}; clean-photo rule tau={config['tau']} "
           f"phi={config['phi']:.3f} → {args.dir}")

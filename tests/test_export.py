@@ -56,3 +56,12 @@ def test_runtime_map_equals_torch_on_the_same_input(tiny_bundle):
     with torch.no_grad():
         ref = torch.sigmoid(model(torch.from_numpy(prep.tensor[None])))[0, 0].numpy()
     np.testing.assert_allclose(res.map, ref, atol=1e-4)
+
+
+def test_stride32_features_are_the_tail_of_the_two_scale_ones():
+    """Distillation caches only two-scale features and slices stride-32 ones out of them."""
+    backbone = EfficientNetLite0().eval()
+    two, s32 = Student(backbone, features="two-scale").eval(), Student(backbone, features="s32").eval()
+    x = torch.rand(1, 3, 128, 128) * 255
+    with torch.no_grad():
+        assert torch.equal(two.features(x)[:, 112:], s32.features(x))

@@ -77,3 +77,15 @@ def test_drive_fov_matches_its_mask(shared_data):
         cv2.circle(disc, (round(fov.cx), round(fov.cy)), round(fov.r), 1, -1)
         iou = (disc.astype(bool) & mask).sum() / (disc.astype(bool) | mask).sum()
         assert iou > 0.95, (idx, iou)
+
+
+@pytest.mark.parametrize("kind", ["noise", "jpeg"])
+def test_damaged_fundus_is_still_a_fundus(retina_file, kind):
+    """Sensor noise or JPEG blocking lowers quality; it does not make a photo 'not a fundus'."""
+    from efiqa.synth import degrade
+
+    img = read_image(retina_file)
+    fov = find_fov(img)
+    for seed in range(3):
+        damaged = degrade(img, fov, kind, 3, seed=seed).image
+        assert find_fov(damaged).source == "circle"

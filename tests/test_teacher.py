@@ -92,7 +92,7 @@ def test_tiny_end_to_end_training():
     assert out.patch_score.shape == out.patch_fraction.shape == out.coverage.shape == (g, g)
     assert np.all((out.patch_fraction >= 0) & (out.patch_fraction <= 1))
     assert np.all(out.anomaly[~out.fov] == 0)
-    cfg = teacher_mod.calibrate(teacher, [p for p, _ in pairs])
+    cfg = teacher_mod.calibrate(teacher, [(str(s), synthetic_fundus(seed=s)) for s in range(2)])
     assert cfg["phi"] >= 0.9 and 0 <= cfg["clean_fpr_recipe_rule"] <= 1
 
     # stage 2 on the same tiny teacher: labels + features of perturbed photos, then the adapter
@@ -102,8 +102,8 @@ def test_tiny_end_to_end_training():
     photos = [synthetic_fundus(seed=s) for s in range(2)]
     sets = distill.build_features(photos, teacher, sizes=(128,), augmentations=2, progress=False)
     fs = sets[128]
-    assert len(fs.photo) == 4 and fs.features["two-scale"].shape == (4, 432, 4, 4)
-    assert fs.features["s32"].shape == (4, 320, 4, 4) and fs.soft[0].shape == (4, 4)
+    assert len(fs.photo) == 4 and fs.features("two-scale").shape == (4, 432, 4, 4)
+    assert fs.features("s32").shape == (4, 320, 4, 4) and fs.soft[0].shape == (4, 4)
     res = distill.train_adapter(fs, "two-scale", "conv", phi=teacher.config["phi"], epochs=2, batch=2)
     prob, soft, valid = distill.predict(res, fs, {0, 1})
     assert prob.shape == (4, 4, 4) and np.all((prob >= 0) & (prob <= 1))

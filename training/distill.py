@@ -34,10 +34,14 @@ class FeatureSet:
     """Cached distillation data for one input size and feature kind."""
 
     size: int
-    features: dict[str, np.ndarray] = field(default_factory=dict)  # kind → (N, C, g, g) float16
+    two_scale: np.ndarray | None = None                             # (N, 432, g, g) float16
     soft: list[np.ndarray] = field(default_factory=list)            # teacher fraction (g, g)
     valid: list[np.ndarray] = field(default_factory=list)           # coverage ≥ 0.5 (g, g)
     photo: list[int] = field(default_factory=list)                  # source photo index per sample
+
+    def features(self, kind: str) -> np.ndarray:
+        """The stride-32 features are the last 320 channels of the two-scale ones."""
+        return self.two_scale if kind == "two-scale" else self.two_scale[:, FEATURES["two-scale"] - FEATURES["s32"]:]
 
 
 def _to_grid(a: np.ndarray, g: int) -> np.ndarray:
@@ -53,7 +57,7 @@ def build_features(photos: list[np.ndarray], teacher: Teacher, sizes: tuple[int,
     rng = np.random.default_rng(seed)
     backbone = Student(EfficientNetLite0().load_imagenet()).freeze_backbone().eval()
     sets = {s: FeatureSet(s) for s in sizes}
-    feats: dict[int, dict[str, list]] = {s: {k: [] for k in FEATURES} for s in sizes}
+    feats: dict[int, list[np.ndarray]] = {s: [] for s in sizes}
     pre = {s: Preprocessor(s) for s in sizes}
     jobs = [(i, k) for i in range(len(photos)) for k in range(augmentations)]
     for i, k in tqdm(jobs, desc="teacher labels + features", disable=not progress):
@@ -67,14 +71,13 @@ def build_features(photos: list[np.ndarray], teacher: Teacher, sizes: tuple[int,
             prep = pre[s](img, fov=t.fov_circle)
             x = torch.from_numpy(prep.tensor[None])
             f16, f32 = backbone.backbone((x - backbone.mean) / backbone.std)
-            feats[s]["s32"].append(f32[0].numpy().astype(np.float16))
-            feats[s]["two-scale"].append(torch.cat([F.avg_pool2d(f16, 2), f32], 1)[0].numpy().astype(np.float16))
+            feats[s].append(torch.cat([F.avg_pool2d(f16, 2), f32], 1)[0].numpy().astype(np.float16))
             fs = sets[s]
             fs.soft.append(_to_grid(t.patch_fraction, g))
             fs.valid.append(_to_grid(t.coverage, g) >= 0.5)
             fs.photo.append(i)
     for s in sizes:
-        sets[s].features = {k: np.stack(v) for k, v in feats[s].items()}
+        sets[s].two_scale = np.stack(feats[s])
     return sets
 
 
@@ -93,7 +96,7 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "
     """BCE on binary teacher labels (fraction ≥ phi), positives weighted by the negative/positive ratio."""
     torch.manual_seed(seed)
     idx = np.array([n for n, p in enumerate(fs.photo) if train_photos is None or p in train_photos])
-    x = torch.from_numpy(fs.features[feature_kind][idx].astype(np.float32))
+    x = torch.from_numpy(fs.features(feature_kind)[idx].astype(np.float32))
     y = torch.from_numpy((np.stack(fs.soft)[idx] >= phi).astype(np.float32))[:, None]
     v = torch.from_numpy(np.stack(fs.valid)[idx].astype(np.float32))[:, None]
     pos = float((y * v).sum())
@@ -128,7 +131,7 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "
 def predict(result: AdapterResult, fs: FeatureSet, photos: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(student probabilities, teacher soft labels, valid) for the samples of ``photos``."""
     idx = np.array([n for n, p in enumerate(fs.photo) if p in photos])
-    x = torch.from_numpy(fs.features[result.feature_kind][idx].astype(np.float32))
+    x = torch.from_numpy(fs.features(result.feature_kind)[idx].astype(np.float32))
     prob = torch.sigmoid(result.head(x))[:, 0].numpy()
     return prob, np.stack(fs.soft)[idx], np.stack(fs.valid)[idx]
 
@@ -178,12 +181,13 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
     for f in ("vessels.pt", "inpainter.pt", "teacher.json"):
         p = teacher_dir / f
         key.update(p.read_bytes() if p.exists() else b"")
-    key.update(repr((sizes, augmentations, seed)).encode())
+    key.update(repr((augmentations, seed)).encode())
     path = cache_dir / f"distill_{key.hexdigest()[:16]}.pkl" if cache_dir else None
-    if path and path.exists():
-        return pickle.loads(path.read_bytes())
+    cached: dict[int, FeatureSet] = pickle.loads(path.read_bytes()) if path and path.exists() else {}
+    if all(s in cached for s in sizes):
+        return {s: cached[s] for s in sizes}
     sets = build_features(photos, teacher, sizes, augmentations, seed, progress)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps(sets, protocol=pickle.HIGHEST_PROTOCOL))
+        path.write_bytes(pickle.dumps({**cached, **sets}, protocol=pickle.HIGHEST_PROTOCOL))
     return sets
