@@ -18,7 +18,7 @@ OUTPUT_NAME = "logits"
 def export_onnx(model: torch.nn.Module, input_size: int, *, dynamic_batch: bool = True) -> bytes:
     """Export with the dynamo exporter (opset 18); batch dynamic by default, H×W static."""
     model = model.eval()
-    example = torch.rand(1, 3, input_size, input_size) * 255
+    example = torch.rand(2, 3, input_size, input_size) * 255  # batch 1 would be specialised by torch.export
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=64)},) if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

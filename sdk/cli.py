@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--images", nargs="+", help="folders/files of unlabelled photos (default: the project's set)")
     ts.add_argument("--data", help="fundus photographs folder for the default set")
     ts.add_argument("--teacher", type=Path, default=Path("models/teacher"))
+    ts.add_argument("--backbone", type=Path, metavar="CHECKPOINT",
+                    help="a foundation ViT checkpoint you have (DINOv2, RETFound, …; .pth/.safetensors) "
+                         "instead of the default ImageNet EfficientNet-Lite0")
     ts.add_argument("--augmentations", type=int, default=24, help="label-free perturbations per photo")
     ts.add_argument("--epochs", type=int, default=20)
     ts.add_argument("--seed", type=int, default=0)
@@ -289,9 +292,16 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     named = distill.photo_list(args.images, args.data)
     if not named:
         raise ImageReadError("no photos to distil from", " ".join(args.images or []))
-    cfg = distill.DEFAULT
+    cfg, student = dict(distill.DEFAULT), None
+    if args.backbone:
+        from efiqa.train.nets.student import Student
+
+        student = Student.with_vit(str(args.backbone))
+        cfg = {"size": 16 * student.backbone.patch, "features": "vit", "head": "linear",
+               "backbone_checkpoint": str(args.backbone.resolve())}
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
-                                   (cfg["size"],), args.augmentations, args.seed, args.cache)
+                                   (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
+                                   backbone_id=cfg.get("backbone_checkpoint", "lite0"))
     fs = sets[cfg["size"]]
     res = distill.train_adapter(fs, cfg["features"], cfg["head"], phi=teacher.config["phi"], epochs=args.epochs,
                                 seed=args.seed)
@@ -312,11 +322,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     distill = _training_module("distill")
     build = _training_module("student_bundle", "efiqa.build")
     meta = json.loads((args.adapter / "adapter.json").read_text())
-    from efiqa.train.nets.student import FEATURES, make_head
+    state = torch.load(args.adapter / "adapter.pt", map_location="cpu", weights_only=True)
+    from efiqa.train.nets.student import make_head
 
-    head = make_head(meta["head"], FEATURES[meta["features"]])
-    head.load_state_dict(torch.load(args.adapter / "adapter.pt", map_location="cpu", weights_only=True))
-    path, err = build.export_student(head, meta, args.out)
+    channels = next(v for k, v in state.items() if k.endswith("weight")).shape[1]
+    head = make_head(meta["head"], channels)
+    head.load_state_dict(state)
+    student = distill.assemble(distill.AdapterResult(head, meta["features"], meta["size"], [], 0),
+                               meta.get("backbone_checkpoint"))
+    path, err = build.export_student(student, meta, args.out)
     print(f"exported {path} (max |Δ| vs torch {err:.1e})")
     return EXIT_OK
 

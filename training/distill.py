@@ -34,14 +34,16 @@ class FeatureSet:
     """Cached distillation data for one input size and feature kind."""
 
     size: int
-    two_scale: np.ndarray | None = None                             # (N, 432, g, g) float16
+    two_scale: np.ndarray | None = None                             # (N, C, g, g) float16 backbone features
     soft: list[np.ndarray] = field(default_factory=list)            # teacher fraction (g, g)
     valid: list[np.ndarray] = field(default_factory=list)           # coverage ≥ 0.5 (g, g)
     photo: list[int] = field(default_factory=list)                  # source photo index per sample
 
     def features(self, kind: str) -> np.ndarray:
         """The stride-32 features are the last 320 channels of the two-scale ones."""
-        return self.two_scale if kind == "two-scale" else self.two_scale[:, FEATURES["two-scale"] - FEATURES["s32"]:]
+        if kind == "s32":
+            return self.two_scale[:, FEATURES["two-scale"] - FEATURES["s32"]:]
+        return self.two_scale
 
 
 def _to_grid(a: np.ndarray, g: int) -> np.ndarray:
@@ -50,12 +52,14 @@ def _to_grid(a: np.ndarray, g: int) -> np.ndarray:
 
 @torch.no_grad()
 def build_features(photos: list[np.ndarray], teacher: Teacher, sizes: tuple[int, ...] = (512,),
-                   augmentations: int = 24, seed: int = 0, progress: bool = True) -> dict[int, FeatureSet]:
-    """Teacher labels + backbone features for ``augmentations`` perturbations of each photo (the first unperturbed)."""
+                   augmentations: int = 24, seed: int = 0, progress: bool = True,
+                   student: Student | None = None) -> dict[int, FeatureSet]:
+    """Teacher labels + frozen backbone features for ``augmentations`` perturbations of each photo
+    (the first unperturbed). ``student`` picks the backbone (default: ImageNet EfficientNet-Lite0)."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
-    backbone = Student(EfficientNetLite0().load_imagenet()).freeze_backbone().eval()
+    backbone = (student or Student(EfficientNetLite0().load_imagenet())).freeze_backbone().eval()
     sets = {s: FeatureSet(s) for s in sizes}
     feats: dict[int, list[np.ndarray]] = {s: [] for s in sizes}
     pre = {s: Preprocessor(s) for s in sizes}
@@ -67,11 +71,10 @@ def build_features(photos: list[np.ndarray], teacher: Teacher, sizes: tuple[int,
         except Exception:  # an augmentation can push a photo past FOV detection; skip it
             continue
         for s in sizes:
-            g = s // 32
             prep = pre[s](img, fov=t.fov_circle)
-            x = torch.from_numpy(prep.tensor[None])
-            f16, f32 = backbone.backbone((x - backbone.mean) / backbone.std)
-            feats[s].append(torch.cat([F.avg_pool2d(f16, 2), f32], 1)[0].numpy().astype(np.float16))
+            feat = backbone.features(torch.from_numpy(prep.tensor[None]))[0].numpy().astype(np.float16)
+            feats[s].append(feat)
+            g = feat.shape[-1]  # the backbone's grid: 16 for Lite0 at 512 or a /16 ViT at 256
             fs = sets[s]
             fs.soft.append(_to_grid(t.patch_fraction, g))
             fs.valid.append(_to_grid(t.coverage, g) >= 0.5)
@@ -102,7 +105,7 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "
     pos = float((y * v).sum())
     neg = float(((1 - y) * v).sum())
     pos_weight = torch.tensor(neg / max(pos, 1.0))
-    model = make_head(head, FEATURES[feature_kind])
+    model = make_head(head, x.shape[1])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     history = []
@@ -136,9 +139,13 @@ def predict(result: AdapterResult, fs: FeatureSet, photos: set[int]) -> tuple[np
     return prob, np.stack(fs.soft)[idx], np.stack(fs.valid)[idx]
 
 
-def assemble(result: AdapterResult) -> Student:
-    """The full student (ImageNet backbone + trained adapter) for export."""
-    student = Student(EfficientNetLite0().load_imagenet(), features=result.feature_kind).freeze_backbone()
+def assemble(result: AdapterResult, checkpoint: str | None = None) -> Student:
+    """The full student (frozen backbone + trained adapter) for export; ``checkpoint`` for a ViT."""
+    if result.feature_kind == "vit":
+        student = Student.with_vit(checkpoint)
+    else:
+        student = Student(EfficientNetLite0().load_imagenet(), features=result.feature_kind)
+    student.freeze_backbone()
     student.adapter = result.head
     return student.eval()
 
@@ -170,7 +177,8 @@ def _working_copy(bgr: np.ndarray, side: int = 1400) -> np.ndarray:
 
 def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher, teacher_dir: Path,
                     sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
-                    progress: bool = True) -> dict[int, FeatureSet]:
+                    progress: bool = True, student: Student | None = None,
+                    backbone_id: str = "lite0") -> dict[int, FeatureSet]:
     """:func:`build_features`, memoised on disk by (photos, teacher weights, settings)."""
     import hashlib
     import pickle
@@ -181,12 +189,12 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
     for f in ("vessels.pt", "inpainter.pt", "teacher.json"):
         p = teacher_dir / f
         key.update(p.read_bytes() if p.exists() else b"")
-    key.update(repr((augmentations, seed)).encode())
+    key.update(repr((augmentations, seed, backbone_id)).encode())
     path = cache_dir / f"distill_{key.hexdigest()[:16]}.pkl" if cache_dir else None
     cached: dict[int, FeatureSet] = pickle.loads(path.read_bytes()) if path and path.exists() else {}
     if all(s in cached for s in sizes):
         return {s: cached[s] for s in sizes}
-    sets = build_features(photos, teacher, sizes, augmentations, seed, progress)
+    sets = build_features(photos, teacher, sizes, augmentations, seed, progress, student)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps({**cached, **sets}, protocol=pickle.HIGHEST_PROTOCOL))

@@ -13,6 +13,9 @@ from .efficientnet_lite import EfficientNetLite0
 
 LITE0_MEAN = (127.0, 127.0, 127.0)
 LITE0_STD = (128.0, 128.0, 128.0)
+#: ImageNet statistics on the 0-255 scale, as DINOv2 / RETFound expect.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 FEATURES = {"two-scale": 112 + 320, "s32": 320}
 
 
@@ -33,11 +36,24 @@ class Student(nn.Module):
         super().__init__()
         self.backbone = backbone if backbone is not None else EfficientNetLite0()
         self.feature_kind = features
-        self.adapter = make_head(head, FEATURES[features])
+        self.adapter = make_head(head, self.channels)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
+    @property
+    def channels(self) -> int:
+        return self.backbone.embed_dim if self.feature_kind == "vit" else FEATURES[self.feature_kind]
+
+    @classmethod
+    def with_vit(cls, checkpoint: str, head: str = "linear") -> "Student":
+        """A student on a foundation ViT loaded from a local checkpoint (ImageNet normalisation)."""
+        from .vit import from_checkpoint
+
+        return cls(from_checkpoint(checkpoint), "vit", head, IMAGENET_MEAN, IMAGENET_STD)
+
     def features(self, image: torch.Tensor) -> torch.Tensor:
+        if self.feature_kind == "vit":
+            return self.backbone((image - self.mean) / self.std)
         f16, f32 = self.backbone((image - self.mean) / self.std)
         if self.feature_kind == "s32":
             return f32
