@@ -257,10 +257,7 @@ def _training_module(name: str, package: str = "efiqa.train"):
 
 
 def cmd_train_vessels(args: argparse.Namespace) -> int:
-    import torch
-
     vessels = _training_module("vessels")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     metrics = vessels.train(args.data, steps=args.steps, seed=args.seed, out=args.out)
     metrics_path = args.out.with_suffix(".metrics.json")
     vessels.write_metrics(metrics, metrics_path)

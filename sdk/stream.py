@@ -77,6 +77,7 @@ class FrameSource:
                 raise SourceError("cannot be opened as a video or camera", self.name)
             self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0) or 25.0
         self.realtime = self.live if realtime is None else realtime
+        self.stop_reason = "end of stream"
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray | None]]:
         period = 1.0 / self.fps
@@ -98,6 +99,8 @@ class FrameSource:
                     failures += 1
                     time.sleep(0.04)
                     continue
+                if self.live:
+                    self.stop_reason = "camera stopped delivering frames (disconnected?)"
                 return
             failures = 0
             ts = time.monotonic() - start if self.live else i * period
@@ -176,6 +179,8 @@ def run_stream(source: FrameSource, guide: Guide, *, on_state=None, latest_wins:
         report.ended = "interrupted"
     finally:
         source.close()
+    if report.ended == "end of stream":
+        report.ended = source.stop_reason
     report.seconds = time.perf_counter() - t0
     report.captures = len(guide.captures)
     return report

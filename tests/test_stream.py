@@ -224,3 +224,44 @@ def test_capture_triggers_only_in_the_good_window(scripted_run):
     assert len(guide.captures) == 1 and seq.label_at(guide.captures[0].timestamp) == "good"
     first_good = min(s.timestamp for s in states if seq.label_at(s.timestamp) == "good")
     assert guide.captures[0].timestamp >= first_good
+
+
+def test_cli_stream_on_image_folder(tmp_path, capsys):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), synthetic_fundus(240, 240, seed=i))
+    (folder / "002b.png").write_bytes(b"\x89PNG broken")
+    assert main(["stream", str(folder), "--jsonl", str(tmp_path / "s.jsonl")]) == 0
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 4
+    assert "1 corrupt skipped" in capsys.readouterr().err
+
+
+def test_camera_that_disconnects_ends_cleanly(monkeypatch):
+    """A live source whose reads start failing ends the stream with a report, not a traceback."""
+    frames = [synthetic_fundus(160, 160, seed=i) for i in range(3)]
+
+    class FakeCamera:
+        def __init__(self, index):
+            self.i = 0
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return 30.0
+
+        def read(self):
+            self.i += 1
+            return (True, frames[self.i - 1]) if self.i <= len(frames) else (False, None)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr("efiqa.stream.cv2.VideoCapture", FakeCamera)
+    monkeypatch.setattr("efiqa.stream.time.sleep", lambda s: None)
+    source = FrameSource(0)
+    assert source.live
+    report = run_stream(source, Guide(ScriptedAssessor([0.3] * 10)))
+    assert report.frames_read == 3 and report.processed + report.dropped == 3
+    assert report.ended == "camera stopped delivering frames (disconnected?)"
