@@ -30,9 +30,12 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
 
-## bench: frame→map latency of the runtime (ONNX Runtime, this machine)
-bench: $(VENV)/.runtime
+## bench: the benchmarks of this repo on this machine (~15 min; benchmarks/peers.py needs its own venv)
+bench: $(VENV)/.dev
 	$(PY) benchmarks/latency.py
+	$(PY) benchmarks/stream_fps.py
+	$(PY) benchmarks/precision_fidelity.py
+	$(PY) benchmarks/accuracy.py
 
 ## placeholder: rebuild the placeholder bundle (random adapter) in models/default
 placeholder: $(VENV)/.dev

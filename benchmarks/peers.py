@@ -82,7 +82,7 @@ def count(path: Path) -> tuple[int, float]:
     params = int(sum(v.size for v in inits.values()))
     shapes = {}
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        dims = [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]  # symbolic (batch) dims count as 1
         shapes[vi.name] = dims
     for k, v in inits.items():
         shapes[k] = list(v.shape)
@@ -126,7 +126,7 @@ def peak_gflops(threads: int) -> float:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    n = 2048
+    n = 3072
     g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
                           [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
                            helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
@@ -138,7 +138,7 @@ def peak_gflops(threads: int) -> float:
     a = np.random.rand(n, n).astype(np.float32)
     s.run(None, {"a": a, "b": a})
     ts = []
-    for _ in range(5):
+    for _ in range(10):
         t = time.perf_counter()
         s.run(None, {"a": a, "b": a})
         ts.append(time.perf_counter() - t)
@@ -177,7 +177,7 @@ def main() -> None:
     out = {"benchmark": "peers_speed", "command": "benchmarks/peers.py (separate venv with torchvision)",
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": platform.processor() or platform.machine(),
            "cores": os.cpu_count(), "threads": args.threads, "onnxruntime": onnxruntime.__version__,
-           "peak_gflops_s_measured": peak, "peak_method": "best of 5 float32 2048³ MatMul in ONNX Runtime",
+           "peak_gflops_s_measured": peak, "peak_method": "best of 10 float32 3072³ MatMul in ONNX Runtime (a measured, not a datasheet, peak: on this shared machine some convolution graphs exceed it)",
            "weights": "random (compute only)", "rows": rows}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "peers.json").write_text(json.dumps(out, indent=2) + "\n")
