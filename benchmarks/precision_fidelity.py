@@ -44,13 +44,15 @@ def main() -> None:
         t = time.perf_counter()
         run_maps(bundle.onnx_bytes, tensors, bundle.manifest.input_name)
         fp32_s = time.perf_counter() - t
-        for precision, method in (("fp16", None), ("int8", "minmax"), ("int8", "percentile")):
+        cases = (("fp16", None, True), ("int8", "minmax", False), ("int8", "percentile", False),
+                 ("int8", "minmax", True), ("int8", "percentile", True))
+        for precision, method, keep_sensitive in cases:
             onnx_bytes, info = variants.make_variant(bundle, precision, calib if precision == "int8" else None,
-                                                     method or "minmax")
+                                                     method or "minmax", keep_sensitive_fp32=keep_sensitive)
             fid = variants.gate(bundle, onnx_bytes, precision, tensors, valid)
             rows.append({"precision": precision, "method": method, "onnx_mb": round(len(onnx_bytes) / 2**20, 2),
                          **fid.to_dict(), **info})
-            print(f"{precision} {method or ''}: r={fid.pearson:.5f} max|Δp|={fid.max_abs_dp:.4f} "
+            print(f"{precision} {method or ''} sensitive-in-float={keep_sensitive}: r={fid.pearson:.5f} max|Δp|={fid.max_abs_dp:.4f} "
                   f"gradable agreement={fid.gradable_agreement:.3f} → {'PASS' if fid.passed else 'FAIL'}", flush=True)
     result = {"benchmark": "precision_fidelity", "command": "python benchmarks/precision_fidelity.py "
               + " ".join(sys.argv[1:]), "machine": stamp(), "model": bundle.manifest.name,
@@ -61,7 +63,8 @@ def main() -> None:
     (HERE / "results" / "precision_fidelity.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     md = ["| variant | ONNX MB | Pearson r | max abs Δp | mean abs Δp | gradable decisions kept | patch decisions kept | gate |",
           "|---|---|---|---|---|---|---|---|"]
-    md += [f"| {r['precision']} {r['method'] or ''} | {r['onnx_mb']} | {r['pearson']:.5f} | {r['max_abs_dp']:.4f} | "
+    md += [f"| {r['precision']} {r['method'] or ''}"
+           f"{' (sensitive convs float)' if r.get('sensitive_kept_fp32') else (' (all convs int8)' if r['precision'] == 'int8' else '')} | {r['onnx_mb']} | {r['pearson']:.5f} | {r['max_abs_dp']:.4f} | "
            f"{r['mean_abs_dp']:.4f} | {r['gradable_agreement']:.3f} | {r['patch_agreement']:.3f} | "
            f"{'pass' if r['passed'] else 'FAIL'} |" for r in rows]
     (HERE / "results" / "precision_fidelity.md").write_text("\n".join(md) + "\n")

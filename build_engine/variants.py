@@ -15,8 +15,9 @@ from . import precision as fp16
 from .verify import Fidelity, compare, run_maps, worst_layers
 
 
-def make_variant(bundle: Bundle, precision: str, calib: np.ndarray | None = None, method: str = "minmax",
-                 exclude: list[str] | None = None, keep_first_last_fp32: bool = True) -> tuple[bytes, dict]:
+def make_variant(bundle: Bundle, precision: str, calib: np.ndarray | None = None, method: str = "percentile",
+                 exclude: list[str] | None = None, keep_first_last_fp32: bool = True,
+                 keep_sensitive_fp32: bool = True) -> tuple[bytes, dict]:
     """(variant ONNX bytes, description). INT8 needs calibration tensors."""
     if precision == "fp16":
         return fp16.to_fp16(bundle.onnx_bytes), {"keep_fp32_ops": list(fp16.DEFAULT_KEEP_FP32)}
@@ -26,8 +27,8 @@ def make_variant(bundle: Bundle, precision: str, calib: np.ndarray | None = None
         from efiqa.calibration.int8 import quantize
 
         data, kept = quantize(bundle.onnx_bytes, calib, bundle.manifest.input_name, method, exclude,
-                              keep_first_last_fp32)
-        return data, {"method": method, "float_nodes": kept}
+                              keep_first_last_fp32, keep_sensitive_fp32=keep_sensitive_fp32)
+        return data, {"method": method, "float_nodes": kept, "sensitive_kept_fp32": keep_sensitive_fp32}
     raise ValueError(f"precision must be fp16 or int8, not {precision!r}")
 
 

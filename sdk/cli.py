@@ -92,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--precision", choices=["fp16", "int8"], required=True)
     ve.add_argument("--images", nargs="+", required=True, help="verification photos/folders")
     ve.add_argument("--calib", type=Path, help="calibration folder (INT8)")
-    ve.add_argument("--method", choices=["minmax", "percentile"], default="minmax", help="INT8 range method")
+    ve.add_argument("--method", choices=["minmax", "percentile"], default="percentile", help="INT8 range method")
     ve.add_argument("--exclude", nargs="*", default=[], help="node names kept in float (INT8)")
     ve.add_argument("--quantize-first-last", action="store_true", help="also quantize the first and last conv")
+    ve.add_argument("--quantize-sensitive", action="store_true",
+                    help="also quantize depthwise convs and convs feeding residual adds (kept float by default)")
     ve.add_argument("--model", help="FP32 bundle (default: the shipped one)")
     ve.add_argument("--out", type=Path, required=True, help="variant bundle folder, written only on a pass")
     ve.add_argument("--json", action="store_true", help="print the fidelity report as JSON")
@@ -361,7 +363,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     overlap = calib_images & {str(f) for f in files}
     tensors, valid, names = variants.verification_tensors(bundle, files, skip=calib_images)
     variant, info = variants.make_variant(bundle, args.precision, calib, args.method, args.exclude,
-                                          not args.quantize_first_last)
+                                          not args.quantize_first_last, not args.quantize_sensitive)
     fid = variants.gate(bundle, variant, args.precision, tensors, valid)
     report = {**fid.to_dict(), "verification_photos": names, "skipped_as_calibration": sorted(overlap), **info}
     if args.json:

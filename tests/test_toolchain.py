@@ -86,7 +86,8 @@ def test_int8_qdq_is_tensorrt_ready(tiny_bundle, photo_dirs, tmp_path, capsys):
     calibset.build([photo_dirs[0]], fresh, bundle_path, size=6, progress=False)
     out = tmp_path / "int8"
     code = main(["verify", "--precision", "int8", "--calib", str(fresh), "--model", str(bundle_path),
-                 "--images", str(photo_dirs[1]), "--out", str(out), "--json"])
+                 "--images", str(photo_dirs[1]), "--out", str(out), "--json", "--method", "minmax",
+                 "--quantize-sensitive"])
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 6 and report["method"] == "minmax" and len(report["float_nodes"]) == 2
     assert code in (0, 4)  # the gate decides; a random-weight toy network may fail it
@@ -167,3 +168,25 @@ def test_build_without_tensorrt_exits_3(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert main(["build", "--precision", "fp16", "--out", str(tmp_path / "e")]) == 3
     assert "TensorRT is not installed" in capsys.readouterr().err
+
+
+def test_sensitive_convs_stay_float_by_default(tiny_bundle, photo_dirs, tmp_path):
+    import onnx
+
+    from efiqa.calibration.int8 import quantize, sensitive_nodes
+
+    bundle = load_bundle(tiny_bundle[1])
+    sens = sensitive_nodes(bundle.onnx_bytes)
+    graph = onnx.load_from_string(bundle.onnx_bytes).graph
+    convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
+    depthwise = [n for n in convs.values() if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert len(depthwise) == 16 and all(n.name in sens for n in depthwise)  # Lite0 has 16 depthwise convs
+    assert set(sens) <= set(convs)
+    calibset.build([photo_dirs[0]], tmp_path / "c", tiny_bundle[1], size=4, progress=False)
+    data, kept = quantize(bundle.onnx_bytes, calibset.load(tmp_path / "c")[0], "image")
+    assert set(sens) <= set(kept)
+    q = onnx.load_from_string(data).graph
+    quantized_inputs = {n.output[0] for n in q.node if n.op_type == "DequantizeLinear"}
+    for n in q.node:  # no float-kept conv reads a dequantized activation
+        if n.name in sens:
+            assert n.input[0] not in quantized_inputs
