@@ -36,6 +36,7 @@ bench: $(VENV)/.dev
 	$(PY) benchmarks/stream_fps.py
 	$(PY) benchmarks/precision_fidelity.py
 	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/report.py
 
 ## placeholder: rebuild the placeholder bundle (random adapter) in models/default
 placeholder: $(VENV)/.dev
