@@ -143,7 +143,11 @@ def main() -> None:
     text = "# Map accuracy on held-out photos with evaluation degradations\n\n" + md + "\n\n" + "\n\n".join(extra) + "\n"
     (RESULTS / "accuracy.md").write_text(text)
     print(text)
-    figure(photos, teacher, qa if "student" in names else None, RESULTS / "accuracy_examples.png")
+    # the committed figure shows the CC0 example photo only: no research-use photograph is redistributed
+    from efiqa.data import retina_path
+
+    figure({"retina (CC0)": read_image(retina_path())}, teacher, qa if "student" in names else None,
+           RESULTS / "accuracy_examples.png")
 
 
 def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> None:
