@@ -22,7 +22,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import evaluation  # noqa: E402
-from evaluation import image_score, markdown_table, run, summarise, working_copy  # noqa: E402
+from evaluation import image_score, markdown_table, run, summarise  # noqa: E402
 from machine import stamp  # noqa: E402
 
 from efiqa import QualityAssessor  # noqa: E402
@@ -31,6 +31,7 @@ from efiqa.imageio import read_image  # noqa: E402
 from efiqa.synth import degrade, patch_truth  # noqa: E402
 from efiqa.train import vessels as vessel_stage  # noqa: E402
 from efiqa.train.baseline import ClassicalBaseline  # noqa: E402
+from efiqa.train.distill import working_copy  # noqa: E402
 from efiqa.train.data import HELD_OUT, REAL_DEGRADED, TEACHER_TRAIN, data_root, resolve, to_geometry  # noqa: E402
 from efiqa.train.metrics import auroc  # noqa: E402
 from efiqa.train.teacher import Teacher, pool_cells  # noqa: E402
@@ -130,7 +131,7 @@ def main() -> None:
     (RESULTS / "accuracy.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     md = markdown_table(summary, names)
     lat = summary["latency_ms_p50"]
-    extra = [f"Frame→map latency p50 (ms, this run): " + ", ".join(f"{k} {v:.0f}" for k, v in lat.items())]
+    extra = ["Frame→map latency p50 (ms, this run): " + ", ".join(f"{k} {v:.0f}" for k, v in lat.items())]
     if "distillation" in summary:
         d = summary["distillation"]
         extra.append(f"Student vs teacher: AUROC vs teacher labels {d['auroc_vs_teacher_labels']:.3f}, "

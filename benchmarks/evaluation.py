@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from efiqa.errors import EfiqaError
@@ -21,14 +20,6 @@ from efiqa.train.metrics import auroc, best_f1
 failures: list[dict] = []
 
 Method = Callable[[np.ndarray], tuple[np.ndarray, Crop, np.ndarray]]
-WORK_SIDE = 1400  # photos are brought to this long side before degrading (speed; geometry is relative)
-
-
-def working_copy(bgr: np.ndarray) -> np.ndarray:
-    k = WORK_SIDE / max(bgr.shape[:2])
-    if k >= 1:
-        return bgr
-    return cv2.resize(bgr, (round(bgr.shape[1] * k), round(bgr.shape[0] * k)), interpolation=cv2.INTER_AREA)
 
 
 @dataclass

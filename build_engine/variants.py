@@ -1,7 +1,6 @@
 """Precision variants of a bundle (FP16, INT8 Q/DQ), gated on map fidelity before they are written."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,6 +72,3 @@ def write_variant(bundle: Bundle, variant: bytes, precision: str, fidelity: Fide
                 fidelity={**fidelity.to_dict(), **info}, provenance=dict(bundle.manifest.provenance))
     return write_bundle(out, variant, m)
 
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

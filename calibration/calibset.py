@@ -15,6 +15,7 @@ import numpy as np
 from efiqa.assessor import QualityAssessor
 from efiqa.errors import EfiqaError, ImageReadError
 from efiqa.imageio import IMAGE_SUFFIXES, read_image
+from efiqa.result import build_result
 
 STRATA = ("dark", "bright", "blurred", "degraded", "good")
 
@@ -88,7 +89,8 @@ def build(paths: list[str | Path], out: str | Path, model: str | Path | None = N
     for f in tqdm(files, desc="calibration set", disable=not progress):
         try:
             prep = qa.preprocessor(read_image(f), str(f))
-            score = qa.assess(f).score
+            logits = qa.backend.infer(prep.tensor[None])[0, 0]
+            score = build_result(logits, prep.fov, prep.crop, prep.image_shape, qa.threshold).score
         except EfiqaError as err:
             skipped[str(f)] = f"{type(err).__name__}: {err.message}"
             continue

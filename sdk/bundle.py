@@ -99,6 +99,11 @@ class Bundle:
     def sha256(self) -> str:
         return self.manifest.onnx_sha256
 
+    @property
+    def root_sha256(self) -> str:
+        """The FP32 bundle this one is (or derives from): what a TensorRT engine is tied to."""
+        return self.manifest.variant_of or self.sha256
+
 
 def default_bundle_path() -> Path:
     """The bundle shipped with the package (``models/default``)."""

@@ -405,8 +405,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             print("efiqa: warning: this variant has not passed 'efiqa verify'", file=sys.stderr)
     import hashlib
 
-    em = trt_build.build_engine(onnx_bytes, args.out, precision=args.precision, bundle_sha256=bundle.manifest.variant_of
-                                or bundle.sha256, onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+    em = trt_build.build_engine(onnx_bytes, args.out, precision=args.precision, bundle_sha256=bundle.root_sha256,
+                                onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
                                 input_name=m.input_name, input_shape=(3, m.input_size, m.input_size),
                                 calibration_sha256=calib_sha, max_batch=args.max_batch, workspace_mb=args.workspace,
                                 timing_cache=args.timing_cache, progress=sys.stderr.isatty())

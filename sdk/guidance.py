@@ -183,8 +183,6 @@ class Guide:
         blocked = any(h.code in BLOCKING for h in hints)
         if self._score is None or abs(raw - self._score) > self.scene_change or self._last_t is None:
             self._map, self._score = res.map.copy(), raw
-            if self._score is not None and self._good_since is not None and raw >= self.threshold:
-                self.reset_window()
         else:
             a = 1.0 - math.exp(-max(ts - self._last_t, 0.0) / self.tau)
             self._map = (1 - a) * self._map + a * res.map

@@ -126,7 +126,7 @@ class LatestFrame:
     def __init__(self, source: FrameSource) -> None:
         self.source = source
         self._cond = threading.Condition()
-        self._item: tuple[int, float, np.ndarray | None] | None = None
+        self._item: tuple[float, np.ndarray | None] | None = None
         self._done = False
         self.read = 0
         self.overwritten = 0
@@ -140,7 +140,7 @@ class LatestFrame:
                 with self._cond:
                     if self._item is not None:
                         self.overwritten += 1
-                    self._item = (self.read, ts, frame)
+                    self._item = (ts, frame)
                     self.read += 1
                     self._cond.notify()
         except Exception as exc:  # a camera that disconnects mid-read, a decoder error
@@ -150,7 +150,7 @@ class LatestFrame:
                 self._done = True
                 self._cond.notify()
 
-    def take(self) -> tuple[int, float, np.ndarray | None] | None:
+    def take(self) -> tuple[float, np.ndarray | None] | None:
         with self._cond:
             while self._item is None and not self._done:
                 self._cond.wait()
@@ -166,8 +166,7 @@ def run_stream(source: FrameSource, guide: Guide, *, on_state=None, latest_wins:
         if latest_wins:
             reader = LatestFrame(source)
             while (item := reader.take()) is not None:
-                _, ts, frame = item
-                _step(frame, ts, guide, on_state, report)
+                _step(item[1], item[0], guide, on_state, report)
             report.frames_read, report.dropped = reader.read, reader.overwritten
             if reader.error is not None:
                 report.ended = f"source failed: {reader.error}"

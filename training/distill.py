@@ -166,10 +166,11 @@ def photo_list(images: list[str] | None, data: str | None) -> list[tuple[str, np
         root = data_root(data)
         paths = [resolve(n, root) for n in TEACHER_TRAIN]
         names = list(TEACHER_TRAIN)
-    return [(n, _working_copy(read_image(p))) for n, p in zip(names, paths)]
+    return [(n, working_copy(read_image(p))) for n, p in zip(names, paths)]
 
 
-def _working_copy(bgr: np.ndarray, side: int = 1400) -> np.ndarray:
+def working_copy(bgr: np.ndarray, side: int = 1400) -> np.ndarray:
+    """The photo shrunk to ``side`` px on its long edge (geometry is relative; this only saves time)."""
     k = side / max(bgr.shape[:2])
     return bgr if k >= 1 else cv2.resize(bgr, (round(bgr.shape[1] * k), round(bgr.shape[0] * k)),
                                          interpolation=cv2.INTER_AREA)

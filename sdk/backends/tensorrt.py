@@ -40,9 +40,7 @@ class TensorRTBackend(Backend):
             raise ModelError("no such engine file", str(engine))
         dev = self.cuda.device_info()
         self.engine_manifest = EngineManifest.load(engine)
-        # engines are tied to the FP32 bundle a variant derives from (the preprocessing contract)
-        self.engine_manifest.check(engine, bundle.manifest.variant_of or bundle.sha256, trt.__version__, dev.name,
-                                   dev.compute_capability)
+        self.engine_manifest.check(engine, bundle.root_sha256, trt.__version__, dev.name, dev.compute_capability)
 
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
