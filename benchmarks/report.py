@@ -90,8 +90,29 @@ def main() -> None:
                 f"{v['pearson']:.4f} | {v['max_abs_dp']:.3f} | {v['gradable_agreement']:.3f} | "
                 f"{'pass' if v['passed'] else 'FAIL'} |" for v in prec["variants"]]
         out.append("")
+    for path in gpu:
+        g = json.loads(path.read_text())
+        c = g["cuda_plumbing"]
+        out += [f"## GPU check on {g['card']} (`benchmarks/gpu_check.py`, {g['date']})", "",
+                f"PyTorch {g['torch']}, Python {g['python']}; TensorRT: {g['tensorrt']}.", ""]
+        if "error" in c:
+            out.append(f"- efiqa's CUDA plumbing failed: {c['error']}")
+        else:
+            out.append(f"- efiqa's CUDA plumbing ({c['binding']}, compute capability {c['compute_capability']}): "
+                       f"pinned round trip {'ok' if c['roundtrip_ok'] else 'WRONG'}, CUDA-graph copy "
+                       f"{'ok' if c['graph_copy_ok'] else 'not run' if c['graph_copy_ok'] is None else 'WRONG'}; "
+                       f"8×3×512×512 float32 there and back {c['roundtrip_8x3x512x512_ms_p50']:.2f} ms "
+                       f"({c['pinned_bandwidth_gb_s']:.0f} GB/s)")
+        out += ["- The student network in PyTorch CUDA (a reference for what an engine should beat; not TensorRT):", "",
+                "| dtype | batch | eager ms p50 | CUDA graph ms p50 | frames/s (graph) |", "|---|---|---|---|---|"]
+        out += [f"| {r['dtype']} | {r['batch']} | {r['eager_ms_p50']:.2f} | {r['cuda_graph_ms_p50']:.2f} | "
+                f"{r['frames_per_s_graph']:.0f} |" for r in g["torch_student"]]
+        out.append("")
     out += ["## Not measured (and why)", ""]
-    if not gpu:
+    if gpu:
+        out.append("- TensorRT engines: TensorRT is not installed on the lent GPU machine and cannot be installed "
+                   "here; the engine build and backend are tested against test doubles only.")
+    else:
         out.append("- GPU and TensorRT: no GPU was lent to this task and TensorRT cannot be installed here; "
                    "`benchmarks/gpu_check.py` is ready for a GPU machine.")
     out += ["- The student's accuracy: the shipped bundle is still a placeholder (the stage-1 teacher does not "
