@@ -30,12 +30,22 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
 
-## bench: the benchmarks of this repo on this machine (~15 min; benchmarks/peers.py needs its own venv)
-bench: $(VENV)/.dev
+# the peers' networks come from torchvision, which does not import beside torch 2.13: own venv
+BENCHVENV ?= .venv-bench
+$(BENCHVENV)/.ok:
+	$(PYTHON) -m venv $(BENCHVENV)
+	$(BENCHVENV)/bin/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 \
+		onnx onnxruntime onnxscript numpy
+	touch $@
+
+## bench: every benchmark of this repo on this machine, then benchmarks/REPORT.md
+bench: $(VENV)/.dev $(BENCHVENV)/.ok
 	$(PY) benchmarks/latency.py
 	$(PY) benchmarks/stream_fps.py
+	$(PY) benchmarks/speed_matrix.py
 	$(PY) benchmarks/precision_fidelity.py
 	$(PY) benchmarks/accuracy.py
+	$(BENCHVENV)/bin/python benchmarks/peers.py
 	$(PY) benchmarks/report.py
 
 ## placeholder: rebuild the placeholder bundle (random adapter) in models/default

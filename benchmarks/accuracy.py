@@ -90,11 +90,11 @@ def main() -> None:
         r = qa.assess(bgr)
         return r.map, r.crop, r.coverage
 
-    def m_teacher_mass(bgr):
+    def m_vessels_only(bgr):  # the vessel map alone, no prior: low vessel density = bad (what the prior adds)
         t = teacher_out(bgr)
-        return t.patch_mass, t.crop, t.coverage
+        return -t.vessel_density, t.crop, t.coverage
 
-    methods = {"teacher": Timed(m_teacher), "teacher_mean": m_teacher_mean, "teacher_mass": m_teacher_mass,
+    methods = {"teacher": Timed(m_teacher), "teacher_mean": m_teacher_mean, "vessels_only": m_vessels_only,
                "classical": Timed(m_classical)}
     if not qa.manifest.placeholder:
         methods["student"] = Timed(m_student)
@@ -152,7 +152,7 @@ def main() -> None:
 
 
 def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> None:
-    """Rows: photo | vessel map | inpainted | |x − x̂| | teacher map | student map | ground truth."""
+    """Rows: photo | vessel map | prior's redraw | missing vasculature | teacher map | student map | truth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +167,7 @@ def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> N
         d = degrade(img, find_fov(img), kind, sev, seed=row)
         t = teacher(d.image)
         panels = [(to_geometry(d.image, 256).rgb, f"{kind} (severity {sev})"), (t.vessels, "vessel map"),
-                  (t.reconstruction, "inpainted from context"), (t.anomaly, "|x − x̂|"),
+                  (t.reconstruction, "prior's redraw x̂"), (t.anomaly, "missing max(0, x̂ − x)"),
                   (t.patch_fraction, "teacher map")]
         if qa:
             panels.append((qa.assess(d.image).map, "student map"))

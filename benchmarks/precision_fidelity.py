@@ -41,6 +41,7 @@ def main() -> None:
         cm = calibset.build(calib_files, Path(tmp) / "calib", args.model, size=len(calib_files), progress=False)
         calib, _ = calibset.load(Path(tmp) / "calib")
         tensors, valid, names = variants.verification_tensors(bundle, verify_files, skip=set(cm.images))
+        degraded = variants.degraded_tensors(bundle, [resolve(n, root) for n in HELD_OUT])
         t = time.perf_counter()
         run_maps(bundle.onnx_bytes, tensors, bundle.manifest.input_name)
         fp32_s = time.perf_counter() - t
@@ -49,7 +50,7 @@ def main() -> None:
         for precision, method, keep_sensitive in cases:
             onnx_bytes, info = variants.make_variant(bundle, precision, calib if precision == "int8" else None,
                                                      method or "minmax", keep_sensitive_fp32=keep_sensitive)
-            fid = variants.gate(bundle, onnx_bytes, precision, tensors, valid)
+            fid = variants.gate(bundle, onnx_bytes, precision, tensors, valid, degraded)
             rows.append({"precision": precision, "method": method, "onnx_mb": round(len(onnx_bytes) / 2**20, 2),
                          **fid.to_dict(), **info})
             print(f"{precision} {method or ''} sensitive-in-float={keep_sensitive}: r={fid.pearson:.5f} max|Δp|={fid.max_abs_dp:.4f} "
@@ -61,11 +62,12 @@ def main() -> None:
               "fp32_onnx_mb": round(len(bundle.onnx_bytes) / 2**20, 2), "fp32_seconds": fp32_s, "variants": rows}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "precision_fidelity.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    md = ["| variant | ONNX MB | Pearson r | max abs Δp | mean abs Δp | gradable decisions kept | patch decisions kept | gate |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = ["| variant | ONNX MB | Pearson r | max abs Δp | mean abs Δp | gradable decisions kept | patch decisions kept "
+          "| patch AUROC (fp32 → variant) | gate |", "|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['precision']} {r['method'] or ''}"
            f"{' (sensitive convs float)' if r.get('sensitive_kept_fp32') else (' (all convs int8)' if r['precision'] == 'int8' else '')} | {r['onnx_mb']} | {r['pearson']:.5f} | {r['max_abs_dp']:.4f} | "
            f"{r['mean_abs_dp']:.4f} | {r['gradable_agreement']:.3f} | {r['patch_agreement']:.3f} | "
+           f"{r['auroc']['fp32']:.3f} → {r['auroc'][r['precision']]:.3f} | "
            f"{'pass' if r['passed'] else 'FAIL'} |" for r in rows]
     (HERE / "results" / "precision_fidelity.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

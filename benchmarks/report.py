@@ -63,13 +63,21 @@ def main() -> None:
         plt.close(fig)
     if acc:
         s = acc["summary"]
-        methods = [m for m in ("teacher", "teacher_mass", "classical", "student") if m in s["overall"]]
+        methods = [m for m in ("teacher", "teacher_mean", "vessels_only", "classical", "student") if m in s["overall"]]
         out += ["## Map accuracy (`benchmarks/accuracy.py`)", "",
                 "Held-out photos × 10 evaluation degradations × 3 severities; patch AUROC.", "",
                 "| degradation | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
         for kind, d in list(s["per_kind"].items()) + [("overall", s["overall"])]:
             out.append(f"| {kind} | " + " | ".join(f"{d[m]['auroc']:.3f}" for m in methods) + " |")
         out.append("| ranking accuracy | " + " | ".join(f"{s['ranking'][m]:.3f}" for m in methods) + " |")
+        out += ["", "Per severity (patch AUROC / best Dice):", "",
+                "| severity | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for sev, d in s["per_severity"].items():
+            out.append(f"| {sev} | " + " | ".join(f"{d[m]['auroc']:.3f} / {d[m]['best_dice']:.3f}" for m in methods) + " |")
+        fpr = {m: v for m, v in s.get("clean_fpr", {}).items() if m in methods and v == v}
+        if fpr:
+            out += ["", "Clean false-positive rate (patches flagged on clean photos at each method's own rule): "
+                    + ", ".join(f"{m} {v:.3f}" for m, v in fpr.items())]
         out += ["", "![auroc](results/report_auroc.png)", "", "![examples](results/accuracy_examples.png)", ""]
         fig, ax = plt.subplots(figsize=(9, 3.5))
         kinds = list(s["per_kind"])
@@ -85,9 +93,11 @@ def main() -> None:
         plt.close(fig)
     if prec:
         out += ["## Precision fidelity (`benchmarks/precision_fidelity.py`)", "",
-                "| variant | Pearson r | max abs Δp | gradable kept | gate |", "|---|---|---|---|---|"]
+                "| variant | Pearson r | max abs Δp | gradable kept | patch AUROC fp32 → variant | gate |",
+                "|---|---|---|---|---|---|"]
         out += [f"| {v['precision']} {v['method'] or ''} {'(sensitive float)' if v.get('sensitive_kept_fp32') and v['precision'] == 'int8' else ''} | "
                 f"{v['pearson']:.4f} | {v['max_abs_dp']:.3f} | {v['gradable_agreement']:.3f} | "
+                f"{(str(round(v['auroc']['fp32'], 3)) + ' → ' + str(round(v['auroc'][v['precision']], 3))) if v.get('auroc') else '—'} | "
                 f"{'pass' if v['passed'] else 'FAIL'} |" for v in prec["variants"]]
         out.append("")
     for path in gpu:
@@ -108,6 +118,20 @@ def main() -> None:
         out += [f"| {r['dtype']} | {r['batch']} | {r['eager_ms_p50']:.2f} | {r['cuda_graph_ms_p50']:.2f} | "
                 f"{r['frames_per_s_graph']:.0f} |" for r in g["torch_student"]]
         out.append("")
+    speed = load("speed_matrix")
+    if speed:
+        c = speed["cold_start"]
+        out += ["## Inference speed by input, precision and batch (`benchmarks/speed_matrix.py`)", "",
+                f"ONNX Runtime CPU, {speed['threads']} threads, adapter: {speed['adapter']}. {speed['int8_note']}.", "",
+                "| input (grid) | precision | batch | p50 ms | p95 | p99 | frames/s |", "|---|---|---|---|---|---|---|"]
+        for r in speed["rows"]:
+            out.append(f"| {r['size']} ({r['grid']}×{r['grid']}) | {r['precision']} | {r['batch']} | " +
+                       (f"not runnable: {r['error'][:70]} | | | |" if "error" in r else
+                        f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['frames_per_s']:.1f} |"))
+        out += ["", f"Cold start, process start → first map (`{c['command']}`): {c['wall_ms_median']:.0f} ms "
+                f"(median of {len(c['wall_ms'])}); peak RSS {c['peak_rss_mib_median']:.0f} MiB.", ""]
+    if acc:
+        out += scatter(acc, speed, prec, peers)
     out += ["## Not measured (and why)", ""]
     if gpu:
         out.append("- TensorRT engines: TensorRT is not installed on the lent GPU machine and cannot be installed "
@@ -117,9 +141,46 @@ def main() -> None:
                    "`benchmarks/gpu_check.py` is ready for a GPU machine.")
     out += ["- The student's accuracy: the shipped bundle is still a placeholder (the stage-1 teacher does not "
             "localise degradations yet, so nothing has been distilled).",
-            "- Batch 8, inputs 384/256, cold start and peak RSS: not yet scripted."]
+            "- Peers' accuracy: they grade whole images and give no map; only their compute is compared."]
     (HERE / "REPORT.md").write_text("\n".join(out) + "\n")
     print(f"wrote {HERE / 'REPORT.md'}")
+
+
+def scatter(acc: dict, speed: dict | None, prec: dict | None, peers: dict | None) -> list[str]:
+    """Latency vs overall patch AUROC for every map we produce; peers (image-level grades, no map) on a
+    separate strip at their latency."""
+    s = acc["summary"]
+    lat = s.get("latency_ms_p50", {})
+    pts = [(m, lat[m], s["overall"][m]["auroc"]) for m in ("teacher", "classical", "student") if m in lat]
+    if speed and prec and "student" in s["overall"]:
+        ms = {r["precision"]: r["p50"] for r in speed["rows"] if r["size"] == 512 and r["batch"] == 1 and "p50" in r}
+        for v in prec["variants"]:
+            if v.get("auroc") and v["precision"] in ms and v.get("passed"):
+                pts.append((f"student {v['precision']} {v.get('method') or ''} (inference)", ms[v["precision"]],
+                            v["auroc"][v["precision"]]))
+    if not pts:
+        return []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, x, y in pts:
+        ax.scatter(x, y, s=40)
+        ax.annotate(name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    if peers:
+        for r in peers["rows"]:
+            if not r["model"].startswith("ours"):
+                ax.scatter(r["ms_p50"], 0.33, marker="|", s=200, color="grey")
+                ax.annotate(r["model"].split(" ")[0], (r["ms_p50"], 0.33), fontsize=6, rotation=60,
+                            xytext=(0, 6), textcoords="offset points", color="grey")
+        ax.text(0.01, 0.03, "grey: peers' inference time (image-level grade only, no map)", transform=ax.transAxes,
+                fontsize=7, color="grey")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_ylim(0.3, 1.0)
+    ax.set_xlabel("ms per frame, 2 CPU threads (log)")
+    ax.set_ylabel("patch AUROC, held-out degraded photos")
+    fig.tight_layout()
+    fig.savefig(RES / "report_latency_auroc.png", dpi=90)
+    plt.close(fig)
+    return ["## Latency vs map accuracy", "", "![latency vs AUROC](results/report_latency_auroc.png)", ""]
 
 
 if __name__ == "__main__":

@@ -54,12 +54,54 @@ def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = N
     return np.stack(tensors), np.stack(valid), names
 
 
-def gate(bundle: Bundle, variant: bytes, precision: str, tensors: np.ndarray, valid: np.ndarray) -> Fidelity:
+def degraded_tensors(bundle: Bundle, images: list, severity: int = 2, seed: int = 0):
+    """Each verification photo once per evaluation degradation (``efiqa.synth``), with its patch
+    ground truth: (tensors, valid, truth). For the AUROC-change report only; nothing trains on it."""
+    from efiqa.errors import EfiqaError
+    from efiqa.fov import find_fov
+    from efiqa.imageio import read_image
+    from efiqa.synth import DEGRADATIONS, degrade, patch_truth
+
+    m = bundle.manifest
+    pre = Preprocessor(m.input_size, color=m.color)
+    tensors, valid, truth = [], [], []
+    for k, item in enumerate(images):
+        try:
+            bgr = read_image(item) if not isinstance(item, np.ndarray) else item
+            fov = find_fov(bgr)
+        except EfiqaError:
+            continue
+        for j, kind in enumerate(DEGRADATIONS):
+            d = degrade(bgr, fov, kind, severity, seed=seed + 100 * k + j)
+            try:
+                prep = pre(d.image)
+            except EfiqaError:  # a degradation can hide the FOV: not scored
+                continue
+            res = build_result(np.zeros((m.grid, m.grid), np.float32), prep.fov, prep.crop, prep.image_shape, 0.5)
+            tensors.append(prep.tensor)
+            valid.append(res.coverage >= 0.5)
+            truth.append(patch_truth(d.mask, prep.crop, m.grid))
+    if not tensors:
+        return None
+    return np.stack(tensors), np.stack(valid), np.stack(truth)
+
+
+def gate(bundle: Bundle, variant: bytes, precision: str, tensors: np.ndarray, valid: np.ndarray,
+         degraded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Fidelity:
+    """Compare the variant with FP32 on ``tensors``; with ``degraded`` (see :func:`degraded_tensors`)
+    also report the patch AUROC of both against the evaluation ground truth (reported, not gated)."""
     m = bundle.manifest
     int8 = precision == "int8"
     ref = run_maps(bundle.onnx_bytes, tensors, m.input_name)
     var = run_maps(variant, tensors, m.input_name, simulate_int8=int8)
     fid = compare(ref, var, valid, precision, m.patch_threshold, m.gradable_threshold)
+    if degraded is not None:
+        from efiqa.train.metrics import auroc  # numpy only
+
+        dt, dv, y = degraded
+        a = auroc(run_maps(bundle.onnx_bytes, dt, m.input_name)[dv], y[dv])
+        b = auroc(run_maps(variant, dt, m.input_name, simulate_int8=int8)[dv], y[dv])
+        fid.auroc = {"fp32": a, precision: b, "change": b - a, "frames": int(len(dt))}
     if not fid.passed:
         fid.worst_layers = worst_layers(bundle.onnx_bytes, variant, tensors, m.input_name, int8)
     return fid

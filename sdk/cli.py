@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tt = tsub.add_parser("teacher", help="stage 1b: masked vessel-inpainting teacher on good photos")
     tt.add_argument("--data", help="fundus photographs folder (default: $EFIQA_DATA or ../shared/data/fundus)")
-    tt.add_argument("--steps", type=int, default=1200)
+    tt.add_argument("--steps", type=int, default=1500)
+    tt.add_argument("--batch", type=int, default=6)
+    tt.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda (default: cpu)")
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--dir", type=Path, default=Path("models/teacher"), help="holds vessels.pt; receives the teacher")
     tt.set_defaults(func=cmd_train_teacher)
@@ -271,8 +273,8 @@ def cmd_train_vessels(args: argparse.Namespace) -> int:
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
     teacher = _training_module("teacher")
-    metrics = teacher.train(args.data, vessels_path=args.dir / "vessels.pt", steps=args.steps, seed=args.seed,
-                            out=args.dir / "inpainter.pt")
+    metrics = teacher.train(args.data, vessels_path=args.dir / "vessels.pt", steps=args.steps, batch=args.batch,
+                            seed=args.seed, out=args.dir / "inpainter.pt", device=args.device)
     teacher.write_json(metrics, args.dir / "inpainter.metrics.json")
     config = teacher.finish(args.dir, args.data)
     teacher.write_json({**metrics, "calibration": config}, args.dir / "inpainter.metrics.json")
@@ -364,7 +366,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     tensors, valid, names = variants.verification_tensors(bundle, files, skip=calib_images)
     variant, info = variants.make_variant(bundle, args.precision, calib, args.method, args.exclude,
                                           not args.quantize_first_last, not args.quantize_sensitive)
-    fid = variants.gate(bundle, variant, args.precision, tensors, valid)
+    kept = [f for f in files if str(f) not in calib_images]
+    fid = variants.gate(bundle, variant, args.precision, tensors, valid, variants.degraded_tensors(bundle, kept))
     report = {**fid.to_dict(), "verification_photos": names, "skipped_as_calibration": sorted(overlap), **info}
     if args.json:
         print(json.dumps(report, default=float))
@@ -372,6 +375,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{args.precision}: Pearson r {fid.pearson:.5f}, max |Δp| {fid.max_abs_dp:.4f}, patch decisions kept "
               f"{fid.patch_agreement:.2%}, gradable decisions kept {fid.gradable_agreement:.2%} on {fid.frames} "
               f"photos → {'PASS' if fid.passed else 'FAIL'} (gates {fid.gates})")
+        if fid.auroc:
+            a = fid.auroc
+            print(f"patch AUROC on {a['frames']} degraded copies (evaluation degradations): fp32 {a['fp32']:.4f}, "
+                  f"{args.precision} {a[args.precision]:.4f} (change {a['change']:+.4f})")
     if not fid.passed:
         worst = ", ".join(f"{n} ({e:.3f})" for n, e in fid.worst_layers)
         print(f"efiqa: variant not written: it fails the fidelity gate; worst layers: {worst}", file=sys.stderr)

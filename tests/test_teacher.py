@@ -36,14 +36,34 @@ def test_random_mask_is_a_grid():
     assert len({tuple(r) for r in m}) <= 32
 
 
-def test_complementary_masks_hide_each_cell_once():
-    ms = masking.complementary_masks(64, 8)
-    hidden = sum(1 - m for m in ms)
-    assert np.all(hidden == 1)
-    for m in ms:  # no two hidden cells side by side: each has its neighbours as context
-        cells = m[::8, ::8]
-        assert not np.any((cells[:, 1:] == 0) & (cells[:, :-1] == 0))
-        assert not np.any((cells[1:, :] == 0) & (cells[:-1, :] == 0))
+@pytest.mark.parametrize("kind", masking.FILLS)
+def test_fill_changes_hidden_cells_only(kind):
+    rng = np.random.default_rng(1)
+    v = (rng.random((64, 64)) > 0.8).astype(np.float32)
+    keep = np.ones((64, 64), np.float32)
+    keep[16:32, 16:48] = 0
+    out = masking.fill(v, keep, rng, (kind,))
+    np.testing.assert_array_equal(out[keep > 0], v[keep > 0])
+    hidden = out[keep == 0]
+    assert hidden.min() >= 0 and hidden.max() <= 1
+    if kind == "zero":
+        assert np.all(hidden == 0)
+    elif kind == "grey":
+        assert len(np.unique(hidden)) == 1 and 0.15 <= hidden[0] <= 0.6
+    else:  # smeared: no crisp vessel pixels left, but not empty either
+        assert 0 < hidden.std() < v[keep == 0].std()
+    with pytest.raises(ValueError):
+        masking.fill(v, keep, rng, ("paint",))
+
+
+def test_blob_masks_are_soft_free_form_and_sized():
+    rng = np.random.default_rng(2)
+    ms = [masking.blob_mask(128, rng) for _ in range(50)]
+    assert all(m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1 for m in ms)
+    hidden = np.array([1 - m.mean() for m in ms])
+    assert 0.02 < hidden.min() and hidden.max() < 0.6
+    # feathered: neighbouring pixels never jump from kept to hidden
+    assert max(np.abs(np.diff(m, axis=1)).max() for m in ms) < 0.35  # a hard mask jumps by up to 1
 
 
 def test_teacher_geometry_is_the_runtime_geometry():

@@ -72,6 +72,10 @@ def test_fp16_variant_passes_the_gate(tiny_bundle, photo_dirs, tmp_path, capsys)
                  "--out", str(out), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["passed"] and report["pearson"] >= 0.999 and report["frames"] == 6
+    # AUROC against the evaluation ground truth on degraded copies of the verification photos, both precisions
+    a = report["auroc"]
+    assert a["frames"] >= 30 and 0 <= a["fp32"] <= 1 and a["change"] == pytest.approx(a["fp16"] - a["fp32"])
+    assert abs(a["change"]) < 0.05
     variant = load_bundle(out)
     assert variant.manifest.precision == "fp16" and variant.manifest.variant_of == load_bundle(bundle_path).sha256
     assert variant.manifest.fidelity["pearson"] == report["pearson"]
