@@ -106,6 +106,8 @@ def test_tiny_end_to_end_training():
     assert maps[0][0].shape == (teacher_mod.MAP_SIZE, teacher_mod.MAP_SIZE)
     inpainter, loss = teacher_mod.fit(maps, steps=2, batch=2, progress=False)
     assert np.isfinite(loss)
+    rec = teacher_mod.hole_recovery(inpainter, maps, radii=(8,))
+    assert set(rec) == {"hard", "soft"} and all(np.isfinite(v["8"]) and v["8"] >= 0 for v in rec.values())
     teacher = teacher_mod.Teacher(vnet, inpainter)
     out = teacher(synthetic_fundus(seed=5))
     g = teacher_mod.GRID
