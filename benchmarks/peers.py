@@ -103,21 +103,11 @@ def count(path: Path) -> tuple[int, float]:
 
 
 def time_onnx(path_or_bytes, size: int, runs: int, threads: int) -> float:
-    import onnxruntime as ort
+    """Median ms at batch 1 (one warm-up run): speed_matrix's timer."""
+    from speed_matrix import time_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes, opts,
-                                providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    x = np.random.default_rng(0).uniform(0, 1, (1, 3, size, size)).astype(np.float32)
-    sess.run(None, {name: x})
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, {name: x})
-        ts.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(ts))
+    onnx = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
+    return time_session(onnx, size, 1, runs, threads, warmup=1)["p50"]
 
 
 def peak_gflops(threads: int) -> float:

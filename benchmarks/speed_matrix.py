@@ -45,16 +45,18 @@ def calibration_tensors(size: int) -> np.ndarray:
     return np.stack([pre(f).tensor for f in frames]).astype(np.float32)
 
 
-def time_session(onnx_bytes: bytes, size: int, batch: int, runs: int, threads: int) -> dict:
+def time_session(onnx: bytes | str, size: int, batch: int, runs: int, threads: int, warmup: int = 3) -> dict:
+    """p50/p95/p99 ms and frames/s of one ONNX model (bytes or path) in ONNX Runtime CPU on random input.
+    Also used by peers.py (which runs in its own venv: this module imports no efiqa at top level)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).uniform(0, 255, (batch, 3, size, size)).astype(np.float32)
-    for _ in range(3):
+    for _ in range(warmup):
         sess.run(None, {name: x})
     ts = []
     for _ in range(runs):

@@ -366,8 +366,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     tensors, valid, names = variants.verification_tensors(bundle, files, skip=calib_images)
     variant, info = variants.make_variant(bundle, args.precision, calib, args.method, args.exclude,
                                           not args.quantize_first_last, not args.quantize_sensitive)
-    kept = [f for f in files if str(f) not in calib_images]
-    fid = variants.gate(bundle, variant, args.precision, tensors, valid, variants.degraded_tensors(bundle, kept))
+    fid = variants.gate(bundle, variant, args.precision, tensors, valid, variants.degraded_tensors(bundle, names))
     report = {**fid.to_dict(), "verification_photos": names, "skipped_as_calibration": sorted(overlap), **info}
     if args.json:
         print(json.dumps(report, default=float))
