@@ -167,7 +167,7 @@ def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> N
         d = degrade(img, find_fov(img), kind, sev, seed=row)
         t = teacher(d.image)
         panels = [(to_geometry(d.image, 256).rgb, f"{kind} (severity {sev})"), (t.vessels, "vessel map"),
-                  (t.reconstruction, "prior's redraw x̂"), (t.anomaly, "missing max(0, x̂ − x)"),
+                  (t.reconstruction, "expected x̂ (from context)"), (t.anomaly, "share missing"),
                   (t.patch_fraction, "teacher map")]
         if qa:
             panels.append((qa.assess(d.image).map, "student map"))
@@ -177,7 +177,7 @@ def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> N
             if im.ndim == 3:
                 ax.imshow(im)
             else:
-                ax.imshow(im, cmap="gray" if col < 3 else "magma", vmin=0, vmax=0.3 if col == 3 else 1)
+                ax.imshow(im, cmap="gray" if col < 3 else "magma", vmin=0, vmax=1)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()

@@ -1,5 +1,7 @@
 """Teacher model selection on *training* photos (never the held-out ones): the vessel map alone
-and, for each inpainter given, |x - x^| and missing vasculature max(0, x^ - x) on the intact map.
+and, for each inpainter given, |x - x^| and missing vasculature max(0, x^ - x) on the intact map
+(the authors' one-pass inference), and the shipped rule: each pixel redrawn with its 64-px cell
+hidden, relative missing vasculature (``teacher.expected_vessels`` + ``missing_vasculature``).
 
     python benchmarks/teacher_dev.py VESSELS.pt NAME=INPAINTER.pt [NAME=INPAINTER.pt ...]
 
@@ -16,7 +18,7 @@ from evaluation import run, summarise
 from efiqa.imageio import read_image
 from efiqa.train.distill import working_copy
 from efiqa.train.data import TEACHER_TRAIN, data_root, resolve, to_geometry
-from efiqa.train.teacher import pool_cells, vessel_map, GRID, load_model
+from efiqa.train.teacher import pool_cells, vessel_map, GRID, load_model, expected_vessels, missing_vasculature
 from efiqa.train import vessels as vs
 torch.set_num_threads(2)
 root = data_root()
@@ -33,6 +35,7 @@ def go(bgr):
         with torch.no_grad():
             for k, m in models.items():
                 r[k] = np.clip(m(torch.from_numpy(v)[None, None])[0, 0].numpy(), 0, 1)
+                r[k + ":masked"] = expected_vessels(m, v)
         memo.update(img=bgr, v=v, fov=fov, r=r, crop=photo.crop)
     return memo
 def mk(f):
@@ -46,6 +49,7 @@ methods = {"neg_vessel": mk(lambda d: -P(d["v"], d["fov"]))}
 for k in models:
     methods[k + ":abs"] = mk(lambda d, k=k: P(cv2.GaussianBlur(np.abs(d["v"] - d["r"][k]), (0,0), 1), d["fov"]))
     methods[k + ":miss"] = mk(lambda d, k=k: P(np.maximum(cv2.GaussianBlur(d["r"][k] - d["v"], (0,0), 2), 0), d["fov"]))
+    methods[k + ":masked"] = mk(lambda d, k=k: P(missing_vasculature(d["r"][k + ":masked"], d["v"], d["fov"]), d["fov"]))
 recs = run(photos, methods, severities=(2, 3))
 s = summarise(recs, list(methods))
 print(" " * 22, " ".join(f"{m[:16]:>16s}" for m in methods))

@@ -90,6 +90,39 @@ def test_metrics():
     assert best_f1(np.array([0.1, 0.9]), np.array([0, 1]))[0] == 1.0
 
 
+
+def test_inference_hides_every_pixel_twice_from_its_context():
+    pats = teacher_mod.hole_patterns(64, 16)
+    assert len(pats) == 4 and np.all(sum(pats) == 2)
+    # an inpainter that only sees the visible part: whatever is hidden must come from elsewhere
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.full_like(x, 0.5)
+
+    vmap = np.ones((256, 256), np.float32)
+    out = teacher_mod.expected_vessels(Spy(), vmap)
+    assert np.allclose(out, 0.5) and len(seen) == 4
+    for x, hole in zip(seen, teacher_mod.hole_patterns(256)):
+        assert hole.mean() == 0.5 and float(x[0, 0].numpy()[hole > 0].max()) == 0.0
+
+
+def test_missing_vasculature_scores_the_share_of_expected_vessels_not_seen():
+    fov = np.zeros((128, 128), bool)
+    fov[8:120, 8:120] = True
+    expected = np.full((128, 128), 0.3, np.float32)
+    seen = expected.copy()
+    seen[40:90, 40:90] = 0  # vessels gone in one region
+    a = teacher_mod.missing_vasculature(expected, seen, fov)
+    assert np.all(a[~fov] == 0) and np.all((a >= 0) & (a < 1))
+    assert a[65, 65] == pytest.approx(0.3 / (0.3 + teacher_mod.EXPECTED_FLOOR), abs=1e-3)
+    assert a[25, 100] == pytest.approx(0, abs=1e-3)  # seen as expected: nothing missing
+    more = seen.copy()
+    more[25:35, 95:105] = 1.0  # more vessels than expected is not a degradation
+    assert teacher_mod.missing_vasculature(expected, more, fov)[30, 100] == 0
+
 @pytest.mark.slow
 def test_tiny_end_to_end_training():
     """Seconds, not minutes: a few steps of each stage on generated photos, then teacher inference."""
