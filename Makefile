@@ -6,7 +6,7 @@ PIP     = $(PY) -m pip install -q --disable-pip-version-check
 # Pinned: a bare "torch" pulls a multi-GB CUDA build. The runtime never needs it.
 TORCH   = torch==2.13.0
 
-.PHONY: demo test bench placeholder clean
+.PHONY: demo test bench student clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,9 +48,10 @@ bench: $(VENV)/.dev $(BENCHVENV)/.ok
 	$(BENCHVENV)/bin/python benchmarks/peers.py
 	$(PY) benchmarks/report.py
 
-## placeholder: rebuild the placeholder bundle (random adapter) in models/default
-placeholder: $(VENV)/.dev
-	$(PY) -m efiqa.build.placeholder models/default
+## student: distil the shipped student from models/teacher and export it to models/default
+student: $(VENV)/.dev
+	$(VENV)/bin/efiqa train student --out models/student
+	$(VENV)/bin/efiqa export --adapter models/student --out models/default
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .hypothesis

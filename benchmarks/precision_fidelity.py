@@ -57,7 +57,7 @@ def main() -> None:
                   f"gradable agreement={fid.gradable_agreement:.3f} → {'PASS' if fid.passed else 'FAIL'}", flush=True)
     result = {"benchmark": "precision_fidelity", "command": "python benchmarks/precision_fidelity.py "
               + " ".join(sys.argv[1:]), "machine": stamp(), "model": bundle.manifest.name,
-              "placeholder": bundle.manifest.placeholder, "calibration": {"photos": len(cm.images), "strata":
+              "calibration": {"photos": len(cm.images), "strata":
               {k: len(v) for k, v in cm.strata.items()}, "sha256": cm.sha256}, "verification_photos": names,
               "fp32_onnx_mb": round(len(bundle.onnx_bytes) / 2**20, 2), "fp32_seconds": fp32_s, "variants": rows}
     (HERE / "results").mkdir(exist_ok=True)

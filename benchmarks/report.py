@@ -138,9 +138,7 @@ def main() -> None:
     else:
         out.append("- GPU and TensorRT: no GPU was lent to this task and TensorRT cannot be installed here; "
                    "`benchmarks/gpu_check.py` is ready for a GPU machine.")
-    out += ["- The student's accuracy: the shipped bundle is still a placeholder (the stage-1 teacher does not "
-            "localise degradations yet, so nothing has been distilled).",
-            "- Peers' accuracy: they grade whole images and give no map; only their compute is compared."]
+    out += ["- Peers' accuracy: they grade whole images and give no map; only their compute is compared."]
     (HERE / "REPORT.md").write_text("\n".join(out) + "\n")
     print(f"wrote {HERE / 'REPORT.md'}")
 

@@ -3,8 +3,8 @@ the cold start and peak memory of one `efiqa assess` process.
 
     python benchmarks/speed_matrix.py [--runs 40] [--threads 2]
 
-The network is the shipped one (trained adapter from models/student when present, else the
-placeholder's shape with a random adapter: the cost is the same). Each input size is exported
+The network is the shipped student (models/student, the output of `efiqa train student`), whose
+convolutions accept any input size. Each input size is exported
 from the torch definition; FP16 and INT8 variants are made by efiqa's own variant code (INT8
 calibrated on preprocessed copies of the built-in CC0 photo: enough for timing, not for
 accuracy). INT8 is timed with ONNX Runtime's optimisations on (its fused int8 kernels: what a CPU
@@ -24,7 +24,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from gpu_check import student_model  # noqa: E402
+from efiqa.train.distill import load_student  # noqa: E402
 from machine import stamp  # noqa: E402
 
 SIZES = (256, 384, 512)
@@ -111,7 +111,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for size in SIZES:
-        model, meta = student_model(size)
+        model, _ = load_student()
         fp32 = export_onnx(model.eval(), size)
         variants = {"fp32": fp32, "fp16": to_fp16(fp32)}
         variants["int8"], _ = quantize(fp32, calibration_tensors(size), INPUT_NAME, "percentile")
@@ -129,7 +129,6 @@ def main() -> None:
     print(json.dumps(cold), flush=True)
     result = {"benchmark": "speed_matrix", "command": "python benchmarks/speed_matrix.py " + " ".join(sys.argv[1:]),
               "machine": stamp(), "backend": "onnxruntime (CPU)", "threads": args.threads,
-              "adapter": "trained" if Path("models/student/adapter.pt").exists() else "random (placeholder shape)",
               "int8_note": "timed with ORT optimisations on (fused int8 kernels); calibrated on the CC0 photo only",
               "rows": rows, "cold_start": cold}
     (HERE / "results").mkdir(exist_ok=True)

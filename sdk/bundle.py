@@ -51,11 +51,6 @@ class Manifest:
     fidelity: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
-    @property
-    def placeholder(self) -> bool:
-        """True for a bundle with untrained weights, whose maps mean nothing."""
-        return bool(self.provenance.get("placeholder", False))
-
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 

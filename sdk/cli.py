@@ -200,9 +200,6 @@ def cmd_assess(args: argparse.Namespace) -> int:
     files, errors = collect_inputs(args.paths)
     qa = QualityAssessor(args.model, backend=args.backend, engine=args.engine, threads=args.threads,
                          threshold=args.threshold)
-    if qa.manifest.placeholder:
-        print("efiqa: warning: this bundle is an untrained placeholder; its maps and scores are meaningless",
-              file=sys.stderr)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     failed = len(errors)
@@ -298,17 +295,18 @@ def cmd_train_student(args: argparse.Namespace) -> int:
         from efiqa.train.nets.student import Student
 
         student = Student.with_vit(str(args.backbone))
-        cfg = {"size": 16 * student.backbone.patch, "features": "vit", "head": "linear",
+        cfg = {"size": 16 * student.backbone.patch, "features": "vit", "head": "linear", "target": "soft",
                "backbone_checkpoint": str(args.backbone.resolve())}
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
                                    (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
                                    backbone_id=cfg.get("backbone_checkpoint", "lite0"))
     fs = sets[cfg["size"]]
     res = distill.train_adapter(fs, cfg["features"], cfg["head"], phi=teacher.config["phi"], epochs=args.epochs,
-                                seed=args.seed)
+                                seed=args.seed, target=cfg["target"])
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(res.head.state_dict(), args.out / "adapter.pt")
-    meta = {**cfg, "phi": teacher.config["phi"], "epochs": args.epochs, "augmentations": args.augmentations,
+    meta = {**cfg, **distill.clean_thresholds(res, fs), "phi": teacher.config["phi"], "epochs": args.epochs,
+            "augmentations": args.augmentations,
             "seed": args.seed, "photos": [n for n, _ in named], "samples": len(fs.photo), "loss_history": res.history,
             "params": res.params, "positive_fraction": float(np.mean([(s >= teacher.config["phi"])[v].mean()
                                                                         for s, v in zip(fs.soft, fs.valid)]))}
@@ -318,19 +316,9 @@ def cmd_train_student(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
     distill = _training_module("distill")
     build = _training_module("student_bundle", "efiqa.build")
-    meta = json.loads((args.adapter / "adapter.json").read_text())
-    state = torch.load(args.adapter / "adapter.pt", map_location="cpu", weights_only=True)
-    from efiqa.train.nets.student import make_head
-
-    channels = next(v for k, v in state.items() if k.endswith("weight")).shape[1]
-    head = make_head(meta["head"], channels)
-    head.load_state_dict(state)
-    student = distill.assemble(distill.AdapterResult(head, meta["features"], meta["size"], [], 0),
-                               meta.get("backbone_checkpoint"))
+    student, meta = distill.load_student(args.adapter)
     path, err = build.export_student(student, meta, args.out)
     print(f"exported {path} (max |Δ| vs torch {err:.1e})")
     return EXIT_OK

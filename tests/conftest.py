@@ -86,5 +86,5 @@ def tiny_bundle(tmp_path_factory):
     torch.manual_seed(1)
     model = Student(EfficientNetLite0().load_imagenet()).freeze_backbone().eval()
     path, err = export_bundle(model, tmp_path_factory.mktemp("b") / "tiny", name="tiny", backbone="lite0-random",
-                              input_size=128, mean=LITE0_MEAN, std=LITE0_STD, provenance={"placeholder": True})
+                              input_size=128, mean=LITE0_MEAN, std=LITE0_STD, provenance={"adapter": "random, torch seed 1"})
     return model, path, err

@@ -43,7 +43,7 @@ def test_export_matches_torch_and_loads(tiny_bundle):
     model, path, err = tiny_bundle
     assert err <= 1e-4
     b = load_bundle(path)
-    assert b.manifest.grid == 4 and b.manifest.input_size == 128 and b.manifest.placeholder
+    assert b.manifest.grid == 4 and b.manifest.input_size == 128
 
 
 def test_runtime_map_equals_torch_on_the_same_input(tiny_bundle):

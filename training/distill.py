@@ -1,15 +1,19 @@
 """Stage 2: distil the teacher's patch maps into a shallow adapter on a frozen backbone.
 
 1. Each unlabelled photo is perturbed many times (``augment``: photometric + geometric, label-free).
-2. The teacher labels every perturbed photo per patch (fraction of anomalous vessel-map pixels;
-   positive when ≥ ``phi``, its clean-photo rule).
+2. The teacher labels every perturbed photo per patch: ``soft`` = its mean share of missing
+   vasculature (a value in [0, 1)), ``binary`` = its clean-photo rule (fraction ≥ ``phi``).
 3. Frozen backbone features of the same perturbed photo, in runtime geometry, are cached.
-4. The adapter learns teacher labels from features: BCE with positive weighting, AdamW, seeded.
+4. The adapter learns the teacher's labels from features (BCE: soft targets, or binary ones with
+   positive weighting), AdamW, seeded.
+5. Decision thresholds of the student come from its own outputs on the unperturbed photos (the
+   same 5 % false-positive budget as the teacher's rule), so no label is needed anywhere.
 
     efiqa train student --images DIR... [--augmentations 24] [--epochs 20]
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +30,8 @@ from .nets.student import FEATURES, Student, make_head
 from .teacher import Teacher
 
 #: The shipped configuration, chosen by ``benchmarks/student_variants.py`` (label-free criterion).
-DEFAULT = {"size": 512, "features": "two-scale", "head": "linear"}
+DEFAULT = {"size": 512, "features": "two-scale", "head": "conv", "target": "soft"}
+TARGETS = ("soft", "binary")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class FeatureSet:
     size: int
     two_scale: np.ndarray | None = None                             # (N, C, g, g) float16 backbone features
     soft: list[np.ndarray] = field(default_factory=list)            # teacher fraction (g, g)
+    score: list[np.ndarray] = field(default_factory=list)           # teacher mean share missing (g, g)
     valid: list[np.ndarray] = field(default_factory=list)           # coverage ≥ 0.5 (g, g)
     photo: list[int] = field(default_factory=list)                  # source photo index per sample
 
@@ -77,6 +83,7 @@ def build_features(photos: list[np.ndarray], teacher: Teacher, sizes: tuple[int,
             g = feat.shape[-1]  # the backbone's grid: 16 for Lite0 at 512 or a /16 ViT at 256
             fs = sets[s]
             fs.soft.append(_to_grid(t.patch_fraction, g))
+            fs.score.append(_to_grid(t.patch_score, g))
             fs.valid.append(_to_grid(t.coverage, g) >= 0.5)
             fs.photo.append(i)
     for s in sizes:
@@ -95,16 +102,20 @@ class AdapterResult:
 
 def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "linear", phi: float = 0.9,
                   epochs: int = 20, lr: float = 1e-3, batch: int = 32, seed: int = 0,
-                  train_photos: set[int] | None = None) -> AdapterResult:
-    """BCE on binary teacher labels (fraction ≥ phi), positives weighted by the negative/positive ratio."""
+                  train_photos: set[int] | None = None, target: str = "soft") -> AdapterResult:
+    """BCE on the teacher's labels: ``soft`` (its mean share of missing vasculature per patch) or
+    ``binary`` (its rule, fraction ≥ phi, positives weighted by the negative/positive ratio)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
     torch.manual_seed(seed)
     idx = np.array([n for n, p in enumerate(fs.photo) if train_photos is None or p in train_photos])
     x = torch.from_numpy(fs.features(feature_kind)[idx].astype(np.float32))
-    y = torch.from_numpy((np.stack(fs.soft)[idx] >= phi).astype(np.float32))[:, None]
+    labels = np.stack(fs.score)[idx] if target == "soft" else (np.stack(fs.soft)[idx] >= phi)
+    y = torch.from_numpy(labels.astype(np.float32))[:, None]
     v = torch.from_numpy(np.stack(fs.valid)[idx].astype(np.float32))[:, None]
     pos = float((y * v).sum())
     neg = float(((1 - y) * v).sum())
-    pos_weight = torch.tensor(neg / max(pos, 1.0))
+    pos_weight = torch.tensor(1.0 if target == "soft" else neg / max(pos, 1.0))
     model = make_head(head, x.shape[1])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
@@ -131,12 +142,26 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "
 
 
 @torch.no_grad()
-def predict(result: AdapterResult, fs: FeatureSet, photos: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(student probabilities, teacher soft labels, valid) for the samples of ``photos``."""
-    idx = np.array([n for n, p in enumerate(fs.photo) if p in photos])
+def predict(result: AdapterResult, fs: FeatureSet, photos: set[int] | None = None,
+            samples: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(student outputs, teacher fractions, teacher scores, valid) for the samples of ``photos``
+    (or the sample indices ``samples``)."""
+    idx = samples if samples is not None else np.array([n for n, p in enumerate(fs.photo) if p in photos])
     x = torch.from_numpy(fs.features(result.feature_kind)[idx].astype(np.float32))
     prob = torch.sigmoid(result.head(x))[:, 0].numpy()
-    return prob, np.stack(fs.soft)[idx], np.stack(fs.valid)[idx]
+    return prob, np.stack(fs.soft)[idx], np.stack(fs.score)[idx], np.stack(fs.valid)[idx]
+
+
+def clean_thresholds(result: AdapterResult, fs: FeatureSet, fp_budget: float = 0.05) -> dict:
+    """Label-free decision thresholds from the student's outputs on the *unperturbed* photos (the
+    first sample of each): a patch or a photo is flagged above the (1 − budget) quantile."""
+    # build_features puts each photo's unperturbed sample first
+    first = np.array([n for n, p in enumerate(fs.photo) if n == 0 or fs.photo[n - 1] != p])
+    prob, _, _, valid = predict(result, fs, samples=first)
+    patch = float(np.quantile(prob[valid], 1 - fp_budget))
+    image = float(np.quantile([p[v].mean() for p, v in zip(prob, valid)], 1 - fp_budget))
+    return {"patch_threshold": patch, "gradable_threshold": image, "fp_budget": fp_budget,
+            "clean_photos": int(len(first))}
 
 
 def assemble(result: AdapterResult, checkpoint: str | None = None) -> Student:
@@ -148,6 +173,17 @@ def assemble(result: AdapterResult, checkpoint: str | None = None) -> Student:
     student.freeze_backbone()
     student.adapter = result.head
     return student.eval()
+
+
+def load_student(folder: str | Path = "models/student") -> tuple[Student, dict]:
+    """The full student from the output of ``efiqa train student`` (adapter.pt + adapter.json)."""
+    folder = Path(folder)
+    meta = json.loads((folder / "adapter.json").read_text())
+    state = torch.load(folder / "adapter.pt", map_location="cpu", weights_only=True)
+    channels = next(v for k, v in state.items() if k.endswith("weight")).shape[1]
+    head = make_head(meta["head"], channels)
+    head.load_state_dict(state)
+    return assemble(AdapterResult(head, meta["features"], meta["size"], [], 0), meta.get("backbone_checkpoint")), meta
 
 
 def photo_list(images: list[str] | None, data: str | None) -> list[tuple[str, np.ndarray]]:
