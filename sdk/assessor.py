@@ -60,7 +60,8 @@ class QualityAssessor:
         t2 = time.perf_counter()
         logits = self.backend.infer(prep.tensor[None])[0, 0]
         t3 = time.perf_counter()
-        result = build_result(logits, prep.fov, prep.crop, prep.image_shape, self.threshold, source)
+        result = build_result(logits, prep.fov, prep.crop, prep.image_shape, self.threshold, source,
+                              self.manifest.patch_threshold)
         t4 = time.perf_counter()
         result.timings_ms = _timings(t0, t1, t2, t3, t4)
         return result
@@ -107,7 +108,8 @@ class QualityAssessor:
             per_image = (time.perf_counter() - t0) / len(ready)
             for k, (i, prep, source, read_s, pre_s) in enumerate(ready):
                 t3 = time.perf_counter()
-                res = build_result(logits[k, 0], prep.fov, prep.crop, prep.image_shape, self.threshold, source)
+                res = build_result(logits[k, 0], prep.fov, prep.crop, prep.image_shape, self.threshold, source,
+                                   self.manifest.patch_threshold)
                 post_s = time.perf_counter() - t3
                 res.timings_ms = {"read": read_s * 1e3, "preprocess": pre_s * 1e3, "inference": per_image * 1e3,
                                   "postprocess": post_s * 1e3,

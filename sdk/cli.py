@@ -491,7 +491,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
             _report_error(err.with_source(str(path)), args.json)
             continue
         res = result_from_probabilities(t.patch_fraction, t.fov_circle, t.crop, bgr.shape[:2],
-                                        model.config.get("image_threshold", 0.5), str(path))
+                                        model.config.get("image_threshold", 0.5), str(path), model.config["phi"])
         record = res.to_dict()
         if args.out:
             _write_outputs(args.out, path, res, record, used)

@@ -10,8 +10,16 @@ if TYPE_CHECKING:
     from .result import QualityResult
 
 
+SHADE = (255, 120, 0)     # BGR: blue, the colour a fundus photo does not have
+OUTLINE = (255, 0, 255)   # BGR: magenta outline of flagged cells
+
+
 def draw_overlay(image: np.ndarray, result: "QualityResult", max_side: int = 1024, alpha: float = 0.45) -> np.ndarray:
-    """Heat map (turbo: blue good … red degraded) blended inside the FOV, outline, score banner."""
+    """Degradation shading inside the FOV, flagged cells outlined, FOV outline, score banner.
+
+    Fundus photos are red and orange, so the map is drawn in blue: below half of the bundle's
+    patch threshold the photo stays clear, above it the shading fades in, and cells at or above
+    the threshold (``result.flagged``) get a magenta outline."""
     h, w = result.image_shape if result.image_shape[0] else image.shape[:2]
     k = min(1.0, max_side / max(h, w))
     size = (round(w * k), round(h * k))
@@ -21,18 +29,23 @@ def draw_overlay(image: np.ndarray, result: "QualityResult", max_side: int = 102
 
     # Map (crop square) → display pixels: an affine warp of the upsampled map.
     side = max(64, round(crop.size * k))
-    heat_sq = cv2.resize(result.map.astype(np.float32), (side, side), interpolation=cv2.INTER_CUBIC)
     m = np.float32([[crop.size * k / side, 0, crop.x0 * k], [0, crop.size * k / side, crop.y0 * k]])
-    heat = cv2.warpAffine(np.clip(heat_sq, 0, 1), m, (bw, bh), flags=cv2.INTER_LINEAR, borderValue=0.0)
-    colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+    rel = np.clip(result.map.astype(np.float32) / max(result.patch_threshold, 1e-6), 0, 1)
+    heat_sq = cv2.resize(rel, (side, side), interpolation=cv2.INTER_CUBIC)
+    heat = cv2.warpAffine(heat_sq, m, (bw, bh), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    flag_sq = cv2.resize(result.flagged.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
+    flagged = cv2.warpAffine(flag_sq, m, (bw, bh), flags=cv2.INTER_NEAREST, borderValue=0)
     mask = np.zeros((bh, bw), np.uint8)
     centre = (round(fov.cx * k), round(fov.cy * k))
     if fov.source == "frame":
         mask[:] = 255
     else:
         cv2.circle(mask, centre, round(fov.r * k), 255, -1)
-    blended = cv2.addWeighted(base, 1 - alpha, colour, alpha, 0)
+    a = (alpha * np.clip(2 * np.clip(heat, 0, 1) - 1, 0, 1))[..., None]
+    blended = (base * (1 - a) + np.array(SHADE, np.float32) * a).astype(np.uint8)
     out = np.where(mask[..., None] > 0, blended, base)
+    contours, _ = cv2.findContours((flagged & (mask > 0)).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, OUTLINE, max(2, bw // 300), cv2.LINE_AA)
     if fov.source != "frame":
         cv2.circle(out, centre, round(fov.r * k), (255, 255, 255), max(1, bw // 400), cv2.LINE_AA)
 

@@ -19,9 +19,10 @@ MIN_COVERAGE = 0.5
 class QualityResult:
     """Where a photograph is degraded, and how much.
 
-    ``map[i, j]`` is the probability that cell (i, j) is degraded; row 0 is the top of ``crop``.
-    ``coverage[i, j]`` is the fraction of the cell inside the FOV; cells below ``MIN_COVERAGE``
-    are ignored by ``score`` and ``zones``.
+    ``map[i, j]`` ∈ [0, 1] is how degraded cell (i, j) is (for the shipped student: the estimated
+    share of the expected vasculature it does not show); row 0 is the top of ``crop``. Cells at or
+    above ``patch_threshold`` are flagged. ``coverage[i, j]`` is the fraction of the cell inside
+    the FOV; cells below ``MIN_COVERAGE`` are ignored by ``score``, ``zones`` and ``flagged``.
     """
 
     map: np.ndarray
@@ -36,10 +37,17 @@ class QualityResult:
     source: str | None = None
     #: (height, width) of the original photo, the frame of ``fov`` and ``crop``.
     image_shape: tuple[int, int] = (0, 0)
+    #: the bundle's per-patch decision threshold (its manifest's ``patch_threshold``)
+    patch_threshold: float = 0.5
 
     @property
     def grid(self) -> tuple[int, int]:
         return (int(self.map.shape[0]), int(self.map.shape[1]))
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(G, G) bool: in-FOV cells at or above ``patch_threshold``."""
+        return (self.map >= self.patch_threshold) & (self.coverage >= MIN_COVERAGE)
 
     def to_dict(self) -> dict:
         """The JSON contract of ``efiqa assess --json`` (one object per input)."""
@@ -67,13 +75,14 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def build_result(logits: np.ndarray, fov: Fov, crop: Crop, image_shape: tuple[int, int], threshold: float,
-                 source: str | None = None) -> QualityResult:
+                 source: str | None = None, patch_threshold: float = 0.5) -> QualityResult:
     """Turn one (G, G) logit grid into a :class:`QualityResult`."""
-    return result_from_probabilities(sigmoid(np.asarray(logits, np.float32)), fov, crop, image_shape, threshold, source)
+    return result_from_probabilities(sigmoid(np.asarray(logits, np.float32)), fov, crop, image_shape, threshold, source,
+                                     patch_threshold)
 
 
 def result_from_probabilities(prob: np.ndarray, fov: Fov, crop: Crop, image_shape: tuple[int, int],
-                              threshold: float, source: str | None = None) -> QualityResult:
+                              threshold: float, source: str | None = None, patch_threshold: float = 0.5) -> QualityResult:
     """Build a :class:`QualityResult` from a (G, G) map of values in [0, 1]."""
     prob = np.asarray(prob, np.float32)
     grid = prob.shape[0]
@@ -86,7 +95,8 @@ def result_from_probabilities(prob: np.ndarray, fov: Fov, crop: Crop, image_shap
         w = weight * (zone_idx == z)
         zones[name] = float((prob * w).sum() / w.sum()) if w.sum() > 0 else None  # type: ignore[assignment]
     return QualityResult(prob, score, score < threshold, zones, fov, crop, cov.astype(np.float32), threshold,
-                         source=source, image_shape=(int(image_shape[0]), int(image_shape[1])))
+                         source=source, image_shape=(int(image_shape[0]), int(image_shape[1])),
+                         patch_threshold=float(patch_threshold))
 
 
 def _key(fov: Fov, crop: Crop, image_shape: tuple[int, int]) -> tuple:
