@@ -24,7 +24,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from efiqa.train.distill import load_student  # noqa: E402
 from machine import stamp  # noqa: E402
 
 SIZES = (256, 384, 512)
@@ -103,6 +102,7 @@ def main() -> None:
     from efiqa.build.export import INPUT_NAME, export_onnx
     from efiqa.build.precision import to_fp16
     from efiqa.calibration.int8 import quantize
+    from efiqa.train.distill import load_student
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=40)

@@ -27,24 +27,30 @@ def draw_overlay(image: np.ndarray, result: "QualityResult", max_side: int = 102
     bh, bw = base.shape[:2]
     crop, fov = result.crop, result.fov
 
-    # Map (crop square) → display pixels: an affine warp of the upsampled map.
-    side = max(64, round(crop.size * k))
-    m = np.float32([[crop.size * k / side, 0, crop.x0 * k], [0, crop.size * k / side, crop.y0 * k]])
-    rel = np.clip(result.map.astype(np.float32) / max(result.patch_threshold, 1e-6), 0, 1)
-    heat_sq = cv2.resize(rel, (side, side), interpolation=cv2.INTER_CUBIC)
-    heat = cv2.warpAffine(heat_sq, m, (bw, bh), flags=cv2.INTER_LINEAR, borderValue=0.0)
-    flag_sq = cv2.resize(result.flagged.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
-    flagged = cv2.warpAffine(flag_sq, m, (bw, bh), flags=cv2.INTER_NEAREST, borderValue=0)
+    # Map cells → display pixels: one affine warp straight from the G×G grid (cell centres → display
+    # pixel centres; bilinear for the shading, nearest for the flagged cells). Opacity: 0 below half
+    # the threshold, ``alpha`` at it.
+    g = result.map.shape[0]
+    cell = crop.size * k / g
+    m = np.float32([[cell, 0, crop.x0 * k + cell / 2 - 0.5], [0, cell, crop.y0 * k + cell / 2 - 0.5]])
+    rel = result.map.astype(np.float32) / max(result.patch_threshold, 1e-6)
+    opacity = np.clip(rel * (2 * alpha) - alpha, 0.0, alpha).astype(np.float32)
+    inv = cv2.invertAffineTransform(m)
+    a = cv2.warpAffine(opacity, inv, (bw, bh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_REPLICATE)
+    flagged = cv2.warpAffine(result.flagged.astype(np.uint8), inv, (bw, bh),
+                             flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
     mask = np.zeros((bh, bw), np.uint8)
     centre = (round(fov.cx * k), round(fov.cy * k))
     if fov.source == "frame":
-        mask[:] = 255
+        mask[:] = 1
     else:
-        cv2.circle(mask, centre, round(fov.r * k), 255, -1)
-    a = (alpha * np.clip(2 * np.clip(heat, 0, 1) - 1, 0, 1))[..., None]
-    blended = (base * (1 - a) + np.array(SHADE, np.float32) * a).astype(np.uint8)
-    out = np.where(mask[..., None] > 0, blended, base)
-    contours, _ = cv2.findContours((flagged & (mask > 0)).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.circle(mask, centre, round(fov.r * k), 1, -1)
+    a = cv2.multiply(a, mask, dtype=cv2.CV_32F)
+    shade = np.empty_like(base)
+    shade[:] = SHADE
+    out = cv2.blendLinear(base, shade, cv2.subtract(1.0, a), a)
+    contours, _ = cv2.findContours(flagged & mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(out, contours, -1, OUTLINE, max(2, bw // 300), cv2.LINE_AA)
     if fov.source != "frame":
         cv2.circle(out, centre, round(fov.r * k), (255, 255, 255), max(1, bw // 400), cv2.LINE_AA)

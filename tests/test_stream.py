@@ -265,3 +265,28 @@ def test_camera_that_disconnects_ends_cleanly(monkeypatch):
     report = run_stream(source, Guide(ScriptedAssessor([0.3] * 10)))
     assert report.frames_read == 3 and report.processed + report.dropped == 3
     assert report.ended == "camera stopped delivering frames (disconnected?)"
+
+
+def test_overlay_shades_and_outlines_only_what_the_threshold_flags():
+    from efiqa.draw import OUTLINE
+
+    img = synthetic_fundus(300, 300)
+    f = Fov(150, 150, 135)
+    crop = Crop.around(f, img.shape)
+    good = result_from_probabilities(np.full((4, 4), 0.2, np.float32), f, crop, (300, 300), 0.5, patch_threshold=0.6)
+    assert not good.flagged.any()
+    ov = good.overlay(img)
+    inside = np.zeros((300, 300), bool)
+    cv2.circle(inside.view(np.uint8), (150, 150), 120, 1, -1)
+    assert np.array_equal(ov[inside & (np.arange(300)[:, None] > 40)], img[inside & (np.arange(300)[:, None] > 40)])
+    m = np.full((4, 4), 0.2, np.float32)
+    m[2, 1] = 0.9  # one cell over the threshold
+    bad = result_from_probabilities(m, f, crop, (300, 300), 0.5, patch_threshold=0.6)
+    assert bad.flagged.sum() == 1 and bad.flagged[2, 1]
+    ov = bad.overlay(img)
+    magenta = np.all(ov == OUTLINE, axis=2)
+    ys, xs = np.nonzero(magenta)
+    c = crop.size / 4  # the outline lies around cell (2, 1) only
+    assert len(ys) and xs.min() >= crop.x0 + c - 3 and xs.max() <= crop.x0 + 2 * c + 3
+    assert ys.min() >= crop.y0 + 2 * c - 3 and ys.max() <= crop.y0 + 3 * c + 3
+    assert np.abs(ov.astype(int) - img.astype(int))[round(crop.y0 + 2.5 * c), round(crop.x0 + 1.5 * c)].sum() > 30
