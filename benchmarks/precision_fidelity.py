@@ -40,8 +40,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cm = calibset.build(calib_files, Path(tmp) / "calib", args.model, size=len(calib_files), progress=False)
         calib, _ = calibset.load(Path(tmp) / "calib")
-        tensors, valid, names = variants.verification_tensors(bundle, verify_files, skip=set(cm.images))
-        degraded = variants.degraded_tensors(bundle, [resolve(n, root) for n in HELD_OUT])
+        tensors, valid, names, photos = variants.verification_tensors(bundle, verify_files, skip=set(cm.images))
+        decoded = dict(zip(names, photos))
+        degraded = variants.degraded_tensors(bundle, [decoded[str(resolve(n, root))] for n in HELD_OUT
+                                                      if str(resolve(n, root)) in decoded])
         t = time.perf_counter()
         run_maps(bundle.onnx_bytes, tensors, bundle.manifest.input_name)
         fp32_s = time.perf_counter() - t

@@ -32,13 +32,14 @@ def make_variant(bundle: Bundle, precision: str, calib: np.ndarray | None = None
 
 
 def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = None):
-    """(tensors, valid-cell masks, names) of photos preprocessed as the runtime does."""
+    """(tensors, valid-cell masks, names, decoded BGR photos) of photos preprocessed as the runtime
+    does; the photos let :func:`degraded_tensors` reuse them instead of decoding again."""
     from efiqa.errors import EfiqaError
     from efiqa.imageio import read_image
 
     m = bundle.manifest
     pre = Preprocessor(m.input_size, color=m.color)
-    tensors, valid, names = [], [], []
+    tensors, valid, names, photos = [], [], [], []
     for item in images:
         if skip and str(item) in skip:
             continue
@@ -51,10 +52,11 @@ def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = N
         tensors.append(prep.tensor)
         valid.append(res.coverage >= 0.5)
         names.append(str(item) if not isinstance(item, np.ndarray) else f"array{len(names)}")
-    return np.stack(tensors), np.stack(valid), names
+        photos.append(bgr)
+    return np.stack(tensors), np.stack(valid), names, photos
 
 
-def degraded_tensors(bundle: Bundle, images: list, severity: int = 2, seed: int = 0):
+def degraded_tensors(bundle: Bundle, images: list, severity: int = 2, seed: int = 0):  # paths or BGR arrays
     """Each verification photo once per evaluation degradation (``efiqa.synth``), with its patch
     ground truth: (tensors, valid, truth). For the AUROC-change report only; nothing trains on it."""
     from efiqa.errors import EfiqaError

@@ -351,10 +351,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         calib_sha, calib_images = cm.sha256, set(cm.images)
     files, _ = collect_inputs(args.images)
     overlap = calib_images & {str(f) for f in files}
-    tensors, valid, names = variants.verification_tensors(bundle, files, skip=calib_images)
+    tensors, valid, names, photos = variants.verification_tensors(bundle, files, skip=calib_images)
     variant, info = variants.make_variant(bundle, args.precision, calib, args.method, args.exclude,
                                           not args.quantize_first_last, not args.quantize_sensitive)
-    fid = variants.gate(bundle, variant, args.precision, tensors, valid, variants.degraded_tensors(bundle, names))
+    fid = variants.gate(bundle, variant, args.precision, tensors, valid, variants.degraded_tensors(bundle, photos))
     report = {**fid.to_dict(), "verification_photos": names, "skipped_as_calibration": sorted(overlap), **info}
     if args.json:
         print(json.dumps(report, default=float))

@@ -125,7 +125,8 @@ def test_gate_failure_names_worst_layers(tiny_bundle, photo_dirs):
 
     bundle = load_bundle(tiny_bundle[1])
     files = sorted(photo_dirs[1].iterdir())
-    tensors, valid, _ = verification_tensors(bundle, files)
+    tensors, valid, _, photos = verification_tensors(bundle, files)
+    assert len(photos) == len(tensors) and photos[0].ndim == 3
     var = to_fp16(bundle.onnx_bytes)
     ref_maps, var_maps = run_maps(bundle.onnx_bytes, tensors, "image"), run_maps(var, tensors, "image")
     fid = compare(ref_maps, var_maps, valid, "fp16", 0.5, 0.5, gates={"min_pearson": 1.5})
