@@ -95,24 +95,22 @@ def main() -> None:
         return -t.vessel_density, t.crop, t.coverage
 
     methods = {"teacher": Timed(m_teacher), "teacher_mean": m_teacher_mean, "vessels_only": m_vessels_only,
-               "classical": Timed(m_classical)}
-    methods["student"] = Timed(m_student)
+               "classical": Timed(m_classical), "student": Timed(m_student)}
     names = list(methods)
     records = run(photos, methods, severities=tuple(args.severities))
     summary = summarise(records, names, flag_thresholds={"teacher": teacher.config["phi"],
                                                           "teacher_mean": teacher.config["mean_threshold"],
                                                           "student": qa.manifest.patch_threshold})
     summary["refused"] = list(evaluation.failures)
-    if "student" in names:  # distillation: the student against the teacher's own labels
-        s = np.concatenate([r.scores["student"][r.valid] for r in records])
-        t = np.concatenate([r.scores["teacher"][r.valid] for r in records])
-        tm = np.concatenate([r.scores["teacher_mean"][r.valid] for r in records])
-        summary["distillation"] = {"auroc_vs_teacher_labels": auroc(s, t >= teacher.config["phi"]),
-                                   "pearson_vs_teacher": float(np.corrcoef(s, t)[0, 1]),
-                                   "pearson_vs_teacher_mean": float(np.corrcoef(s, tm)[0, 1])}
+    # distillation: the student against the teacher's own labels
+    s = np.concatenate([r.scores["student"][r.valid] for r in records])
+    t = np.concatenate([r.scores["teacher"][r.valid] for r in records])
+    tm = np.concatenate([r.scores["teacher_mean"][r.valid] for r in records])
+    summary["distillation"] = {"auroc_vs_teacher_labels": auroc(s, t >= teacher.config["phi"]),
+                               "pearson_vs_teacher": float(np.corrcoef(s, t)[0, 1]),
+                               "pearson_vs_teacher_mean": float(np.corrcoef(s, tm)[0, 1])}
     summary["latency_ms_p50"] = {n: float(np.median(m.ms)) for n, m in methods.items() if isinstance(m, Timed)}
-    if "student" in summary["latency_ms_p50"]:
-        summary["speedup_student_over_teacher"] = summary["latency_ms_p50"]["teacher"] / summary["latency_ms_p50"]["student"]
+    summary["speedup_student_over_teacher"] = summary["latency_ms_p50"]["teacher"] / summary["latency_ms_p50"]["student"]
 
     real = {}
     for n in REAL_DEGRADED:
@@ -133,10 +131,10 @@ def main() -> None:
     md = markdown_table(summary, names)
     lat = summary["latency_ms_p50"]
     extra = ["Frame→map latency p50 (ms, this run): " + ", ".join(f"{k} {v:.0f}" for k, v in lat.items())]
-    if "distillation" in summary:
-        d = summary["distillation"]
-        extra.append(f"Student vs teacher: AUROC vs teacher labels {d['auroc_vs_teacher_labels']:.3f}, "
-                     f"Pearson {d['pearson_vs_teacher']:.3f} (vs its mean score {d['pearson_vs_teacher_mean']:.3f}), speed-up {summary['speedup_student_over_teacher']:.0f}×")
+    d = summary["distillation"]
+    extra.append(f"Student vs teacher: AUROC vs teacher labels {d['auroc_vs_teacher_labels']:.3f}, "
+                 f"Pearson {d['pearson_vs_teacher']:.3f} (vs its mean score {d['pearson_vs_teacher_mean']:.3f}), "
+                 f"speed-up {summary['speedup_student_over_teacher']:.0f}×")
     extra.append(f"Real degraded vs clean photos (image-level AUROC, {len(real)} vs {len(clean)}): "
                  + ", ".join(f"{m} {v:.3f}" for m, v in summary["real_degraded"]["auroc"].items()))
     v = summary["vessels"]
@@ -148,12 +146,12 @@ def main() -> None:
     # the committed figure shows the CC0 example photo only: no research-use photograph is redistributed
     from efiqa.data import retina_path
 
-    figure({"retina (CC0)": read_image(retina_path())}, teacher, qa if "student" in names else None,
+    figure({"retina (CC0)": read_image(retina_path())}, teacher, qa,
            RESULTS / "accuracy_examples.png")
 
 
 def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> None:
-    """Rows: photo | vessel map | prior's redraw | missing vasculature | teacher map | student map | truth."""
+    """Rows: photo | vessel map | expected x̂ | share missing | teacher map | student map | truth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,7 +159,7 @@ def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> N
 
     cases = [("blur", 3), ("haze", 3), ("underexposure", 2), ("lash_shadow", 3), ("noise", 3), ("flare", 3)]
     names = list(photos)
-    cols = 7 if qa else 6
+    cols = 7
     fig, axes = plt.subplots(len(cases), cols, figsize=(2.3 * cols, 2.4 * len(cases)))
     for row, (kind, sev) in enumerate(cases):
         img = photos[names[(2 * row) % len(names)]]
@@ -170,8 +168,7 @@ def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> N
         panels = [(to_geometry(d.image, 256).rgb, f"{kind} (severity {sev})"), (t.vessels, "vessel map"),
                   (t.reconstruction, "expected x̂ (from context)"), (t.anomaly, "share missing"),
                   (t.patch_fraction, "teacher map")]
-        if qa:
-            panels.append((qa.assess(d.image).map, "student map"))
+        panels.append((qa.assess(d.image).map, "student map"))
         panels.append((patch_truth(d.mask, t.crop, 16), "ground truth"))
         for col, (im, title) in enumerate(panels):
             ax = axes[row, col]

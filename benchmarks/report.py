@@ -132,7 +132,7 @@ def main() -> None:
                        f"8×3×512×512 float32 there and back {c['roundtrip_8x3x512x512_ms_p50']:.2f} ms "
                        f"({c['pinned_bandwidth_gb_s']:.0f} GB/s)")
         net = g.get("adapter", "the 1×1 adapter of the untrained placeholder that shipped then (the trained student's "
-                               "3×3 head adds 28k parameters to a 3.4M-parameter network)")
+                               "conv head adds 28k parameters; 3.0M in all)")
         out += [f"- The student network in PyTorch CUDA (a reference for what an engine should beat; not TensorRT), "
                 f"adapter: {net}:", "",
                 "| dtype | batch | eager ms p50 | CUDA graph ms p50 | frames/s (graph) |", "|---|---|---|---|---|"]

@@ -75,7 +75,7 @@ SHADOW_RATIO = 0.5
 BLOCKING = frozenset({"fov_off_centre", "fov_cut_off", "too_dark", "overexposed", "blurred", "shadow"})
 
 
-def frame_hints(bgr: np.ndarray, res: QualityResult, patch_threshold: float) -> list[Hint]:
+def frame_hints(bgr: np.ndarray, res: QualityResult) -> list[Hint]:
     """Hints from simple frame statistics (likely cause) and from the map (which zone)."""
     hints: list[Hint] = []
     h, w = bgr.shape[:2]
@@ -115,7 +115,7 @@ def frame_hints(bgr: np.ndarray, res: QualityResult, patch_threshold: float) -> 
             if low < SHADOW_RATIO * float(np.median(list(levels.values()))):
                 hints.append(Hint("shadow", f"Shadow over the {ZONE_TEXT[zone]}: lift the eyelid or re-align", zone))
     for zone, value in sorted(((z, v) for z, v in res.zones.items() if v is not None), key=lambda kv: -kv[1]):
-        if value >= patch_threshold:
+        if value >= res.patch_threshold:
             hints.append(Hint("zone_degraded", f"Poor quality in the {ZONE_TEXT[zone]}", zone))
     return hints
 
@@ -179,7 +179,7 @@ class Guide:
                                  [Hint("bad_frame", f"Frame skipped: {err.message}")], (time.perf_counter() - t0) * 1e3)
 
         raw = res.score
-        hints = frame_hints(bgr, res, self.qa.manifest.patch_threshold)
+        hints = frame_hints(bgr, res)
         blocked = any(h.code in BLOCKING for h in hints)
         if self._score is None or abs(raw - self._score) > self.scene_change or self._last_t is None:
             self._map, self._score = res.map.copy(), raw

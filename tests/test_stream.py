@@ -1,7 +1,6 @@
 """Streaming guidance: the capture state machine (scripted scores), hints, sources, robustness."""
 import json
 import os
-import types
 
 import cv2
 import numpy as np
@@ -24,7 +23,6 @@ class ScriptedAssessor:
     def __init__(self, scores, threshold=0.5):
         self.scores = list(scores)
         self.threshold = threshold
-        self.manifest = types.SimpleNamespace(patch_threshold=0.5)
         self.i = 0
 
     def assess(self, bgr, fov=None):
@@ -91,18 +89,18 @@ def test_hints_from_frame_statistics():
     img = synthetic_fundus(300, 300)
     f = Fov(150, 150, 135)
     res = result_from_probabilities(np.zeros((4, 4), np.float32), f, Crop.around(f, img.shape), (300, 300), 0.5)
-    assert not [h for h in frame_hints(img, res, 0.5) if h.code in ("too_dark", "overexposed")]
+    assert not [h for h in frame_hints(img, res) if h.code in ("too_dark", "overexposed")]
     dark = (img * 0.1).astype(np.uint8)
-    assert "too_dark" in [h.code for h in frame_hints(dark, res, 0.5)]
+    assert "too_dark" in [h.code for h in frame_hints(dark, res)]
     bright = np.clip(img.astype(int) * 4, 0, 255).astype(np.uint8)
-    assert "overexposed" in [h.code for h in frame_hints(bright, res, 0.5)]
+    assert "overexposed" in [h.code for h in frame_hints(bright, res)]
     off = result_from_probabilities(np.zeros((4, 4), np.float32), Fov(60, 150, 135), Crop.around(f, img.shape),
                                     (300, 300), 0.5)
-    assert "fov_off_centre" in [h.code for h in frame_hints(img, off, 0.5)]
+    assert "fov_off_centre" in [h.code for h in frame_hints(img, off)]
     zone_map = np.zeros((4, 4), np.float32)
     zone_map[:2, :] = 1.0  # upper half degraded
     top = result_from_probabilities(zone_map, f, Crop.around(f, img.shape), (300, 300), 0.5)
-    hints = frame_hints(img, top, 0.5)
+    hints = frame_hints(img, top)
     assert any(h.code == "zone_degraded" and h.zone == "superior" for h in hints)
 
 

@@ -3,13 +3,13 @@
 Training: the map is cut into an N×N grid, N drawn from 4…32; each cell is zeroed with
 probability r, r drawn per image from [r_low, 1], where r_low starts at 0.8 and widens to 0 by
 half-way through training; a sample is masked at all with probability ``APPLY_P`` (the rest teach
-the identity on intact maps). Inference is one pass over the intact map (see teacher.py).
+the identity on intact maps). Inference hides its own cells (``teacher.hole_patterns``).
 
 Fill (our addition, measured against the recipe's zeros in the model card): a hidden cell is
 zeroed, set to a constant grey, or replaced by a smeared copy of the map. A vessel extractor does
 not go to zero where a photo is blurred, hazy or noisy: it leaves a grey, smeared response. Hiding
-cells behind such fills teaches the inpainter that this texture carries no vessel information, so
-it redraws vasculature there at inference. Nothing here looks at a photo or a quality label.
+cells behind such fills teaches the inpainter that this texture carries no vessel information.
+Nothing here looks at a photo or a quality label.
 """
 from __future__ import annotations
 
