@@ -44,6 +44,7 @@ bench: $(VENV)/.dev $(BENCHVENV)/.ok
 	$(PY) benchmarks/stream_fps.py
 	$(PY) benchmarks/speed_matrix.py
 	$(PY) benchmarks/precision_fidelity.py
+	$(PY) benchmarks/fov_robustness.py
 	$(PY) benchmarks/accuracy.py
 	$(BENCHVENV)/bin/python benchmarks/peers.py
 	$(PY) benchmarks/report.py

@@ -157,7 +157,7 @@ def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = [("blur", 3), ("haze", 3), ("underexposure", 2), ("lash_shadow", 3), ("noise", 3), ("flare", 3)]
+    cases = [("blur", 3), ("haze", 3), ("underexposure", 2), ("lash_shadow", 3), ("uneven_illumination", 3), ("flare", 3)]
     names = list(photos)
     cols = 7
     fig, axes = plt.subplots(len(cases), cols, figsize=(2.3 * cols, 2.4 * len(cases)))
@@ -165,8 +165,8 @@ def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> N
         img = photos[names[(2 * row) % len(names)]]
         d = degrade(img, find_fov(img), kind, sev, seed=row)
         t = teacher(d.image)
-        panels = [(to_geometry(d.image, 256).rgb, f"{kind} (severity {sev})"), (t.vessels, "vessel map"),
-                  (t.reconstruction, "expected x̂ (from context)"), (t.anomaly, "share missing"),
+        panels = [(to_geometry(d.image, 256).rgb, f"{kind} (severity {sev})"), (t.vessels, "visible vessels x"),
+                  (t.reconstruction, "expected x̂ (anatomy+prior)"), (t.anomaly, "share missing"),
                   (t.patch_fraction, "teacher map")]
         panels.append((qa.assess(d.image).map, "student map"))
         panels.append((patch_truth(d.mask, t.crop, 16), "ground truth"))

@@ -1,59 +1,84 @@
-"""Teacher model selection on *training* photos (never the held-out ones): the vessel map alone
-and, for each inpainter given, |x - x^| and missing vasculature max(0, x^ - x) on the intact map
-(the authors' one-pass inference), and the shipped rule: each pixel redrawn with its 64-px cell
-hidden, relative missing vasculature (``teacher.expected_vessels`` + ``missing_vasculature``).
+"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3 rule and
+its ablations, each a patch score on the 16×16 grid.
 
-    python benchmarks/teacher_dev.py VESSELS.pt NAME=INPAINTER.pt [NAME=INPAINTER.pt ...]
+- ``neg_visible``: the visible-vessel map alone (inverted density), no expectation;
+- ``v2.1``: the prior's redraw of the ungated vessel map from 64-px holes vs that map (σ 6);
+- ``anat``: the anatomy map as expectation vs the ungated vessel map;
+- ``anat+gate``: … vs the visible (contrast-weighted) map;
+- ``anat+holes``: max(anatomy, the prior's redraw of it from 64-px holes) vs the visible map;
+- ``v3``: the prior's one-pass reconstruction of the anatomy map vs the visible map — the shipped
+  rule (mean share missing).
+
+    python benchmarks/teacher_dev.py [TEACHER_DIR]
 
 Prints patch AUROC per degradation (severities 2-3), overall and ranking: the model card's log.
 """
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluation import run, summarise
-from efiqa.imageio import read_image
-from efiqa.train.distill import working_copy
-from efiqa.train.data import TEACHER_TRAIN, data_root, resolve, to_geometry
-from efiqa.train.teacher import pool_cells, vessel_map, GRID, load_model, expected_vessels, missing_vasculature
-from efiqa.train import vessels as vs
+from evaluation import run, summarise  # noqa: E402
+
+from efiqa.imageio import read_image  # noqa: E402
+from efiqa.train import teacher as T  # noqa: E402
+from efiqa.train import vessels as vs  # noqa: E402
+from efiqa.train.data import TEACHER_TRAIN, data_root, resolve, to_geometry  # noqa: E402
+from efiqa.train.distill import working_copy  # noqa: E402
+
 torch.set_num_threads(2)
 root = data_root()
-ex = vs.load_model(sys.argv[1])
-models = {k: load_model(v) for k, v in (a.split("=") for a in sys.argv[2:])}
+teacher = T.Teacher.load(sys.argv[1] if len(sys.argv) > 1 else "models/teacher")
 dev = [TEACHER_TRAIN[i] for i in (0, 4, 16, 19, 22, 23)]
 photos = {n: working_copy(read_image(resolve(n, root))) for n in dev}
-memo = {}
-def go(bgr):
+memo: dict = {}
+
+
+def maps(bgr):
     if memo.get("img") is not bgr:
         photo = to_geometry(bgr, vs.SIZE)
-        v, fov = vessel_map(ex, photo)
-        r = {}
+        v, fov = T.vessel_map(teacher.extractor, photo)
+        seen = T.visible_vessels(v, T.vessel_depth(photo.rgb), teacher.config["vessel_depth"])
+        anat = T.vessel_map(teacher.anatomy, photo)[0]
         with torch.no_grad():
-            for k, m in models.items():
-                r[k] = np.clip(m(torch.from_numpy(v)[None, None])[0, 0].numpy(), 0, 1)
-                r[k + ":masked"] = expected_vessels(m, v)
-        memo.update(img=bgr, v=v, fov=fov, r=r, crop=photo.crop)
+            prior_v = T.expected_vessels(teacher.inpainter, v)
+            prior_a = T.expected_vessels(teacher.inpainter, anat)
+            recon_a = T.reconstruct(teacher.inpainter, anat)
+        memo.update(img=bgr, v=v, seen=seen, anat=anat, prior_v=prior_v, prior_a=prior_a, recon_a=recon_a, fov=fov, crop=photo.crop)
     return memo
-def mk(f):
+
+
+def missing(expected, seen, fov, sigma=T.MISSING_SIGMA):
+    old = T.MISSING_SIGMA
+    T.MISSING_SIGMA = sigma
+    try:
+        return T.missing_vasculature(expected, seen, fov)
+    finally:
+        T.MISSING_SIGMA = old
+
+
+def method(f):
     def m(bgr):
-        d = go(bgr); s = f(d)
-        cov = pool_cells(np.zeros((256,256),np.float32), d["fov"], GRID, 0)[2]
-        return s, d["crop"], cov
+        d = maps(bgr)
+        score, _, cov = T.pool_cells(f(d), d["fov"], T.GRID, 0)
+        return score, d["crop"], cov
     return m
-P = lambda a, fov: pool_cells(np.where(fov, a, 0).astype(np.float32), fov, GRID, 0)[0]
-methods = {"neg_vessel": mk(lambda d: -P(d["v"], d["fov"]))}
-for k in models:
-    methods[k + ":abs"] = mk(lambda d, k=k: P(cv2.GaussianBlur(np.abs(d["v"] - d["r"][k]), (0,0), 1), d["fov"]))
-    methods[k + ":miss"] = mk(lambda d, k=k: P(np.maximum(cv2.GaussianBlur(d["r"][k] - d["v"], (0,0), 2), 0), d["fov"]))
-    methods[k + ":masked"] = mk(lambda d, k=k: P(missing_vasculature(d["r"][k + ":masked"], d["v"], d["fov"]), d["fov"]))
+
+
+methods = {
+    "neg_visible": method(lambda d: 1 - d["seen"]),
+    "v2.1": method(lambda d: missing(d["prior_v"], d["v"], d["fov"], 6.0)),
+    "anat": method(lambda d: missing(d["anat"], d["v"], d["fov"])),
+    "anat+gate": method(lambda d: missing(d["anat"], d["seen"], d["fov"])),
+    "anat+holes": method(lambda d: missing(np.maximum(d["anat"], d["prior_a"]), d["seen"], d["fov"])),
+    "v3": method(lambda d: missing(d["recon_a"], d["seen"], d["fov"])),
+}
 recs = run(photos, methods, severities=(2, 3))
 s = summarise(recs, list(methods))
-print(" " * 22, " ".join(f"{m[:16]:>16s}" for m in methods))
+print(" " * 22, " ".join(f"{m[:12]:>12s}" for m in methods))
 for k, v in s["per_kind"].items():
-    print(f"{k:22s}", " ".join(f"{v[m]['auroc']:16.3f}" for m in methods))
-print(f"{'overall':22s}", " ".join(f"{s['overall'][m]['auroc']:16.3f}" for m in methods))
-print(f"{'ranking':22s}", " ".join(f"{s['ranking'].get(m, float('nan')):16.3f}" for m in methods))
+    print(f"{k:22s}", " ".join(f"{v[m]['auroc']:12.3f}" for m in methods))
+print(f"{'overall':22s}", " ".join(f"{s['overall'][m]['auroc']:12.3f}" for m in methods))
+print(f"{'ranking':22s}", " ".join(f"{s['ranking'].get(m, float('nan')):12.3f}" for m in methods))

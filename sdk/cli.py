@@ -39,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a stage (needs the [train] extra: torch)")
     tsub = t.add_subparsers(dest="stage", metavar="STAGE", parser_class=_Parser, required=True)
-    tv = tsub.add_parser("vessels", help="stage 1a: vessel extractor on DRIVE's manual labels")
+    tv = tsub.add_parser("vessels", help="stage 1a: the visible-vessel and anatomy extractors on DRIVE's manual labels")
     tv.add_argument("--data", help="fundus photographs folder (default: $EFIQA_DATA or ../shared/data/fundus)")
     tv.add_argument("--steps", type=int, default=900)
     tv.add_argument("--seed", type=int, default=0)
-    tv.add_argument("--out", type=Path, default=Path("models/teacher/vessels.pt"))
+    tv.add_argument("--dir", type=Path, default=Path("models/teacher"), help="receives vessels.pt and anatomy.pt")
     tv.set_defaults(func=cmd_train_vessels)
 
     tt = tsub.add_parser("teacher", help="stage 1b: masked vessel-inpainting teacher on good photos")
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--batch", type=int, default=6)
     tt.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda (default: cpu)")
     tt.add_argument("--seed", type=int, default=0)
-    tt.add_argument("--dir", type=Path, default=Path("models/teacher"), help="holds vessels.pt; receives the teacher")
+    tt.add_argument("--dir", type=Path, default=Path("models/teacher"), help="holds vessels.pt and anatomy.pt; receives the teacher")
     tt.set_defaults(func=cmd_train_teacher)
 
     ts = tsub.add_parser("student", help="stage 2: distil the teacher into an adapter on a frozen backbone",
@@ -259,12 +259,13 @@ def _training_module(name: str, package: str = "efiqa.train"):
 
 def cmd_train_vessels(args: argparse.Namespace) -> int:
     vessels = _training_module("vessels")
-    metrics = vessels.train(args.data, steps=args.steps, seed=args.seed, out=args.out)
-    metrics_path = args.out.with_suffix(".metrics.json")
-    vessels.write_metrics(metrics, metrics_path)
-    u, f = metrics["unet"], metrics["frangi"]
-    print(f"vessels: U-Net AUROC {u['auroc']:.4f} F1 {u['best_f1']:.4f} | Frangi AUROC {f['auroc']:.4f} "
-          f"F1 {f['best_f1']:.4f} (DRIVE 37-40, inside FOV) → {args.out}, {metrics_path}")
+    for name, robust in (("vessels", False), ("anatomy", True)):
+        out = args.dir / f"{name}.pt"
+        metrics = vessels.train(args.data, steps=args.steps, seed=args.seed, out=out, robust=robust)
+        vessels.write_metrics(metrics, out.with_suffix(".metrics.json"))
+        u, f = metrics["unet"], metrics["frangi"]
+        print(f"{name}: U-Net AUROC {u['auroc']:.4f} F1 {u['best_f1']:.4f} | Frangi AUROC {f['auroc']:.4f} "
+              f"F1 {f['best_f1']:.4f} (DRIVE 37-40, inside FOV) → {out}")
     return EXIT_OK
 
 

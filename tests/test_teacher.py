@@ -1,4 +1,5 @@
 """Stage 1: masking schedule, geometry, and a tiny end-to-end training run on generated photos."""
+import cv2
 import numpy as np
 import pytest
 
@@ -110,18 +111,38 @@ def test_inference_hides_every_pixel_twice_from_its_context():
 
 
 def test_missing_vasculature_scores_the_share_of_expected_vessels_not_seen():
-    fov = np.zeros((128, 128), bool)
-    fov[8:120, 8:120] = True
-    expected = np.full((128, 128), 0.3, np.float32)
+    fov = np.zeros((192, 192), bool)
+    fov[8:184, 8:184] = True
+    expected = np.full((192, 192), 0.3, np.float32)
     seen = expected.copy()
-    seen[40:90, 40:90] = 0  # vessels gone in one region
+    seen[40:110, 40:110] = 0  # vessels gone in one region
     a = teacher_mod.missing_vasculature(expected, seen, fov)
     assert np.all(a[~fov] == 0) and np.all((a >= 0) & (a < 1))
-    assert a[65, 65] == pytest.approx(0.3 / (0.3 + teacher_mod.EXPECTED_FLOOR), abs=1e-3)
-    assert a[25, 100] == pytest.approx(0, abs=1e-3)  # seen as expected: nothing missing
+    assert a[75, 75] == pytest.approx(0.3 / (0.3 + teacher_mod.EXPECTED_FLOOR), abs=1e-3)
+    assert a[150, 150] == pytest.approx(0, abs=1e-3)  # seen as expected: nothing missing
     more = seen.copy()
-    more[25:35, 95:105] = 1.0  # more vessels than expected is not a degradation
-    assert teacher_mod.missing_vasculature(expected, more, fov)[30, 100] == 0
+    more[140:160, 140:160] = 1.0  # more vessels than expected is not a degradation
+    assert teacher_mod.missing_vasculature(expected, more, fov)[150, 150] == 0
+
+
+def test_visibility_follows_vessel_contrast_not_the_extractor():
+    """A shadow that keeps vessels traceable (the extractor standardises the photo) still takes their
+    contrast: the visible map drops with the measured depth; clean vessels count fully."""
+    img, ves = synthetic_fundus_with_vessels(seed=1)
+    photo = to_geometry(img, vessel_mod.SIZE)
+    label = Preprocessor(vessel_mod.SIZE, color="bgr").crop_resize(
+        np.repeat(ves[..., None].astype(np.uint8) * 255, 3, axis=2), photo.crop)[..., 0] > 127
+    small = cv2.resize(label.astype(np.uint8), (teacher_mod.MAP_SIZE,) * 2, interpolation=cv2.INTER_NEAREST) > 0
+    depth = teacher_mod.vessel_depth(photo.rgb)
+    ref = float(np.median(depth[small]))
+    assert ref > 5 * float(np.median(depth[~small]))  # vessels are darker than their surround
+    vmap = small.astype(np.float32)                    # a perfect extractor
+    clean = teacher_mod.visible_vessels(vmap, depth, ref)
+    assert np.median(clean[small]) == pytest.approx(1.0)
+    dark = teacher_mod.visible_vessels(vmap, teacher_mod.vessel_depth((photo.rgb * 0.15).astype(np.uint8)), ref)
+    assert np.median(dark[small]) < 0.35
+    assert np.all(clean <= vmap) and np.all(dark >= 0)
+
 
 @pytest.mark.slow
 def test_tiny_end_to_end_training():
@@ -141,7 +162,7 @@ def test_tiny_end_to_end_training():
     assert np.isfinite(loss)
     rec = teacher_mod.hole_recovery(inpainter, maps, radii=(8,))
     assert set(rec) == {"hard", "soft"} and all(np.isfinite(v["8"]) and v["8"] >= 0 for v in rec.values())
-    teacher = teacher_mod.Teacher(vnet, inpainter)
+    teacher = teacher_mod.Teacher(vnet, vnet, inpainter)
     out = teacher(synthetic_fundus(seed=5))
     g = teacher_mod.GRID
     assert out.patch_score.shape == out.patch_fraction.shape == out.coverage.shape == (g, g)

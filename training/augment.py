@@ -31,7 +31,12 @@ def augment(bgr: np.ndarray, rng: np.random.Generator, strength: float | None = 
     img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR)
     if rng.random() < 0.5:
         img = img[:, ::-1]
+    return photometric(img, rng, s)
 
+
+def photometric(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
+    """The photometric half of :func:`augment` on a float [0, 1] image; returns 8-bit."""
+    h, w = img.shape[:2]
     # photometric, global
     img = img ** rng.uniform(1 - 0.4 * s, 1 + 0.6 * s)
     img = img * rng.uniform(1 - 0.15 * s, 1 + 0.15 * s, size=3).astype(np.float32)

@@ -223,7 +223,7 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
     key = hashlib.sha256()
     for n in names:
         key.update(n.encode())
-    for f in ("vessels.pt", "inpainter.pt", "teacher.json"):
+    for f in ("vessels.pt", "anatomy.pt", "inpainter.pt", "teacher.json"):
         p = teacher_dir / f
         key.update(p.read_bytes() if p.exists() else b"")
     key.update(repr((augmentations, seed, backbone_id)).encode())

@@ -2,13 +2,18 @@
 
 A residual U-Net learns to fill hidden regions of *vessel maps of good photographs* from their
 context (grid cells and soft free-form blobs, hidden by zeros, grey or a smear: see masking.py).
-At inference every part of the map is hidden once (zeroed 64-px checkerboard cells, four passes)
-and redrawn from its context: x̂ is the vasculature the prior *expects* there. Anomaly = relative
-missing vasculature max(0, G(x̂) − G(x)) / (G(x̂) + 0.05), G a Gaussian over a few vessel spacings,
-so a cell scores by the share of its expected vessels that the photo does not show. (One pass over
-the intact map, the authors' inference, mostly copies a region whose vessels fade out; |x − x̂|
-is dominated by the exact positions of visible vessels: both measured worse, see the model card.)
-No quality label or degradation mask is ever used.
+
+Inference (v3) compares what should be there with what is visible:
+- expected x̂: the prior's reconstruction (one pass, the authors' inference) of the *anatomy*
+  extractor's vessel map — that extractor was trained to see vessels through label-free
+  perturbations, so x̂ is the vasculature the photo should show;
+- visible x: the *visible-vessel* extractor's map (mild augmentation: it loses degraded vessels)
+  weighted by the vessels' measured contrast (black-hat depth relative to clean photos);
+- anomaly: max(0, G(x̂) − G(x)) / (G(x̂) + 0.05), G a Gaussian over a few vessel spacings, so a
+  cell scores by the share of its expected vessels that the photo does not show.
+No quality label or degradation mask is ever used. (v2.1 took x̂ from the prior alone: it draws
+only a faint uniform density from 64-px holes, so the score was nearly the inverted vessel map;
+the model card has the measured comparison.)
 
     efiqa train teacher [--data DIR] [--steps N] [--device cuda]
 """
@@ -35,8 +40,10 @@ MAP_SIZE = 256          # side of the vessel map the teacher works on (FOV squar
 BASE, LEVELS = 16, 5
 GRID = 16               # patch grid of the runtime
 HOLE = 64               # px (of MAP_SIZE): side of the hidden checkerboard cells at inference
-MISSING_SIGMA = 6.0     # px: expected and seen vasculature are compared as local densities
+MISSING_SIGMA = 10.0    # px: expected and visible vasculature are compared as local densities
 EXPECTED_FLOOR = 0.05   # keeps the relative deficit finite where the prior expects no vessels
+DEPTH_KERNEL = 9        # px (of MAP_SIZE): closing element of the vessel-depth measure, wider than vessels
+VISIBLE_K = 0.6         # a vessel counts as fully visible from 0.6× the clean photos' median vessel depth
 
 
 def hole_patterns(size: int = MAP_SIZE, cell: int = HOLE) -> list[np.ndarray]:
@@ -62,12 +69,33 @@ def expected_vessels(model: ResidualInpainter, vmap: np.ndarray) -> np.ndarray:
     return acc / np.maximum(count, 1)
 
 
+@torch.no_grad()
+def reconstruct(model: ResidualInpainter, vmap: np.ndarray) -> np.ndarray:
+    """One pass of the prior over an intact map (the authors' inference): a copy with gaps closed."""
+    return np.clip(model(torch.from_numpy(vmap.astype(np.float32))[None, None])[0, 0].numpy(), 0, 1)
+
+
 def missing_vasculature(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray) -> np.ndarray:
     """Share of the expected local vessel density that the photo does not show, 0 outside the FOV."""
     blur = lambda a: cv2.GaussianBlur(np.where(fov, a, 0).astype(np.float32), (0, 0), MISSING_SIGMA)  # noqa: E731
     e = blur(expected)
     rel = np.maximum(e - blur(seen), 0) / (e + EXPECTED_FLOOR)
     return np.where(fov, rel, 0).astype(np.float32)
+
+
+def vessel_depth(rgb: np.ndarray) -> np.ndarray:
+    """How much darker than their surround the vessels are, in grey levels of the green channel
+    (black-hat of the MAP_SIZE² green channel): absolute contrast, which shadow, haze and glare take
+    away even where the extractor, which standardises the photo, still traces a vessel."""
+    g = cv2.resize(rgb[..., 1], (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (DEPTH_KERNEL, DEPTH_KERNEL))
+    return cv2.GaussianBlur(cv2.morphologyEx(g, cv2.MORPH_BLACKHAT, k), (0, 0), 1.0)
+
+
+def visible_vessels(vmap: np.ndarray, depth: np.ndarray, reference_depth: float) -> np.ndarray:
+    """Vessel probability weighted by how visible the vessel is: full from VISIBLE_K × the clean
+    photos' median vessel depth, fading linearly to 0 at no contrast."""
+    return (vmap * np.clip(depth / (VISIBLE_K * reference_depth), 0, 1)).astype(np.float32)
 
 
 def build_model(base: int = BASE) -> ResidualInpainter:
@@ -205,51 +233,73 @@ def hole_recovery(model: ResidualInpainter, maps: list[tuple[np.ndarray, np.ndar
 
 @dataclass
 class TeacherOutput:
-    vessels: np.ndarray        # MAP_SIZE² vessel probability
-    reconstruction: np.ndarray  # MAP_SIZE² expected vasculature, each pixel redrawn from its context
+    vessels: np.ndarray        # MAP_SIZE² visible vessels: probability × visibility (what the photo shows)
+    reconstruction: np.ndarray  # MAP_SIZE² expected vasculature x̂: the prior's reconstruction of the anatomy map
     anomaly: np.ndarray        # MAP_SIZE² relative missing vasculature in [0, 1), 0 outside the FOV
     fov: np.ndarray            # MAP_SIZE² bool
     patch_score: np.ndarray    # GRID² mean anomaly per cell (in-FOV pixels)
     patch_fraction: np.ndarray  # GRID² fraction of in-FOV pixels with anomaly > tau
-    vessel_density: np.ndarray  # GRID² mean vessel probability (the map alone, without the prior)
+    vessel_density: np.ndarray  # GRID² mean visible-vessel map (without any expectation)
     coverage: np.ndarray       # GRID² in-FOV fraction per cell
     crop: Crop
     fov_circle: Fov
 
 
 CONFIG = "teacher.json"
+#: median vessel depth (grey levels) of clean photos until ``calibrate`` measures it
+DEFAULT_DEPTH = 10.0
 
 
 class Teacher:
-    """Photo → vessel map → inpainting prior → missing vasculature → patch scores.
+    """Photo → what should be there (anatomy) vs what is visible → missing vasculature → patch scores.
 
-    ``config`` holds the label-free decision rule calibrated on clean training photos: ``tau``
-    (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that flags a patch) and
-    ``mean_threshold`` (the same false-positive budget for the mean-anomaly score).
+    Two vessel extractors share DRIVE's labels: the *visible* one (mild augmentation) loses vessels
+    where a photo is degraded, further weighted by the vessels' measured contrast; the *anatomy*
+    one (trained through label-free perturbations) keeps finding the vessels that are there, and
+    the masked-inpainting prior reconstructs that map (closing its gaps). The anomaly is the share
+    of the expected vasculature the photo does not show.
+
+    ``config`` holds what was calibrated on clean training photos: ``vessel_depth`` (their median
+    vessel contrast), ``tau`` (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that
+    flags a patch) and ``mean_threshold`` (the same false-positive budget for the mean score).
     """
 
-    def __init__(self, vessels: str | Path | UNet, inpainter: str | Path | ResidualInpainter,
-                 config: dict | None = None) -> None:
-        self.extractor = vessels.eval() if isinstance(vessels, UNet) else vessel_stage.load_model(vessels)
+    def __init__(self, vessels: str | Path | UNet, anatomy: str | Path | UNet,
+                 inpainter: str | Path | ResidualInpainter, config: dict | None = None) -> None:
+        load = lambda m: m.eval() if isinstance(m, UNet) else vessel_stage.load_model(m)  # noqa: E731
+        self.extractor, self.anatomy = load(vessels), load(anatomy)
         self.inpainter = inpainter.eval() if isinstance(inpainter, ResidualInpainter) else load_model(inpainter)
-        self.config = {"tau": 0.02, "phi": 0.9, "mean_threshold": float("inf"), **(config or {})}
+        self.config = {"tau": 0.02, "phi": 0.9, "mean_threshold": float("inf"), "vessel_depth": DEFAULT_DEPTH,
+                       **(config or {})}
         self.tau = float(self.config["tau"])
 
     @torch.no_grad()
     def __call__(self, bgr: np.ndarray, name: str = "") -> TeacherOutput:
         photo = to_geometry(bgr, vessel_stage.SIZE, name)
         vmap, fov = vessel_map(self.extractor, photo)
-        recon = expected_vessels(self.inpainter, vmap)
-        anomaly = missing_vasculature(recon, vmap, fov)
+        seen = visible_vessels(vmap, vessel_depth(photo.rgb), float(self.config["vessel_depth"]))
+        expected = reconstruct(self.inpainter, vessel_map(self.anatomy, photo)[0])
+        anomaly = missing_vasculature(expected, seen, fov)
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
-        density = pool_cells(vmap, fov, GRID, 0.0)[0]
-        return TeacherOutput(vmap, recon, anomaly, fov, score, frac, density, cov, photo.crop, photo.fov)
+        density = pool_cells(seen, fov, GRID, 0.0)[0]
+        return TeacherOutput(seen, expected, anomaly, fov, score, frac, density, cov, photo.crop, photo.fov)
 
     @classmethod
     def load(cls, folder: str | Path) -> "Teacher":
         folder = Path(folder)
         config = json.loads((folder / CONFIG).read_text()) if (folder / CONFIG).is_file() else None
-        return cls(folder / "vessels.pt", folder / "inpainter.pt", config)
+        return cls(folder / "vessels.pt", folder / "anatomy.pt", folder / "inpainter.pt", config)
+
+
+def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) -> float:
+    """Median vessel depth (grey levels) at confidently traced vessels of clean photos."""
+    depths = []
+    for name, bgr in photos:
+        photo = to_geometry(bgr, vessel_stage.SIZE, name)
+        vmap, fov = vessel_map(teacher.extractor, photo)
+        depths.append(vessel_depth(photo.rgb)[(vmap > 0.5) & fov])
+    d = np.concatenate(depths)
+    return float(np.median(d)) if len(d) else DEFAULT_DEPTH
 
 
 def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budget: float = 0.05,
@@ -260,6 +310,7 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     patches, so tau and phi are re-derived from clean photos: tau = 90th percentile of clean pixel
     anomalies, phi = (1 − budget) quantile of clean patch fractions.
     """
+    teacher.config["vessel_depth"] = reference_depth(teacher, photos)
     outs = [teacher(bgr, name) for name, bgr in photos]
     pixels = np.concatenate([o.anomaly[o.fov] for o in outs])
     recipe = np.concatenate([pool_cells(o.anomaly, o.fov, GRID, tau)[1][o.coverage >= 0.5] for o in outs])
@@ -270,7 +321,7 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     f = np.concatenate(fracs)
     m = np.concatenate([o.patch_score[o.coverage >= 0.5] for o in outs])
     phi = max(float(np.quantile(f, 1 - fp_budget)), 0.01)  # never "≥ 0": that would flag every patch
-    return {"tau": tau_clean, "phi": phi, "mean_threshold": float(np.quantile(m, 1 - fp_budget)),
+    return {"vessel_depth": teacher.config["vessel_depth"], "tau": tau_clean, "phi": phi, "mean_threshold": float(np.quantile(m, 1 - fp_budget)),
             "image_threshold": float(np.quantile([x.mean() for x in fracs], 0.95)), "fp_budget": fp_budget,
             "recipe_tau": tau, "clean_fpr_recipe_rule": float((recipe >= 0.9).mean()),
             "calibration_photos": [n for n, _ in photos]}
@@ -301,7 +352,7 @@ def finish(folder: Path, data: str | None = None) -> dict:
 
     root = data_root(data)
     originals = [(n, read_image(resolve(n, root))) for n in TEACHER_TRAIN]
-    model = Teacher(folder / "vessels.pt", folder / "inpainter.pt")
+    model = Teacher(folder / "vessels.pt", folder / "anatomy.pt", folder / "inpainter.pt")
     config = calibrate(model, originals)
     write_json(config, folder / CONFIG)
     ClassicalBaseline.fit([to_geometry(bgr, 512, n) for n, bgr in originals]).save(folder / "baseline.json")

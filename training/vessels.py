@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .augment import photometric
 from .data import VESSEL_TRAIN, VESSEL_VAL, Photo, data_root, load_drive_label, load_photo
 from .metrics import auroc, best_f1, f1_at
 from .nets.unet import UNet
@@ -64,13 +65,16 @@ def frangi_map(photo: Photo) -> np.ndarray:
     return (v / (v.max() + 1e-12)).astype(np.float32)
 
 
-def _augment(rgb: np.ndarray, label: np.ndarray, fov: np.ndarray, rng: np.random.Generator, patch: int):
-    """Rotation (any angle), flip, ±15 % scale, mild colour/gamma jitter, then a random patch.
+def _augment(rgb: np.ndarray, label: np.ndarray, fov: np.ndarray, rng: np.random.Generator, patch: int,
+             robust: bool = False):
+    """Rotation (any angle), flip, ±15 % scale, colour perturbation, then a random patch.
 
-    Photometric jitter stays mild on purpose: the teacher needs an extractor that *loses* vessels
-    where a photo is blurred, hazy, dark or washed out. A robust one (strong gamma, blur and noise
-    augmentation, tried first) kept finding vessels in degraded regions and the prior had nothing to
-    detect (teacher patch AUROC 0.42)."""
+    Two extractors come out of this, and the teacher needs both. The *visible-vessel* extractor
+    (default) gets only mild colour/gamma jitter: it must lose vessels where a photo is blurred, hazy,
+    dark or washed out. The *anatomy* extractor (``robust``) is trained on the same labels through
+    the generic label-free perturbations of ``augment.photometric`` (smooth dark fields, partial blur,
+    veils, noise, JPEG; never the evaluation generator), so it keeps finding the vessels that are
+    there: what the photo should show."""
     s = rgb.shape[0]
     m = cv2.getRotationMatrix2D((s / 2, s / 2), rng.uniform(0, 360), rng.uniform(0.85, 1.15))
     rgb = cv2.warpAffine(rgb, m, (s, s), flags=cv2.INTER_LINEAR)
@@ -79,8 +83,11 @@ def _augment(rgb: np.ndarray, label: np.ndarray, fov: np.ndarray, rng: np.random
     if rng.random() < 0.5:
         rgb, label, fov = rgb[:, ::-1], label[:, ::-1], fov[:, ::-1]
     x = rgb.astype(np.float32) / 255.0
-    x = x ** rng.uniform(0.9, 1.1) * rng.uniform(0.9, 1.1, size=3)
-    rgb = (np.clip(x, 0, 1) * 255).astype(np.uint8)
+    if robust:
+        rgb = photometric(np.ascontiguousarray(x[..., ::-1]), rng, rng.uniform(0, 1))[..., ::-1]
+    else:
+        x = x ** rng.uniform(0.9, 1.1) * rng.uniform(0.9, 1.1, size=3)
+        rgb = (np.clip(x, 0, 1) * 255).astype(np.uint8)
     inside = np.argwhere(fov)
     cy, cx = inside[rng.integers(len(inside))]
     y0 = int(np.clip(cy - patch // 2, 0, s - patch))
@@ -91,23 +98,24 @@ def _augment(rgb: np.ndarray, label: np.ndarray, fov: np.ndarray, rng: np.random
 
 
 def train(data: str | None = None, steps: int = 900, batch: int = 8, patch: int = 192, seed: int = 0,
-          out: str | Path = "models/teacher/vessels.pt", progress: bool = True) -> dict:
-    """Train on DRIVE 21-36, validate on 37-40; writes the weights and returns the metrics."""
+          out: str | Path = "models/teacher/vessels.pt", progress: bool = True, robust: bool = False) -> dict:
+    """Train on DRIVE 21-36, validate on 37-40; writes the weights and returns the metrics.
+    ``robust``: the anatomy extractor (see :func:`_augment`)."""
     root = data_root(data)
     train_set = [(p, load_drive_label(n, p, root)) for n in VESSEL_TRAIN for p in [load_photo(n, SIZE, root)]]
     t0 = time.time()
-    model = fit(train_set, steps=steps, batch=batch, patch=patch, seed=seed, progress=progress)
+    model = fit(train_set, steps=steps, batch=batch, patch=patch, seed=seed, progress=progress, robust=robust)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
     metrics = evaluate(model, root)
-    metrics.update({"train_images": VESSEL_TRAIN, "steps": steps, "batch": batch, "patch": patch, "seed": seed,
+    metrics.update({"robust": robust, "train_images": VESSEL_TRAIN, "steps": steps, "batch": batch, "patch": patch, "seed": seed,
                     "train_seconds": round(time.time() - t0, 1), "params": sum(p.numel() for p in model.parameters())})
     return metrics
 
 
 def fit(train_set: list[tuple[Photo, np.ndarray]], steps: int, batch: int = 8, patch: int = 192, seed: int = 0,
-        progress: bool = True) -> UNet:
+        progress: bool = True, robust: bool = False) -> UNet:
     """BCE + soft Dice inside the FOV on augmented patches of (photo, vessel label) pairs."""
     from tqdm import tqdm
 
@@ -116,9 +124,9 @@ def fit(train_set: list[tuple[Photo, np.ndarray]], steps: int, batch: int = 8, p
     model = build_model()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    bar = tqdm(range(steps), desc="vessels", disable=not progress)
+    bar = tqdm(range(steps), desc="anatomy" if robust else "vessels", disable=not progress)
     for _ in bar:
-        xs, ys, ms = zip(*(_augment(p.rgb, lab, p.fov_mask, rng, patch)
+        xs, ys, ms = zip(*(_augment(p.rgb, lab, p.fov_mask, rng, patch, robust)
                            for p, lab in (train_set[i] for i in rng.integers(len(train_set), size=batch))))
         x = torch.from_numpy(np.stack(xs))
         y = torch.from_numpy(np.stack(ys)[:, None].astype(np.float32))
