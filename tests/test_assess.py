@@ -85,11 +85,18 @@ def test_batch_matches_single_and_keeps_going(assessor, retina_file, tmp_path):
 
 
 def test_overlay(assessor, retina_file):
+    """Shading follows the map: a photo the model finds clean stays nearly clear, the same result
+    with every cell degraded is shaded all over its FOV."""
+    import dataclasses
+
     img = read_image(retina_file)
     res = assessor.assess(img)
     ov = res.overlay(img)
     assert ov.shape == (1024, 1024, 3) and ov.dtype == np.uint8
-    assert np.abs(ov.astype(int) - cv2_resize(img, 1024)).mean() > 5  # something was drawn
+    bad = dataclasses.replace(res, map=np.ones_like(res.map))
+    assert bad.flagged.sum() > 100
+    drawn = np.abs(bad.overlay(img).astype(int) - cv2_resize(img, 1024)).mean()
+    assert drawn > 20 and drawn > 3 * np.abs(ov.astype(int) - cv2_resize(img, 1024)).mean()
 
 
 def cv2_resize(img, side):
