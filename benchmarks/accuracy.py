@@ -151,7 +151,7 @@ def main() -> None:
 
 
 def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> None:
-    """Rows: photo | vessel map | expected x̂ | share missing | teacher map | student map | truth."""
+    """Rows: photo | vessel map | expected x̂ | anomaly | teacher map | student map | truth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +166,7 @@ def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> N
         d = degrade(img, find_fov(img), kind, sev, seed=row)
         t = teacher(d.image)
         panels = [(to_geometry(d.image, 256).rgb, f"{kind} (severity {sev})"), (t.vessels, "visible vessels x"),
-                  (t.reconstruction, "expected x̂ (anatomy+prior)"), (t.anomaly, "share missing"),
+                  (t.reconstruction, "expected x̂ (anatomy+prior)"), (t.anomaly, "anomaly |x̂−x| rel."),
                   (t.patch_fraction, "teacher map")]
         panels.append((qa.assess(d.image).map, "student map"))
         panels.append((patch_truth(d.mask, t.crop, 16), "ground truth"))

@@ -6,8 +6,8 @@ its ablations, each a patch score on the 16×16 grid.
 - ``anat``: the anatomy map as expectation vs the ungated vessel map;
 - ``anat+gate``: … vs the visible (contrast-weighted) map;
 - ``anat+holes``: max(anatomy, the prior's redraw of it from 64-px holes) vs the visible map;
-- ``v3``: the prior's one-pass reconstruction of the anatomy map vs the visible map — the shipped
-  rule (mean share missing).
+- ``v3``: the prior's one-pass reconstruction of the anatomy map vs the visible map (share missing);
+- ``v3.1``: the same, two-sided (missing and unexplained visible structure) — the shipped rule.
 
     python benchmarks/teacher_dev.py [TEACHER_DIR]
 
@@ -74,6 +74,7 @@ methods = {
     "anat+gate": method(lambda d: missing(d["anat"], d["seen"], d["fov"])),
     "anat+holes": method(lambda d: missing(np.maximum(d["anat"], d["prior_a"]), d["seen"], d["fov"])),
     "v3": method(lambda d: missing(d["recon_a"], d["seen"], d["fov"])),
+    "v3.1": method(lambda d: T.vessel_anomaly(d["recon_a"], d["seen"], d["fov"])),
 }
 recs = run(photos, methods, severities=(2, 3))
 s = summarise(recs, list(methods))

@@ -20,7 +20,8 @@ class QualityResult:
     """Where a photograph is degraded, and how much.
 
     ``map[i, j]`` ∈ [0, 1] is how degraded cell (i, j) is (for the shipped student: the estimated
-    share of the expected vasculature it does not show); row 0 is the top of ``crop``. Cells at or
+    disagreement between the vasculature anatomy expects and the vasculature the photo visibly
+    shows — mostly the share of the expected vessels it does not show); row 0 is the top of ``crop``. Cells at or
     above ``patch_threshold`` are flagged. ``coverage[i, j]`` is the fraction of the cell inside
     the FOV; cells below ``MIN_COVERAGE`` are ignored by ``score``, ``zones`` and ``flagged``.
     """

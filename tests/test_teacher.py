@@ -125,6 +125,25 @@ def test_missing_vasculature_scores_the_share_of_expected_vessels_not_seen():
     assert teacher_mod.missing_vasculature(expected, more, fov)[150, 150] == 0
 
 
+def test_vessel_anomaly_is_two_sided_and_relative():
+    """Missing expected vessels and unexplained visible structure both score; agreement scores 0."""
+    fov = np.zeros((192, 192), bool)
+    fov[8:184, 8:184] = True
+    expected = np.full((192, 192), 0.3, np.float32)
+    seen = expected.copy()
+    seen[40:110, 40:110] = 0      # vessels gone
+    seen[120:175, 120:175] = 0.9  # three times the structure anatomy explains (block edges, streaks)
+    a = teacher_mod.vessel_anomaly(expected, seen, fov)
+    assert np.all(a[~fov] == 0) and np.all((a >= 0) & (a < 1))
+    floor = teacher_mod.EXPECTED_FLOOR
+    assert a[75, 75] == pytest.approx(0.3 / (0.3 + floor), abs=1e-3)
+    assert a[147, 147] == pytest.approx(0.6 / (0.9 + floor), abs=1e-2)
+    assert a[40, 150] == pytest.approx(0, abs=1e-3)
+    # where the photo shows less, it is exactly the share missing
+    m = teacher_mod.missing_vasculature(expected, seen, fov)
+    assert a[75, 75] == pytest.approx(m[75, 75])
+
+
 def test_visibility_follows_vessel_contrast_not_the_extractor():
     """A shadow that keeps vessels traceable (the extractor standardises the photo) still takes their
     contrast: the visible map drops with the measured depth; clean vessels count fully."""

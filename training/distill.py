@@ -41,7 +41,7 @@ class FeatureSet:
     size: int
     two_scale: np.ndarray | None = None                             # (N, C, g, g) float16 backbone features
     soft: list[np.ndarray] = field(default_factory=list)            # teacher fraction (g, g)
-    score: list[np.ndarray] = field(default_factory=list)           # teacher mean share missing (g, g)
+    score: list[np.ndarray] = field(default_factory=list)           # teacher mean anomaly score (g, g)
     valid: list[np.ndarray] = field(default_factory=list)           # coverage ≥ 0.5 (g, g)
     photo: list[int] = field(default_factory=list)                  # source photo index per sample
 

@@ -9,8 +9,9 @@ Inference (v3) compares what should be there with what is visible:
   perturbations, so x̂ is the vasculature the photo should show;
 - visible x: the *visible-vessel* extractor's map (mild augmentation: it loses degraded vessels)
   weighted by the vessels' measured contrast (black-hat depth relative to clean photos);
-- anomaly: max(0, G(x̂) − G(x)) / (G(x̂) + 0.05), G a Gaussian over a few vessel spacings, so a
-  cell scores by the share of its expected vessels that the photo does not show.
+- anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.05), G a Gaussian over a few vessel spacings:
+  where the photo shows less, the share of its expected vessels it does not show; where it shows
+  more, the share of its visible "vessels" that anatomy does not explain (block edges, streaks).
 No quality label or degradation mask is ever used. (v2.1 took x̂ from the prior alone: it draws
 only a faint uniform density from 64-px holes, so the score was nearly the inverted vessel map;
 the model card has the measured comparison.)
@@ -80,6 +81,17 @@ def missing_vasculature(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray)
     blur = lambda a: cv2.GaussianBlur(np.where(fov, a, 0).astype(np.float32), (0, 0), MISSING_SIGMA)  # noqa: E731
     e = blur(expected)
     rel = np.maximum(e - blur(seen), 0) / (e + EXPECTED_FLOOR)
+    return np.where(fov, rel, 0).astype(np.float32)
+
+
+def vessel_anomaly(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    """Relative disagreement of expected and visible vessel density, |E − V| / (max(E, V) + 0.05),
+    0 outside the FOV: the share of the expected vasculature missing where the photo shows less,
+    the share of the visible "vasculature" that anatomy does not explain where it shows more (JPEG
+    block edges, lash streaks). The density-level form of the authors' two-sided |x − x̂|."""
+    blur = lambda a: cv2.GaussianBlur(np.where(fov, a, 0).astype(np.float32), (0, 0), MISSING_SIGMA)  # noqa: E731
+    e, v = blur(expected), blur(seen)
+    rel = np.abs(e - v) / (np.maximum(e, v) + EXPECTED_FLOOR)
     return np.where(fov, rel, 0).astype(np.float32)
 
 
@@ -235,7 +247,7 @@ def hole_recovery(model: ResidualInpainter, maps: list[tuple[np.ndarray, np.ndar
 class TeacherOutput:
     vessels: np.ndarray        # MAP_SIZE² visible vessels: probability × visibility (what the photo shows)
     reconstruction: np.ndarray  # MAP_SIZE² expected vasculature x̂: the prior's reconstruction of the anatomy map
-    anomaly: np.ndarray        # MAP_SIZE² relative missing vasculature in [0, 1), 0 outside the FOV
+    anomaly: np.ndarray        # MAP_SIZE² relative expected-vs-visible disagreement in [0, 1), 0 outside the FOV
     fov: np.ndarray            # MAP_SIZE² bool
     patch_score: np.ndarray    # GRID² mean anomaly per cell (in-FOV pixels)
     patch_fraction: np.ndarray  # GRID² fraction of in-FOV pixels with anomaly > tau
@@ -256,8 +268,9 @@ class Teacher:
     Two vessel extractors share DRIVE's labels: the *visible* one (mild augmentation) loses vessels
     where a photo is degraded, further weighted by the vessels' measured contrast; the *anatomy*
     one (trained through label-free perturbations) keeps finding the vessels that are there, and
-    the masked-inpainting prior reconstructs that map (closing its gaps). The anomaly is the share
-    of the expected vasculature the photo does not show.
+    the masked-inpainting prior reconstructs that map (closing its gaps). The anomaly is their
+    relative disagreement (:func:`vessel_anomaly`), mostly the share of the expected vasculature
+    the photo does not show.
 
     ``config`` holds what was calibrated on clean training photos: ``vessel_depth`` (their median
     vessel contrast), ``tau`` (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that
@@ -279,7 +292,7 @@ class Teacher:
         vmap, fov = vessel_map(self.extractor, photo)
         seen = visible_vessels(vmap, vessel_depth(photo.rgb), float(self.config["vessel_depth"]))
         expected = reconstruct(self.inpainter, vessel_map(self.anatomy, photo)[0])
-        anomaly = missing_vasculature(expected, seen, fov)
+        anomaly = vessel_anomaly(expected, seen, fov)
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
         density = pool_cells(seen, fov, GRID, 0.0)[0]
         return TeacherOutput(seen, expected, anomaly, fov, score, frac, density, cov, photo.crop, photo.fov)
