@@ -1,4 +1,4 @@
-"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3 rule and
+"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3.1 rule and
 its ablations, each a patch score on the 16×16 grid.
 
 - ``neg_visible``: the visible-vessel map alone (inverted density), no expectation;
@@ -46,17 +46,9 @@ def maps(bgr):
             prior_v = T.expected_vessels(teacher.inpainter, v)
             prior_a = T.expected_vessels(teacher.inpainter, anat)
             recon_a = T.reconstruct(teacher.inpainter, anat)
-        memo.update(img=bgr, v=v, seen=seen, anat=anat, prior_v=prior_v, prior_a=prior_a, recon_a=recon_a, fov=fov, crop=photo.crop)
+        memo.update(img=bgr, v=v, seen=seen, anat=anat, prior_v=prior_v, prior_a=prior_a, recon_a=recon_a, fov=fov,
+                    crop=photo.crop)
     return memo
-
-
-def missing(expected, seen, fov, sigma=T.MISSING_SIGMA):
-    old = T.MISSING_SIGMA
-    T.MISSING_SIGMA = sigma
-    try:
-        return T.missing_vasculature(expected, seen, fov)
-    finally:
-        T.MISSING_SIGMA = old
 
 
 def method(f):
@@ -69,11 +61,11 @@ def method(f):
 
 methods = {
     "neg_visible": method(lambda d: 1 - d["seen"]),
-    "v2.1": method(lambda d: missing(d["prior_v"], d["v"], d["fov"], 6.0)),
-    "anat": method(lambda d: missing(d["anat"], d["v"], d["fov"])),
-    "anat+gate": method(lambda d: missing(d["anat"], d["seen"], d["fov"])),
-    "anat+holes": method(lambda d: missing(np.maximum(d["anat"], d["prior_a"]), d["seen"], d["fov"])),
-    "v3": method(lambda d: missing(d["recon_a"], d["seen"], d["fov"])),
+    "v2.1": method(lambda d: T.missing_vasculature(d["prior_v"], d["v"], d["fov"], sigma=6.0)),
+    "anat": method(lambda d: T.missing_vasculature(d["anat"], d["v"], d["fov"])),
+    "anat+gate": method(lambda d: T.missing_vasculature(d["anat"], d["seen"], d["fov"])),
+    "anat+holes": method(lambda d: T.missing_vasculature(np.maximum(d["anat"], d["prior_a"]), d["seen"], d["fov"])),
+    "v3": method(lambda d: T.missing_vasculature(d["recon_a"], d["seen"], d["fov"])),
     "v3.1": method(lambda d: T.vessel_anomaly(d["recon_a"], d["seen"], d["fov"])),
 }
 recs = run(photos, methods, severities=(2, 3))

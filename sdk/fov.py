@@ -174,7 +174,7 @@ def _arc_support(pts: np.ndarray, cx: float, cy: float, r: float, shape: tuple[i
     return float((hit & visible).sum() / visible.sum())
 
 
-def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | None, max_edges: float = 0.02) -> None:
+def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | None, max_edges: float = EDGES) -> None:
     """Reject what is plainly not retina inside the FOV: blue/green-dominated or full of sharp edges.
 
     Measured at 256 px width after a σ = 1.5 px blur (which removes sensor noise and JPEG blocking):

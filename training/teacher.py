@@ -3,7 +3,7 @@
 A residual U-Net learns to fill hidden regions of *vessel maps of good photographs* from their
 context (grid cells and soft free-form blobs, hidden by zeros, grey or a smear: see masking.py).
 
-Inference (v3) compares what should be there with what is visible:
+Inference (v3.1) compares what should be there with what is visible:
 - expected x̂: the prior's reconstruction (one pass, the authors' inference) of the *anatomy*
   extractor's vessel map — that extractor was trained to see vessels through label-free
   perturbations, so x̂ is the vasculature the photo should show;
@@ -76,21 +76,26 @@ def reconstruct(model: ResidualInpainter, vmap: np.ndarray) -> np.ndarray:
     return np.clip(model(torch.from_numpy(vmap.astype(np.float32))[None, None])[0, 0].numpy(), 0, 1)
 
 
-def missing_vasculature(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray) -> np.ndarray:
+def _densities(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Local vessel densities (Gaussian σ px) of the two maps, each masked to the FOV first."""
+    blur = lambda a: cv2.GaussianBlur(np.where(fov, a, 0).astype(np.float32), (0, 0), sigma)  # noqa: E731
+    return blur(expected), blur(seen)
+
+
+def missing_vasculature(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray,
+                        sigma: float = MISSING_SIGMA) -> np.ndarray:
     """Share of the expected local vessel density that the photo does not show, 0 outside the FOV."""
-    blur = lambda a: cv2.GaussianBlur(np.where(fov, a, 0).astype(np.float32), (0, 0), MISSING_SIGMA)  # noqa: E731
-    e = blur(expected)
-    rel = np.maximum(e - blur(seen), 0) / (e + EXPECTED_FLOOR)
+    e, v = _densities(expected, seen, fov, sigma)
+    rel = np.maximum(e - v, 0) / (e + EXPECTED_FLOOR)
     return np.where(fov, rel, 0).astype(np.float32)
 
 
-def vessel_anomaly(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray) -> np.ndarray:
+def vessel_anomaly(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray, sigma: float = MISSING_SIGMA) -> np.ndarray:
     """Relative disagreement of expected and visible vessel density, |E − V| / (max(E, V) + 0.05),
-    0 outside the FOV: the share of the expected vasculature missing where the photo shows less,
-    the share of the visible "vasculature" that anatomy does not explain where it shows more (JPEG
-    block edges, lash streaks). The density-level form of the authors' two-sided |x − x̂|."""
-    blur = lambda a: cv2.GaussianBlur(np.where(fov, a, 0).astype(np.float32), (0, 0), MISSING_SIGMA)  # noqa: E731
-    e, v = blur(expected), blur(seen)
+    0 outside the FOV: where the photo shows less, exactly :func:`missing_vasculature`; where it
+    shows more, the share of the visible "vasculature" that anatomy does not explain (JPEG block
+    edges, lash streaks). The density-level form of the authors' two-sided |x − x̂|."""
+    e, v = _densities(expected, seen, fov, sigma)
     rel = np.abs(e - v) / (np.maximum(e, v) + EXPECTED_FLOOR)
     return np.where(fov, rel, 0).astype(np.float32)
 
@@ -263,7 +268,7 @@ DEFAULT_DEPTH = 10.0
 
 
 class Teacher:
-    """Photo → what should be there (anatomy) vs what is visible → missing vasculature → patch scores.
+    """Photo → what should be there (anatomy) vs what is visible → their disagreement → patch scores.
 
     Two vessel extractors share DRIVE's labels: the *visible* one (mild augmentation) loses vessels
     where a photo is degraded, further weighted by the vessels' measured contrast; the *anatomy*
@@ -334,7 +339,8 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     f = np.concatenate(fracs)
     m = np.concatenate([o.patch_score[o.coverage >= 0.5] for o in outs])
     phi = max(float(np.quantile(f, 1 - fp_budget)), 0.01)  # never "≥ 0": that would flag every patch
-    return {"vessel_depth": teacher.config["vessel_depth"], "tau": tau_clean, "phi": phi, "mean_threshold": float(np.quantile(m, 1 - fp_budget)),
+    return {"vessel_depth": teacher.config["vessel_depth"], "tau": tau_clean, "phi": phi,
+            "mean_threshold": float(np.quantile(m, 1 - fp_budget)),
             "image_threshold": float(np.quantile([x.mean() for x in fracs], 0.95)), "fp_budget": fp_budget,
             "recipe_tau": tau, "clean_fpr_recipe_rule": float((recipe >= 0.9).mean()),
             "calibration_photos": [n for n, _ in photos]}
