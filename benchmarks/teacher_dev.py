@@ -1,21 +1,25 @@
-"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3.1 rule and
+"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3.2 rule and
 its ablations, each a patch score on the 16×16 grid.
 
 - ``neg_visible``: the visible-vessel map alone (inverted density), no expectation;
 - ``v2.1``: the prior's redraw of the ungated vessel map from 64-px holes vs that map (σ 6);
 - ``anat``: the anatomy map as expectation vs the ungated vessel map;
-- ``anat+gate``: … vs the visible (contrast-weighted) map;
-- ``anat+holes``: max(anatomy, the prior's redraw of it from 64-px holes) vs the visible map;
-- ``v3``: the prior's one-pass reconstruction of the anatomy map vs the visible map (share missing);
-- ``v3.1``: the same, two-sided (missing and unexplained visible structure) — the shipped rule.
+- ``anat+gate``: … vs the visible map (contrast-weighted as in v3.1: 256-px green, one 9-px scale);
+- ``v3``: the prior's one-pass reconstruction of the anatomy map vs that visible map (share missing);
+- ``v3.1``: the same, two-sided (missing and unexplained visible structure);
+- ``v3.2``: v3.1 with contrast measured on the 512-px photo at a thin-vessel and an all-calibre
+  scale, the larger anomaly kept — the shipped rule.
+(``anat+holes``, the prior's redraw from 64-px holes, is in the log of commit a91b94c.)
 
     python benchmarks/teacher_dev.py [TEACHER_DIR]
 
-Prints patch AUROC per degradation (severities 2-3), overall and ranking: the model card's log.
+Prints patch AUROC per degradation (severities 1-3), overall, per severity and ranking: the model
+card's log.
 """
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -34,20 +38,26 @@ teacher = T.Teacher.load(sys.argv[1] if len(sys.argv) > 1 else "models/teacher")
 dev = [TEACHER_TRAIN[i] for i in (0, 4, 16, 19, 22, 23)]
 photos = {n: working_copy(read_image(resolve(n, root))) for n in dev}
 memo: dict = {}
+V31_DEPTH = 10.448  # v3.1's calibrated reference vessel depth (models/teacher/teacher.json at a91b94c)
+
+
+def v31_depth(rgb):
+    """v3.1's contrast measure: black-hat (9 px) of the 256-px green channel, smoothed σ 1."""
+    g = cv2.resize(rgb, (T.MAP_SIZE, T.MAP_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(T.vessel_depth(g, 9), (0, 0), 1.0)
 
 
 def maps(bgr):
     if memo.get("img") is not bgr:
         photo = to_geometry(bgr, vs.SIZE)
         v, fov = T.vessel_map(teacher.extractor, photo)
-        seen = T.visible_vessels(v, T.vessel_depth(photo.rgb), teacher.config["vessel_depth"])
+        seen = T.visible_vessels(v, v31_depth(photo.rgb), V31_DEPTH)
         anat = T.vessel_map(teacher.anatomy, photo)[0]
         with torch.no_grad():
             prior_v = T.expected_vessels(teacher.inpainter, v)
-            prior_a = T.expected_vessels(teacher.inpainter, anat)
             recon_a = T.reconstruct(teacher.inpainter, anat)
-        memo.update(img=bgr, v=v, seen=seen, anat=anat, prior_v=prior_v, prior_a=prior_a, recon_a=recon_a, fov=fov,
-                    crop=photo.crop)
+        memo.update(img=bgr, v=v, seen=seen, anat=anat, prior_v=prior_v, recon_a=recon_a, fov=fov,
+                    crop=photo.crop, shipped=teacher(bgr).anomaly)
     return memo
 
 
@@ -64,14 +74,16 @@ methods = {
     "v2.1": method(lambda d: T.missing_vasculature(d["prior_v"], d["v"], d["fov"], sigma=6.0)),
     "anat": method(lambda d: T.missing_vasculature(d["anat"], d["v"], d["fov"])),
     "anat+gate": method(lambda d: T.missing_vasculature(d["anat"], d["seen"], d["fov"])),
-    "anat+holes": method(lambda d: T.missing_vasculature(np.maximum(d["anat"], d["prior_a"]), d["seen"], d["fov"])),
     "v3": method(lambda d: T.missing_vasculature(d["recon_a"], d["seen"], d["fov"])),
     "v3.1": method(lambda d: T.vessel_anomaly(d["recon_a"], d["seen"], d["fov"])),
+    "v3.2": method(lambda d: d["shipped"]),
 }
-recs = run(photos, methods, severities=(2, 3))
+recs = run(photos, methods, severities=(1, 2, 3))
 s = summarise(recs, list(methods))
 print(" " * 22, " ".join(f"{m[:12]:>12s}" for m in methods))
 for k, v in s["per_kind"].items():
     print(f"{k:22s}", " ".join(f"{v[m]['auroc']:12.3f}" for m in methods))
 print(f"{'overall':22s}", " ".join(f"{s['overall'][m]['auroc']:12.3f}" for m in methods))
+for sev, v in s["per_severity"].items():
+    print(f"{'severity ' + str(sev):22s}", " ".join(f"{v[m]['auroc']:12.3f}" for m in methods))
 print(f"{'ranking':22s}", " ".join(f"{s['ranking'].get(m, float('nan')):12.3f}" for m in methods))

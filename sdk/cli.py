@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda (default: cpu)")
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--dir", type=Path, default=Path("models/teacher"), help="holds vessels.pt and anatomy.pt; receives the teacher")
+    tt.add_argument("--calibrate-only", action="store_true",
+                    help="keep inpainter.pt; only re-derive teacher.json and baseline.json from the clean photos")
     tt.set_defaults(func=cmd_train_teacher)
 
     ts = tsub.add_parser("student", help="stage 2: distil the teacher into an adapter on a frozen backbone",
@@ -271,6 +273,10 @@ def cmd_train_vessels(args: argparse.Namespace) -> int:
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:
     teacher = _training_module("teacher")
+    if args.calibrate_only:
+        config = teacher.finish(args.dir, args.data)
+        print(f"teacher: clean-photo rule tau={config['tau']:.4f} phi={config['phi']:.3f} → {args.dir}")
+        return EXIT_OK
     metrics = teacher.train(args.data, vessels_path=args.dir / "vessels.pt", steps=args.steps, batch=args.batch,
                             seed=args.seed, out=args.dir / "inpainter.pt", device=args.device)
     teacher.write_json(metrics, args.dir / "inpainter.metrics.json")

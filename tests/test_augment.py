@@ -34,3 +34,19 @@ def test_training_never_imports_the_evaluation_generator():
         imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
         assert not any("synth" in m for m in imported), (name, imported)
+
+
+def test_local_artefacts_change_part_of_the_frame_only():
+    """Noise, blocks and shake over a random part of the photo: some of it keeps the original pixels."""
+    from efiqa.train.augment import local_artefacts
+
+    img = synthetic_fundus()
+    changed = []
+    for seed in range(12):
+        out = local_artefacts(img, np.random.default_rng(seed), 1.0)
+        diff = np.abs(out.astype(int) - img.astype(int)).max(axis=2) > 2
+        changed.append(diff.mean())
+    changed = np.array(changed)
+    assert changed.max() > 0.05                 # some draws do change the photo ...
+    assert (changed[changed > 0] < 0.95).all()  # ... never all of it
+    assert np.array_equal(local_artefacts(img, np.random.default_rng(0), 0.0), img)

@@ -53,8 +53,10 @@ def test_mean_std_applied_when_graph_does_not_normalise():
     np.testing.assert_allclose(norm[1], (raw[1] - 20) / 4, rtol=1e-6)
 
 
-@pytest.mark.parametrize("size", [64, 256, 512])
-def test_two_step_resize_matches_area(size):
+@pytest.mark.parametrize("size", [64, 256, 512, 1800, 2400])
+def test_fast_resize_matches_area(size):
+    """Every path of crop_resize (2800 px → S: big, moderate and mild reductions) stays within a
+    grey level of a one-step area resize on average."""
     import cv2
 
     img = synthetic_fundus(3000, 3000, 1500, 1500, 1400, seed=3)
@@ -63,3 +65,11 @@ def test_two_step_resize_matches_area(size):
     fast = pre.crop_resize(img, crop).astype(float)
     ref = cv2.resize(img[100:2900, 100:2900], (size, size), interpolation=cv2.INTER_AREA).astype(float)
     assert np.abs(fast - ref).mean() < 1.0
+
+
+def test_tensor_is_chw_float_of_the_square():
+    img = synthetic_fundus(300, 280, seed=2)
+    prep = Preprocessor(96, color="rgb")(img)
+    assert prep.tensor.shape == (3, 96, 96) and prep.tensor.dtype == np.float32 and prep.tensor.flags.c_contiguous
+    bgr = Preprocessor(96, color="bgr")(img).tensor
+    np.testing.assert_array_equal(prep.tensor, bgr[::-1])

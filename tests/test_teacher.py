@@ -144,23 +144,39 @@ def test_vessel_anomaly_is_two_sided_and_relative():
     assert a[75, 75] == pytest.approx(m[75, 75])
 
 
-def test_visibility_follows_vessel_contrast_not_the_extractor():
-    """A shadow that keeps vessels traceable (the extractor standardises the photo) still takes their
-    contrast: the visible map drops with the measured depth; clean vessels count fully."""
+def _synthetic_photo_and_label():
     img, ves = synthetic_fundus_with_vessels(seed=1)
     photo = to_geometry(img, vessel_mod.SIZE)
     label = Preprocessor(vessel_mod.SIZE, color="bgr").crop_resize(
         np.repeat(ves[..., None].astype(np.uint8) * 255, 3, axis=2), photo.crop)[..., 0] > 127
-    small = cv2.resize(label.astype(np.uint8), (teacher_mod.MAP_SIZE,) * 2, interpolation=cv2.INTER_NEAREST) > 0
-    depth = teacher_mod.vessel_depth(photo.rgb)
-    ref = float(np.median(depth[small]))
-    assert ref > 5 * float(np.median(depth[~small]))  # vessels are darker than their surround
-    vmap = small.astype(np.float32)                    # a perfect extractor
+    return photo, label & photo.fov_mask
+
+
+@pytest.mark.parametrize("kernel", teacher_mod.DEPTH_KERNELS)
+def test_visibility_follows_vessel_contrast_not_the_extractor(kernel):
+    """A shadow that keeps vessels traceable (the extractor standardises the photo) still takes their
+    contrast: the visible map drops with the measured depth; clean vessels count fully."""
+    photo, label = _synthetic_photo_and_label()
+    depth = teacher_mod.vessel_depth(photo.rgb, kernel)
+    ref = float(np.median(depth[label]))
+    assert ref > 5 * float(np.median(depth[~label]))  # vessels are darker than their surround
+    vmap = label.astype(np.float32)                    # a perfect extractor
     clean = teacher_mod.visible_vessels(vmap, depth, ref)
-    assert np.median(clean[small]) == pytest.approx(1.0)
-    dark = teacher_mod.visible_vessels(vmap, teacher_mod.vessel_depth((photo.rgb * 0.15).astype(np.uint8)), ref)
-    assert np.median(dark[small]) < 0.35
+    assert np.median(clean[label]) == pytest.approx(1.0)
+    dark = teacher_mod.visible_vessels(vmap, teacher_mod.vessel_depth((photo.rgb * 0.15).astype(np.uint8), kernel), ref)
+    assert np.median(dark[label]) < 0.35
     assert np.all(clean <= vmap) and np.all(dark >= 0)
+
+
+def test_fine_depth_scale_sees_blur_first():
+    """Why two scales: a slight blur takes more of the thin-vessel contrast (fine kernel) than of
+    the all-calibre contrast (coarse kernel), so the fine scale flags it earlier."""
+    photo, label = _synthetic_photo_and_label()
+    blurred = cv2.GaussianBlur(photo.rgb, (0, 0), 1.5)
+    fine, coarse = teacher_mod.DEPTH_KERNELS
+    kept = {k: float(np.median(teacher_mod.vessel_depth(blurred, k)[label]) /
+                     np.median(teacher_mod.vessel_depth(photo.rgb, k)[label])) for k in (fine, coarse)}
+    assert kept[fine] < kept[coarse] < 1.0
 
 
 @pytest.mark.slow

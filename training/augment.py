@@ -1,7 +1,8 @@
 """Label-free training augmentation for distillation (stage 2).
 
-Generic photometric and geometric perturbations of whole photos, some spatially varying through
-smooth random fields, so the teacher sees regions of differing quality and labels them itself.
+Generic photometric and geometric perturbations of whole photos, many spatially varying through
+smooth random fields (illumination, blur, veil, noise, compression blocks, camera shake), so the
+teacher sees regions of differing quality and labels them itself.
 This is deliberately separate from (and simpler than) ``efiqa.synth``, the evaluation generator,
 which is never a training input and whose masks are never seen in training.
 """
@@ -31,7 +32,50 @@ def augment(bgr: np.ndarray, rng: np.random.Generator, strength: float | None = 
     img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR)
     if rng.random() < 0.5:
         img = img[:, ::-1]
-    return photometric(img, rng, s)
+    return local_artefacts(photometric(img, rng, s), rng, s)
+
+
+def _patchy(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A blend weight in [0, 1] over a random part of the frame (smooth field, soft edge)."""
+    a = _smooth_field(h, w, rng, int(rng.integers(2, 5)))
+    return np.clip((a - rng.uniform(0.3, 0.7)) * 4, 0, 1)[..., None]
+
+
+def local_artefacts(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
+    """Capture artefacts over part of an 8-bit photo: sensor noise, compression blocks, camera shake.
+
+    :func:`photometric` applies noise and JPEG to the whole frame only, so the teacher never saw a
+    noisy or blocky region beside a clean one to label; here they vary over the frame as blur and
+    illumination already do. Generic perturbations through smooth random fields (no masks); the
+    teacher labels the result. Kept out of :func:`photometric`, which also trained the anatomy
+    extractor."""
+    h, w = img.shape[:2]
+    out = img.astype(np.float32)
+    if rng.random() < 0.3:
+        noisy = out + rng.normal(0, s * rng.uniform(5, 35), out.shape).astype(np.float32)
+        a = _patchy(h, w, rng)
+        out = out * (1 - a) + noisy * a
+    if rng.random() < 0.25:
+        n = int(s * rng.uniform(3, 30) * max(h, w) / 1000) | 1
+        if n >= 3:
+            k = np.zeros((n, n), np.float32)
+            k[n // 2, :] = 1.0
+            k = cv2.warpAffine(k, cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), rng.uniform(0, 180), 1.0), (n, n))
+            shaken = cv2.filter2D(out, -1, k / max(float(k.sum()), 1e-6))
+            a = _patchy(h, w, rng)
+            out = out * (1 - a) + shaken * a
+    out8 = np.clip(out, 0, 255).astype(np.uint8)
+    if rng.random() < 0.25 and s > 0.1:
+        q = max(2, int(70 - 65 * s * rng.uniform(0.5, 1)))
+        f = int(rng.integers(1, 3))  # coarser blocks on big frames
+        small = cv2.resize(out8, (w // f, h // f), interpolation=cv2.INTER_AREA) if f > 1 else out8
+        ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])
+        blocky = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        if f > 1:
+            blocky = cv2.resize(blocky, (w, h), interpolation=cv2.INTER_NEAREST)
+        a = _patchy(h, w, rng)
+        out8 = np.clip(out8 * (1 - a) + blocky.astype(np.float32) * a, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out8)
 
 
 def photometric(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:

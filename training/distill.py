@@ -216,9 +216,17 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
                     sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
                     progress: bool = True, student: Student | None = None,
                     backbone_id: str = "lite0") -> dict[int, FeatureSet]:
-    """:func:`build_features`, memoised on disk by (photos, teacher weights, settings)."""
+    """:func:`build_features`, memoised on disk by (photos, teacher weights, settings, and the code
+    that crops, perturbs and labels the photos: a change to it must not reuse stale labels)."""
     import hashlib
+    import inspect
     import pickle
+
+    from efiqa import fov as fov_mod
+    from efiqa import preprocess as preprocess_mod
+
+    from . import augment as augment_mod
+    from . import teacher as teacher_mod
 
     key = hashlib.sha256()
     for n in names:
@@ -226,6 +234,8 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
     for f in ("vessels.pt", "anatomy.pt", "inpainter.pt", "teacher.json"):
         p = teacher_dir / f
         key.update(p.read_bytes() if p.exists() else b"")
+    for module in (augment_mod, teacher_mod, preprocess_mod, fov_mod):
+        key.update(inspect.getsource(module).encode())
     key.update(repr((augmentations, seed, backbone_id)).encode())
     path = cache_dir / f"distill_{key.hexdigest()[:16]}.pkl" if cache_dir else None
     cached: dict[int, FeatureSet] = pickle.loads(path.read_bytes()) if path and path.exists() else {}

@@ -3,15 +3,18 @@
 A residual U-Net learns to fill hidden regions of *vessel maps of good photographs* from their
 context (grid cells and soft free-form blobs, hidden by zeros, grey or a smear: see masking.py).
 
-Inference (v3.1) compares what should be there with what is visible:
+Inference (v3.2) compares what should be there with what is visible:
 - expected x̂: the prior's reconstruction (one pass, the authors' inference) of the *anatomy*
   extractor's vessel map — that extractor was trained to see vessels through label-free
   perturbations, so x̂ is the vasculature the photo should show;
 - visible x: the *visible-vessel* extractor's map (mild augmentation: it loses degraded vessels)
-  weighted by the vessels' measured contrast (black-hat depth relative to clean photos);
-- anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.05), G a Gaussian over a few vessel spacings:
-  where the photo shows less, the share of its expected vessels it does not show; where it shows
-  more, the share of its visible "vessels" that anatomy does not explain (block edges, streaks).
+  weighted by the vessels' measured contrast (black-hat depth relative to clean photos) at two
+  scales of the 512-px photo: a fine one (thin vessels: what blur and JPEG take first) and a
+  coarse one (all calibres: what veils and shadows take);
+- anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.05), G a Gaussian over a few vessel spacings,
+  the larger of the two scales': where the photo shows less, the share of its expected vessels it
+  does not show; where it shows more, the share of its visible "vessels" that anatomy does not
+  explain (block edges, streaks).
 No quality label or degradation mask is ever used. (v2.1 took x̂ from the prior alone: it draws
 only a faint uniform density from 64-px holes, so the score was nearly the inverted vessel map;
 the model card has the measured comparison.)
@@ -43,7 +46,7 @@ GRID = 16               # patch grid of the runtime
 HOLE = 64               # px (of MAP_SIZE): side of the hidden checkerboard cells at inference
 MISSING_SIGMA = 10.0    # px: expected and visible vasculature are compared as local densities
 EXPECTED_FLOOR = 0.05   # keeps the relative deficit finite where the prior expects no vessels
-DEPTH_KERNEL = 9        # px (of MAP_SIZE): closing element of the vessel-depth measure, wider than vessels
+DEPTH_KERNELS = (7, 17)  # px (of the 512-px photo): closing elements of the vessel-depth measure
 VISIBLE_K = 0.6         # a vessel counts as fully visible from 0.6× the clean photos' median vessel depth
 
 
@@ -100,19 +103,24 @@ def vessel_anomaly(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray, sigm
     return np.where(fov, rel, 0).astype(np.float32)
 
 
-def vessel_depth(rgb: np.ndarray) -> np.ndarray:
+def vessel_depth(rgb: np.ndarray, kernel: int) -> np.ndarray:
     """How much darker than their surround the vessels are, in grey levels of the green channel
-    (black-hat of the MAP_SIZE² green channel): absolute contrast, which shadow, haze and glare take
-    away even where the extractor, which standardises the photo, still traces a vessel."""
-    g = cv2.resize(rgb[..., 1], (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (DEPTH_KERNEL, DEPTH_KERNEL))
-    return cv2.GaussianBlur(cv2.morphologyEx(g, cv2.MORPH_BLACKHAT, k), (0, 0), 1.0)
+    (black-hat with a ``kernel``-px disc): absolute contrast, which shadow, haze and glare take away
+    even where the extractor, which standardises the photo, still traces a vessel. A kernel just
+    wider than thin vessels measures only them (blur, JPEG and noise change them first)."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
+    return cv2.morphologyEx(rgb[..., 1].astype(np.float32), cv2.MORPH_BLACKHAT, k)
 
 
 def visible_vessels(vmap: np.ndarray, depth: np.ndarray, reference_depth: float) -> np.ndarray:
     """Vessel probability weighted by how visible the vessel is: full from VISIBLE_K × the clean
     photos' median vessel depth, fading linearly to 0 at no contrast."""
     return (vmap * np.clip(depth / (VISIBLE_K * reference_depth), 0, 1)).astype(np.float32)
+
+
+def to_map(a: np.ndarray) -> np.ndarray:
+    """A photo-resolution map brought to MAP_SIZE² (area average)."""
+    return cv2.resize(a.astype(np.float32), (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
 
 
 def build_model(base: int = BASE) -> ResidualInpainter:
@@ -128,10 +136,12 @@ def load_model(path: str | Path) -> ResidualInpainter:
 
 def vessel_map(extractor: UNet, photo: Photo) -> tuple[np.ndarray, np.ndarray]:
     """(vessel probability MAP_SIZE², FOV mask MAP_SIZE²) of a photo in runtime geometry."""
-    prob = vessel_stage.predict(extractor, photo)
-    small = cv2.resize(prob, (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
+    return to_map(vessel_stage.predict(extractor, photo)), map_fov(photo)
+
+
+def map_fov(photo: Photo) -> np.ndarray:
     fov = cv2.resize(photo.fov_mask.astype(np.uint8), (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_NEAREST)
-    return small.astype(np.float32), fov.astype(bool)
+    return fov.astype(bool)
 
 
 def _augment(vmap: np.ndarray, fov: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -278,7 +288,7 @@ class Teacher:
     the photo does not show.
 
     ``config`` holds what was calibrated on clean training photos: ``vessel_depth`` (their median
-    vessel contrast), ``tau`` (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that
+    vessel contrast, one per DEPTH_KERNELS scale), ``tau`` (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that
     flags a patch) and ``mean_threshold`` (the same false-positive budget for the mean score).
     """
 
@@ -287,17 +297,22 @@ class Teacher:
         load = lambda m: m.eval() if isinstance(m, UNet) else vessel_stage.load_model(m)  # noqa: E731
         self.extractor, self.anatomy = load(vessels), load(anatomy)
         self.inpainter = inpainter.eval() if isinstance(inpainter, ResidualInpainter) else load_model(inpainter)
-        self.config = {"tau": 0.02, "phi": 0.9, "mean_threshold": float("inf"), "vessel_depth": DEFAULT_DEPTH,
-                       **(config or {})}
+        self.config = {"tau": 0.02, "phi": 0.9, "mean_threshold": float("inf"),
+                       "vessel_depth": [DEFAULT_DEPTH] * len(DEPTH_KERNELS), **(config or {})}
+        if len(np.atleast_1d(self.config["vessel_depth"])) != len(DEPTH_KERNELS):
+            raise ValueError(f"teacher.json holds {self.config['vessel_depth']!r} as vessel_depth: one reference "
+                             f"per depth scale {DEPTH_KERNELS} is needed (recalibrate: efiqa train teacher --calibrate-only)")
         self.tau = float(self.config["tau"])
 
     @torch.no_grad()
     def __call__(self, bgr: np.ndarray, name: str = "") -> TeacherOutput:
         photo = to_geometry(bgr, vessel_stage.SIZE, name)
-        vmap, fov = vessel_map(self.extractor, photo)
-        seen = visible_vessels(vmap, vessel_depth(photo.rgb), float(self.config["vessel_depth"]))
+        prob, fov = vessel_stage.predict(self.extractor, photo), map_fov(photo)
         expected = reconstruct(self.inpainter, vessel_map(self.anatomy, photo)[0])
-        anomaly = vessel_anomaly(expected, seen, fov)
+        seen_at = [to_map(visible_vessels(prob, vessel_depth(photo.rgb, k), ref))
+                   for k, ref in zip(DEPTH_KERNELS, self.config["vessel_depth"])]
+        anomaly = np.maximum.reduce([vessel_anomaly(expected, v, fov) for v in seen_at])
+        seen = np.minimum.reduce(seen_at)  # vessels visible at every scale
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
         density = pool_cells(seen, fov, GRID, 0.0)[0]
         return TeacherOutput(seen, expected, anomaly, fov, score, frac, density, cov, photo.crop, photo.fov)
@@ -309,15 +324,15 @@ class Teacher:
         return cls(folder / "vessels.pt", folder / "anatomy.pt", folder / "inpainter.pt", config)
 
 
-def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) -> float:
-    """Median vessel depth (grey levels) at confidently traced vessels of clean photos."""
-    depths = []
+def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) -> list[float]:
+    """Median vessel depth (grey levels) at confidently traced vessels of clean photos, per scale."""
+    depths: list[list[np.ndarray]] = [[] for _ in DEPTH_KERNELS]
     for name, bgr in photos:
         photo = to_geometry(bgr, vessel_stage.SIZE, name)
-        vmap, fov = vessel_map(teacher.extractor, photo)
-        depths.append(vessel_depth(photo.rgb)[(vmap > 0.5) & fov])
-    d = np.concatenate(depths)
-    return float(np.median(d)) if len(d) else DEFAULT_DEPTH
+        traced = (vessel_stage.predict(teacher.extractor, photo) > 0.5) & photo.fov_mask
+        for acc, k in zip(depths, DEPTH_KERNELS):
+            acc.append(vessel_depth(photo.rgb, k)[traced])
+    return [float(np.median(np.concatenate(d))) if sum(map(len, d)) else DEFAULT_DEPTH for d in depths]
 
 
 def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budget: float = 0.05,
