@@ -1,4 +1,4 @@
-"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3.2 rule and
+"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3.3 rule and
 its ablations, each a patch score on the 16×16 grid.
 
 - ``neg_visible``: the visible-vessel map alone (inverted density), no expectation;
@@ -8,7 +8,8 @@ its ablations, each a patch score on the 16×16 grid.
 - ``v3``: the prior's one-pass reconstruction of the anatomy map vs that visible map (share missing);
 - ``v3.1``: the same, two-sided (missing and unexplained visible structure);
 - ``v3.2``: v3.1 with contrast measured on the 512-px photo at a thin-vessel and an all-calibre
-  scale, the larger anomaly kept — the shipped rule.
+  scale, the larger anomaly kept;
+- ``v3.3``: v3.2 with the visible map capped by the anatomy map — the shipped rule.
 (``anat+holes``, the prior's redraw from 64-px holes, is in the log of commit a91b94c.)
 
     python benchmarks/teacher_dev.py [TEACHER_DIR]
@@ -56,8 +57,10 @@ def maps(bgr):
         with torch.no_grad():
             prior_v = T.expected_vessels(teacher.inpainter, v)
             recon_a = T.reconstruct(teacher.inpainter, anat)
+        seen_at = T.visible_at_scales(vs.predict(teacher.extractor, photo), photo.rgb, teacher.config["vessel_depth"])
+        v32 = np.maximum.reduce([T.vessel_anomaly(recon_a, s, fov) for s in seen_at])
         memo.update(img=bgr, v=v, seen=seen, anat=anat, prior_v=prior_v, recon_a=recon_a, fov=fov,
-                    crop=photo.crop, shipped=teacher(bgr).anomaly)
+                    crop=photo.crop, v32=v32, shipped=teacher(bgr).anomaly)
     return memo
 
 
@@ -76,7 +79,8 @@ methods = {
     "anat+gate": method(lambda d: T.missing_vasculature(d["anat"], d["seen"], d["fov"])),
     "v3": method(lambda d: T.missing_vasculature(d["recon_a"], d["seen"], d["fov"])),
     "v3.1": method(lambda d: T.vessel_anomaly(d["recon_a"], d["seen"], d["fov"])),
-    "v3.2": method(lambda d: d["shipped"]),
+    "v3.2": method(lambda d: d["v32"]),
+    "v3.3": method(lambda d: d["shipped"]),
 }
 recs = run(photos, methods, severities=(1, 2, 3))
 s = summarise(recs, list(methods))

@@ -3,12 +3,12 @@
 A residual U-Net learns to fill hidden regions of *vessel maps of good photographs* from their
 context (grid cells and soft free-form blobs, hidden by zeros, grey or a smear: see masking.py).
 
-Inference (v3.2) compares what should be there with what is visible:
+Inference (v3.3) compares what should be there with what is visible:
 - expected x̂: the prior's reconstruction (one pass, the authors' inference) of the *anatomy*
   extractor's vessel map — that extractor was trained to see vessels through label-free
   perturbations, so x̂ is the vasculature the photo should show;
-- visible x: the *visible-vessel* extractor's map (mild augmentation: it loses degraded vessels)
-  weighted by the vessels' measured contrast (black-hat depth relative to clean photos) at two
+- visible x: the *visible-vessel* extractor's map (mild augmentation: it loses degraded vessels),
+  capped by the anatomy map, weighted by the vessels' measured contrast (black-hat depth relative to clean photos) at two
   scales of the 512-px photo: a fine one (thin vessels: what blur and JPEG take first) and a
   coarse one (all calibres: what veils and shadows take);
 - anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.05), G a Gaussian over a few vessel spacings,
@@ -116,6 +116,11 @@ def visible_vessels(vmap: np.ndarray, depth: np.ndarray, reference_depth: float)
     """Vessel probability weighted by how visible the vessel is: full from VISIBLE_K × the clean
     photos' median vessel depth, fading linearly to 0 at no contrast."""
     return (vmap * np.clip(depth / (VISIBLE_K * reference_depth), 0, 1)).astype(np.float32)
+
+
+def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float]) -> list[np.ndarray]:
+    """The visible-vessel map (MAP_SIZE²) weighted by the contrast at each DEPTH_KERNELS scale."""
+    return [to_map(visible_vessels(prob, vessel_depth(rgb, k), ref)) for k, ref in zip(DEPTH_KERNELS, references)]
 
 
 def to_map(a: np.ndarray) -> np.ndarray:
@@ -307,10 +312,12 @@ class Teacher:
     @torch.no_grad()
     def __call__(self, bgr: np.ndarray, name: str = "") -> TeacherOutput:
         photo = to_geometry(bgr, vessel_stage.SIZE, name)
-        prob, fov = vessel_stage.predict(self.extractor, photo), map_fov(photo)
-        expected = reconstruct(self.inpainter, vessel_map(self.anatomy, photo)[0])
-        seen_at = [to_map(visible_vessels(prob, vessel_depth(photo.rgb, k), ref))
-                   for k, ref in zip(DEPTH_KERNELS, self.config["vessel_depth"])]
+        anatomy, fov = vessel_stage.predict(self.anatomy, photo), map_fov(photo)
+        expected = reconstruct(self.inpainter, to_map(anatomy))
+        # a vessel counts as visible only as far as anatomy puts one there: a slight blur makes the
+        # visible extractor *more* confident of thin vessels, which would hide the contrast it takes
+        traced = np.minimum(vessel_stage.predict(self.extractor, photo), anatomy)
+        seen_at = visible_at_scales(traced, photo.rgb, self.config["vessel_depth"])
         anomaly = np.maximum.reduce([vessel_anomaly(expected, v, fov) for v in seen_at])
         seen = np.minimum.reduce(seen_at)  # vessels visible at every scale
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
