@@ -50,3 +50,26 @@ def test_local_artefacts_change_part_of_the_frame_only():
     assert changed.max() > 0.05                 # some draws do change the photo ...
     assert (changed[changed > 0] < 0.95).all()  # ... never all of it
     assert np.array_equal(local_artefacts(img, np.random.default_rng(0), 0.0), img)
+
+
+def test_feature_cache_key_follows_the_code_that_makes_the_labels(tmp_path, monkeypatch):
+    """A change to the perturbations or the teacher's code must not reuse cached (stale) labels."""
+    import inspect
+
+    from efiqa.train import augment as augment_mod
+    from efiqa.train import distill
+    from efiqa.train import teacher as teacher_mod
+
+    (tmp_path / "teacher.json").write_text("{}")
+    key = lambda: distill.feature_cache_key(["a.jpg"], tmp_path, 24, 0)  # noqa: E731
+    base = key()
+    assert key() == base
+    assert distill.feature_cache_key(["a.jpg"], tmp_path, 25, 0) != base
+    (tmp_path / "teacher.json").write_text('{"tau": 0.3}')
+    assert key() != base
+    (tmp_path / "teacher.json").write_text("{}")
+    real = inspect.getsource
+    for module in (augment_mod, teacher_mod):
+        monkeypatch.setattr(inspect, "getsource", lambda m, module=module: real(m) + ("#" if m is module else ""))
+        assert key() != base, module.__name__
+        monkeypatch.setattr(inspect, "getsource", real)

@@ -212,15 +212,13 @@ def working_copy(bgr: np.ndarray, side: int = 1400) -> np.ndarray:
                                          interpolation=cv2.INTER_AREA)
 
 
-def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher, teacher_dir: Path,
-                    sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
-                    progress: bool = True, student: Student | None = None,
-                    backbone_id: str = "lite0") -> dict[int, FeatureSet]:
-    """:func:`build_features`, memoised on disk by (photos, teacher weights, settings, and the code
-    that crops, perturbs and labels the photos: a change to it must not reuse stale labels)."""
+def feature_cache_key(names: list[str], teacher_dir: Path, augmentations: int, seed: int,
+                      backbone_id: str = "lite0") -> str:
+    """What the cached labels and features depend on: the photos, the teacher's files, the settings
+    and the code that crops, perturbs and labels the photos (a change to it must not reuse stale
+    labels)."""
     import hashlib
     import inspect
-    import pickle
 
     from efiqa import fov as fov_mod
     from efiqa import preprocess as preprocess_mod
@@ -232,12 +230,23 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
     for n in names:
         key.update(n.encode())
     for f in ("vessels.pt", "anatomy.pt", "inpainter.pt", "teacher.json"):
-        p = teacher_dir / f
+        p = Path(teacher_dir) / f
         key.update(p.read_bytes() if p.exists() else b"")
     for module in (augment_mod, teacher_mod, preprocess_mod, fov_mod):
         key.update(inspect.getsource(module).encode())
     key.update(repr((augmentations, seed, backbone_id)).encode())
-    path = cache_dir / f"distill_{key.hexdigest()[:16]}.pkl" if cache_dir else None
+    return key.hexdigest()[:16]
+
+
+def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher, teacher_dir: Path,
+                    sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
+                    progress: bool = True, student: Student | None = None,
+                    backbone_id: str = "lite0") -> dict[int, FeatureSet]:
+    """:func:`build_features`, memoised on disk under :func:`feature_cache_key`."""
+    import pickle
+
+    key = feature_cache_key(names, teacher_dir, augmentations, seed, backbone_id)
+    path = cache_dir / f"distill_{key}.pkl" if cache_dir else None
     cached: dict[int, FeatureSet] = pickle.loads(path.read_bytes()) if path and path.exists() else {}
     if all(s in cached for s in sizes):
         return {s: cached[s] for s in sizes}
