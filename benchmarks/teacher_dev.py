@@ -51,16 +51,17 @@ def v31_depth(rgb):
 def maps(bgr):
     if memo.get("img") is not bgr:
         photo = to_geometry(bgr, vs.SIZE)
-        v, fov = T.vessel_map(teacher.extractor, photo)
-        seen = T.visible_vessels(v, v31_depth(photo.rgb), V31_DEPTH)
-        anat = T.vessel_map(teacher.anatomy, photo)[0]
         with torch.no_grad():
+            visible, anatomy = vs.predict(teacher.extractor, photo), vs.predict(teacher.anatomy, photo)
+            v, anat, fov = T.to_map(visible), T.to_map(anatomy), T.map_fov(photo)
             prior_v = T.expected_vessels(teacher.inpainter, v)
             recon_a = T.reconstruct(teacher.inpainter, anat)
-        seen_at = T.visible_at_scales(vs.predict(teacher.extractor, photo), photo.rgb, teacher.config["vessel_depth"])
-        v32 = np.maximum.reduce([T.vessel_anomaly(recon_a, s, fov) for s in seen_at])
+        seen = T.visible_vessels(v, v31_depth(photo.rgb), V31_DEPTH)
+        refs = teacher.config["vessel_depth"]
+        v32 = T.disagreement(recon_a, visible, photo.rgb, fov, refs)[0]
+        shipped = T.disagreement(recon_a, np.minimum(visible, anatomy), photo.rgb, fov, refs)[0]  # = teacher(bgr)
         memo.update(img=bgr, v=v, seen=seen, anat=anat, prior_v=prior_v, recon_a=recon_a, fov=fov,
-                    crop=photo.crop, v32=v32, shipped=teacher(bgr).anomaly)
+                    crop=photo.crop, v32=v32, shipped=shipped)
     return memo
 
 

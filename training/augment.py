@@ -35,10 +35,17 @@ def augment(bgr: np.ndarray, rng: np.random.Generator, strength: float | None = 
     return local_artefacts(photometric(img, rng, s), rng, s)
 
 
-def _patchy(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """A blend weight in [0, 1] over a random part of the frame (smooth field, soft edge)."""
+def _patchy(h: int, w: int, rng: np.random.Generator, level: tuple[float, float] = (0.3, 0.7),
+            gain: float = 4) -> np.ndarray:
+    """A blend weight in [0, 1] over a random part of the frame (smooth field above a random
+    ``level``, edge softness 1/``gain``), H×W×1."""
     a = _smooth_field(h, w, rng, int(rng.integers(2, 5)))
-    return np.clip((a - rng.uniform(0.3, 0.7)) * 4, 0, 1)[..., None]
+    return np.clip((a - rng.uniform(*level)) * gain, 0, 1)[..., None]
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
 
 
 def local_artefacts(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
@@ -69,8 +76,7 @@ def local_artefacts(img: np.ndarray, rng: np.random.Generator, s: float) -> np.n
         q = max(2, int(70 - 65 * s * rng.uniform(0.5, 1)))
         f = int(rng.integers(1, 3))  # coarser blocks on big frames
         small = cv2.resize(out8, (w // f, h // f), interpolation=cv2.INTER_AREA) if f > 1 else out8
-        ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])
-        blocky = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        blocky = _jpeg(small, q)
         if f > 1:
             blocky = cv2.resize(blocky, (w, h), interpolation=cv2.INTER_NEAREST)
         a = _patchy(h, w, rng)
@@ -92,8 +98,7 @@ def photometric(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarr
         sigma = s * rng.uniform(1, 10) * max(h, w) / 1000
         if sigma > 0.3:
             blurred = cv2.GaussianBlur(img, (0, 0), sigma)
-            a = _smooth_field(h, w, rng, int(rng.integers(2, 5)))[..., None]
-            a = np.clip((a - rng.uniform(0.2, 0.6)) * 3, 0, 1)
+            a = _patchy(h, w, rng, (0.2, 0.6), 3)
             img = img * (1 - a) + blurred * a
     if rng.random() < 0.3:  # veil: contrast loss toward a bright colour, smoothly varying
         a = s * rng.uniform(0.2, 0.6) * _smooth_field(h, w, rng, 3)[..., None]
@@ -102,6 +107,5 @@ def photometric(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarr
         img = img + rng.normal(0, 0.04 * s, img.shape).astype(np.float32)
     out = (np.clip(img, 0, 1) * 255).astype(np.uint8)
     if rng.random() < 0.2:
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(90 - 70 * s)])
-        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        out = _jpeg(out, int(90 - 70 * s))
     return np.ascontiguousarray(out)

@@ -123,6 +123,16 @@ def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float]
     return [to_map(visible_vessels(prob, vessel_depth(rgb, k), ref)) for k, ref in zip(DEPTH_KERNELS, references)]
 
 
+def disagreement(expected: np.ndarray, traced: np.ndarray, rgb: np.ndarray, fov: np.ndarray,
+                 references: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly, visible map), both MAP_SIZE²: the traced vessels (photo resolution) weighted by
+    their contrast at each scale, compared with ``expected``; the larger anomaly of the scales is
+    kept, and the visible map is what shows at every scale."""
+    seen_at = visible_at_scales(traced, rgb, references)
+    return (np.maximum.reduce([vessel_anomaly(expected, v, fov) for v in seen_at]),
+            np.minimum.reduce(seen_at))
+
+
 def to_map(a: np.ndarray) -> np.ndarray:
     """A photo-resolution map brought to MAP_SIZE² (area average)."""
     return cv2.resize(a.astype(np.float32), (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
@@ -317,9 +327,7 @@ class Teacher:
         # a vessel counts as visible only as far as anatomy puts one there: a slight blur makes the
         # visible extractor *more* confident of thin vessels, which would hide the contrast it takes
         traced = np.minimum(vessel_stage.predict(self.extractor, photo), anatomy)
-        seen_at = visible_at_scales(traced, photo.rgb, self.config["vessel_depth"])
-        anomaly = np.maximum.reduce([vessel_anomaly(expected, v, fov) for v in seen_at])
-        seen = np.minimum.reduce(seen_at)  # vessels visible at every scale
+        anomaly, seen = disagreement(expected, traced, photo.rgb, fov, self.config["vessel_depth"])
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
         density = pool_cells(seen, fov, GRID, 0.0)[0]
         return TeacherOutput(seen, expected, anomaly, fov, score, frac, density, cov, photo.crop, photo.fov)
