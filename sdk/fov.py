@@ -146,9 +146,13 @@ def _fit_circle(pts: np.ndarray, shape: tuple[int, int], hypotheses: int = 256) 
     h, w = shape
     ok &= (ur > 0.15 * min(h, w)) & (ur < 1.5 * max(h, w))  # a near-straight run fits a huge circle: not a FOV
     tol = max(1.5, 0.005 * max(h, w))
-    voters = pts[:: max(1, len(pts) // 300)]  # voting on ≤ ~300 outline points keeps this ~1 ms
-    resid = np.abs(np.hypot(voters[None, :, 0] - ux[:, None], voters[None, :, 1] - uy[:, None]) - ur[:, None])
-    votes = np.where(ok, (resid < tol).sum(1), -1)
+    voters = pts[:: max(1, len(pts) // 300)].astype(np.float32)  # ≤ ~300 voters
+    # |distance − r| < tol, compared in squares (no square roots: a quarter of the time)
+    dx = voters[None, :, 0] - ux[:, None].astype(np.float32)
+    dy = voters[None, :, 1] - uy[:, None].astype(np.float32)
+    d2 = dx * dx + dy * dy
+    lo, hi = (np.maximum(ur - tol, 0) ** 2)[:, None], ((ur + tol) ** 2)[:, None]
+    votes = np.where(ok, ((d2 > lo) & (d2 < hi)).sum(1), -1)
     best = int(np.argmax(votes))
     keep = np.abs(np.hypot(pts[:, 0] - ux[best], pts[:, 1] - uy[best]) - ur[best]) < tol
     cx, cy, r = _kasa(pts[keep, 0], pts[keep, 1])
