@@ -3,9 +3,9 @@ on quality and speed.
 
 Quality is judged label-free, as the product must be: agreement with the teacher's patch labels
 on perturbed photos of training-set photos held out of adapter training (a photo-level split).
-Chosen among the variants that give the runtime's 16×16 map (input 512): Pearson r against the
-teacher's patch score (the map is what the product shows), ties within 0.01 broken by AUROC
-against the teacher's rule, then by speed. 384 px (12×12 map) is reported for slower devices.
+Every variant gives the runtime's 16×16 map (features at 384 px are resampled onto it). Chosen:
+Pearson r against the teacher's patch score (the map is what the product shows), ties within 0.01
+broken by AUROC against the teacher's rule, then by speed.
 Speed: the exported ONNX (backbone + head) in ONNX Runtime, 2 threads, batch 1.
 
     python benchmarks/student_variants.py [--augmentations 24]
@@ -83,7 +83,7 @@ def main() -> None:
                      "val_auroc_vs_teacher": agree, "val_pearson_vs_teacher_score": pearson,
                      "ort_ms_p50": latency[size, feats, head]})
         print(rows[-1], flush=True)
-    best = max((r for r in rows if r["size"] == 512), key=lambda r: (
+    best = max(rows, key=lambda r: (
         round(r["val_pearson_vs_teacher_score"], 2), round(r["val_auroc_vs_teacher"], 2), -r["ort_ms_p50"]))
     out = {"benchmark": "student_variants", "command": "python benchmarks/student_variants.py " + " ".join(sys.argv[1:]),
            "machine": stamp(), "photos": [n for n, _ in named], "validation_photos": sorted(named[i][0] for i in val),

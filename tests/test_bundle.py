@@ -25,7 +25,7 @@ def _edit_manifest(path, **changes):
 def test_default_bundle_loads_and_is_consistent():
     b = load_bundle()
     m = b.manifest
-    assert m.format_version == 1 and m.input_size % 32 == 0 and m.grid == m.input_size // 32
+    assert m.format_version == 1 and m.input_size % 32 == 0 and m.grid == 16
     assert len(m.onnx_sha256) == 64
 
 

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 from efiqa import QualityAssessor  # noqa: E402
 from efiqa.bundle import load_bundle  # noqa: E402
 from efiqa.train.nets.efficientnet_lite import EfficientNetLite0  # noqa: E402
-from efiqa.train.nets.student import LITE0_MEAN, LITE0_STD, Student  # noqa: E402
+from efiqa.train.nets.student import LITE0_MEAN, LITE0_STD, Student, area_weights, to_grid  # noqa: E402
 
 from .conftest import synthetic_fundus  # noqa: E402
 
@@ -32,18 +32,34 @@ def test_lite0_matches_reference_implementation():
     assert torch.allclose(f16, r16, atol=1e-5) and torch.allclose(f32, r, atol=1e-5)
 
 
-def test_student_grid_is_stride_32():
+def test_student_map_is_16x16_at_any_input_size():
     s = Student().eval()
     with torch.no_grad():
-        assert s(torch.zeros(1, 3, 512, 512)).shape == (1, 1, 16, 16)
-        assert s(torch.zeros(2, 3, 384, 384)).shape == (2, 1, 12, 12)
+        for size in (512, 384, 256):
+            assert s(torch.zeros(2, 3, size, size)).shape == (2, 1, 16, 16)
+
+
+def test_area_weights_resample_by_overlap():
+    for n, g in [(24, 16), (12, 16), (37, 16), (16, 16)]:
+        w = area_weights(n, g)
+        assert w.shape == (g, n) and torch.allclose(w.sum(1), torch.ones(g)) and (w >= 0).all()
+    assert torch.equal(area_weights(16, 16), torch.eye(16))
+    # 24 → 16: each output cell is one whole input cell and half of the next (1.5 cells, weights 2/3, 1/3)
+    assert torch.allclose(area_weights(24, 16)[0, :3], torch.tensor([2 / 3, 1 / 3, 0.0]))
+    f = torch.rand(1, 5, 32, 32)
+    assert torch.allclose(to_grid(f), torch.nn.functional.avg_pool2d(f, 2))
+    # resampling keeps the mean of the field: a step edge moves nowhere, only its cells blend
+    f = torch.zeros(1, 1, 24, 24)
+    f[..., :12] = 1.0
+    out = to_grid(f)
+    assert torch.allclose(out.mean(), f.mean()) and torch.allclose(out[..., :8], torch.ones(1, 1, 16, 8))
 
 
 def test_export_matches_torch_and_loads(tiny_bundle):
     model, path, err = tiny_bundle
     assert err <= 1e-4
     b = load_bundle(path)
-    assert b.manifest.grid == 4 and b.manifest.input_size == 128
+    assert b.manifest.grid == 16 and b.manifest.input_size == 128
 
 
 def test_runtime_map_equals_torch_on_the_same_input(tiny_bundle):

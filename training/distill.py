@@ -215,8 +215,8 @@ def working_copy(bgr: np.ndarray, side: int = 1400) -> np.ndarray:
 def feature_cache_key(names: list[str], teacher_dir: Path, augmentations: int, seed: int,
                       backbone_id: str = "lite0") -> str:
     """What the cached labels and features depend on: the photos, the teacher's files, the settings
-    and the code that crops, perturbs and labels the photos (a change to it must not reuse stale
-    labels)."""
+    and the code that crops, perturbs, labels the photos and lays features on the map grid (a change
+    to it must not reuse stale labels)."""
     import hashlib
     import inspect
 
@@ -225,6 +225,7 @@ def feature_cache_key(names: list[str], teacher_dir: Path, augmentations: int, s
 
     from . import augment as augment_mod
     from . import teacher as teacher_mod
+    from .nets import student as student_mod
 
     key = hashlib.sha256()
     for n in names:
@@ -232,7 +233,7 @@ def feature_cache_key(names: list[str], teacher_dir: Path, augmentations: int, s
     for f in ("vessels.pt", "anatomy.pt", "inpainter.pt", "teacher.json"):
         p = Path(teacher_dir) / f
         key.update(p.read_bytes() if p.exists() else b"")
-    for module in (augment_mod, teacher_mod, preprocess_mod, fov_mod):
+    for module in (augment_mod, teacher_mod, student_mod, preprocess_mod, fov_mod):
         key.update(inspect.getsource(module).encode())
     key.update(repr((augmentations, seed, backbone_id)).encode())
     return key.hexdigest()[:16]

@@ -17,6 +17,30 @@ LITE0_STD = (128.0, 128.0, 128.0)
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 FEATURES = {"two-scale": 112 + 320, "s32": 320}
+#: The map every student gives, whatever its input size or backbone: the paper's 16×16 patch grid.
+GRID = 16
+
+
+def area_weights(n: int, g: int) -> torch.Tensor:
+    """(g, n) weights resampling ``n`` cells onto ``g`` by overlap: output cell i is the mean of
+    the input cells it covers, weighted by how much of each it covers (rows sum to 1)."""
+    lo = torch.arange(g, dtype=torch.float64)[:, None] / g
+    edges = torch.arange(n + 1, dtype=torch.float64) / n
+    overlap = (torch.minimum(lo + 1 / g, edges[None, 1:]) - torch.maximum(lo, edges[None, :-1])).clamp(min=0)
+    return (overlap * g).float()
+
+
+def to_grid(f: torch.Tensor, g: int = GRID) -> torch.Tensor:
+    """(B, C, n, n) features on the g×g map grid: unchanged, average-pooled when n is a multiple
+    of g, otherwise resampled by overlap with two constant matrix products (ONNX MatMul, which
+    TensorRT runs as well)."""
+    n = f.shape[-1]
+    if n == g:
+        return f
+    if n % g == 0:
+        return F.avg_pool2d(f, n // g)
+    w = area_weights(n, g).to(f.dtype)
+    return torch.matmul(w, torch.matmul(f, w.t()))
 
 
 def make_head(kind: str, channels: int, hidden: int = 64) -> nn.Module:
@@ -29,7 +53,9 @@ def make_head(kind: str, channels: int, hidden: int = 64) -> nn.Module:
 
 
 class Student(nn.Module):
-    """EfficientNet-Lite0 features (stride-16 avg-pooled ×2 + stride-32, or stride-32 alone) → adapter."""
+    """EfficientNet-Lite0 features (stride 16 + stride 32, or stride 32 alone) on the 16×16 map grid
+    → adapter. At 512 px that is stride 16 average-pooled ×2 beside stride 32 as it is; other input
+    sizes (and ViT token grids) are resampled onto the same grid, so the map keeps its cells."""
 
     def __init__(self, backbone: nn.Module | None = None, features: str = "two-scale", head: str = "linear",
                  mean: tuple[float, ...] = LITE0_MEAN, std: tuple[float, ...] = LITE0_STD) -> None:
@@ -53,11 +79,11 @@ class Student(nn.Module):
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         if self.feature_kind == "vit":
-            return self.backbone((image - self.mean) / self.std)
+            return to_grid(self.backbone((image - self.mean) / self.std))
         f16, f32 = self.backbone((image - self.mean) / self.std)
         if self.feature_kind == "s32":
-            return f32
-        return torch.cat([F.avg_pool2d(f16, 2), f32], dim=1)
+            return to_grid(f32)
+        return torch.cat([to_grid(f16), to_grid(f32)], dim=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.adapter(self.features(image))
