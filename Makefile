@@ -49,10 +49,12 @@ bench: $(VENV)/.dev $(BENCHVENV)/.ok
 	$(BENCHVENV)/bin/python benchmarks/peers.py
 	$(PY) benchmarks/report.py
 
-## student: distil the shipped student from models/teacher and export it to models/default
+## student: distil the shipped students from models/teacher: 512 px → models/default, 384 px → models/fast
 student: $(VENV)/.dev
 	$(VENV)/bin/efiqa train student --out models/student
 	$(VENV)/bin/efiqa export --adapter models/student --out models/default
+	$(VENV)/bin/efiqa train student --size 384 --out models/student-fast
+	$(VENV)/bin/efiqa export --adapter models/student-fast --out models/fast
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .hypothesis

@@ -3,9 +3,10 @@ per-patch baseline, on held-out photographs with the evaluation degradations (10
 severities), plus real photos of reduced quality; vessel-extractor metrics; and the frame→map
 latency of student vs teacher measured in the same run.
 
-    python benchmarks/accuracy.py [--data DIR] [--severities 1 2 3]
+    python benchmarks/accuracy.py [--data DIR] [--severities 1 2 3] [--model fast --tag fast]
 
-Writes benchmarks/results/accuracy.json, accuracy.md and accuracy_examples.png.
+Writes benchmarks/results/accuracy.json, accuracy.md and accuracy_examples.png (with ``--tag T``:
+accuracy_T.json, …, e.g. for the fast bundle).
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def main() -> None:
     ap.add_argument("--teacher", default="models/teacher")
     ap.add_argument("--model", help="student bundle (default: the shipped one)")
     ap.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--tag", help="suffix of the result files (accuracy_TAG.json …)")
     args = ap.parse_args()
+    stem = "accuracy" + (f"_{args.tag}" if args.tag else "")
     torch.set_num_threads(2)
     root = data_root(args.data)
     teacher = Teacher.load(args.teacher)
@@ -127,7 +130,7 @@ def main() -> None:
               "teacher_config": teacher.config, "student_model": qa.manifest.name, "severities": args.severities,
               "summary": summary}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "accuracy.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     md = markdown_table(summary, names)
     lat = summary["latency_ms_p50"]
     extra = ["Frame→map latency p50 (ms, this run): " + ", ".join(f"{k} {v:.0f}" for k, v in lat.items())]
@@ -141,13 +144,13 @@ def main() -> None:
     extra.append(f"Vessels (DRIVE 37-40, in FOV): U-Net AUROC {v['unet']['auroc']:.4f} F1 {v['unet']['best_f1']:.4f}; "
                  f"Frangi AUROC {v['frangi']['auroc']:.4f} F1 {v['frangi']['best_f1']:.4f}")
     text = "# Map accuracy on held-out photos with evaluation degradations\n\n" + md + "\n\n" + "\n\n".join(extra) + "\n"
-    (RESULTS / "accuracy.md").write_text(text)
+    (RESULTS / f"{stem}.md").write_text(text)
     print(text)
     # the committed figure shows the CC0 example photo only: no research-use photograph is redistributed
     from efiqa.data import retina_path
 
     figure({"retina (CC0)": read_image(retina_path())}, teacher, qa,
-           RESULTS / "accuracy_examples.png")
+           RESULTS / f"{stem}_examples.png")
 
 
 def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> None:

@@ -103,6 +103,7 @@ def main() -> None:
     from efiqa.build.precision import to_fp16
     from efiqa.calibration.int8 import quantize
     from efiqa.train.distill import load_student
+    from efiqa.train.nets.student import GRID
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=40)
@@ -111,13 +112,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for size in SIZES:
-        model, _ = load_student()
+        model, _ = load_student()  # the adapter does not change the speed: one network for every size
         fp32 = export_onnx(model.eval(), size)
         variants = {"fp32": fp32, "fp16": to_fp16(fp32)}
         variants["int8"], _ = quantize(fp32, calibration_tensors(size), INPUT_NAME, "percentile")
         for precision, onnx_bytes in variants.items():
             for batch in BATCHES:
-                row = {"size": size, "precision": precision, "batch": batch, "grid": size // 32}
+                row = {"size": size, "precision": precision, "batch": batch, "grid": GRID}
                 try:
                     row.update(time_session(onnx_bytes, size, batch, args.runs if batch == 1 else max(10, args.runs // 4),
                                             args.threads))

@@ -3,9 +3,10 @@ on quality and speed.
 
 Quality is judged label-free, as the product must be: agreement with the teacher's patch labels
 on perturbed photos of training-set photos held out of adapter training (a photo-level split).
-Every variant gives the runtime's 16×16 map (features at 384 px are resampled onto it). Chosen:
-Pearson r against the teacher's patch score (the map is what the product shows), ties within 0.01
-broken by AUROC against the teacher's rule, then by speed.
+Every variant gives the runtime's 16×16 map (features at 384 px are resampled onto it). One is
+chosen per input size (512: models/default, 384: models/fast): Pearson r against the teacher's
+patch score (the map is what the product shows), ties within 0.01 broken by AUROC against the
+teacher's rule, then by speed.
 Speed: the exported ONNX (backbone + head) in ONNX Runtime, 2 threads, batch 1.
 
     python benchmarks/student_variants.py [--augmentations 24]
@@ -83,8 +84,9 @@ def main() -> None:
                      "val_auroc_vs_teacher": agree, "val_pearson_vs_teacher_score": pearson,
                      "ort_ms_p50": latency[size, feats, head]})
         print(rows[-1], flush=True)
-    best = max(rows, key=lambda r: (
-        round(r["val_pearson_vs_teacher_score"], 2), round(r["val_auroc_vs_teacher"], 2), -r["ort_ms_p50"]))
+    rank = lambda r: (round(r["val_pearson_vs_teacher_score"], 2), round(r["val_auroc_vs_teacher"], 2),  # noqa: E731
+                      -r["ort_ms_p50"])
+    best = {str(size): max((r for r in rows if r["size"] == size), key=rank) for size in (512, 384)}
     out = {"benchmark": "student_variants", "command": "python benchmarks/student_variants.py " + " ".join(sys.argv[1:]),
            "machine": stamp(), "photos": [n for n, _ in named], "validation_photos": sorted(named[i][0] for i in val),
            "augmentations": args.augmentations, "phi": phi, "variants": rows, "chosen": best}

@@ -22,7 +22,8 @@ def export_student(student: Student, meta: dict, out: str | Path, card: str | No
         "thresholds": "student's own 95th percentiles on the unperturbed training photos (5 % false-positive budget)",
     }
     name, backbone = ("efiqa-vit-student", "ViT (user checkpoint, frozen)") if vit else \
-        ("efiqa-lite0-student", "efficientnet-lite0 (ImageNet, frozen)")
+        ("efiqa-lite0-student" + ("" if int(meta["size"]) == 512 else f"-{meta['size']}"),
+         "efficientnet-lite0 (ImageNet, frozen)")
     return export_bundle(student.eval(), out, name=name, backbone=backbone, input_size=int(meta["size"]),
                          mean=tuple(student.mean.flatten().tolist()), std=tuple(student.std.flatten().tolist()),
                          provenance=provenance, card=card, gradable_threshold=float(meta.get("gradable_threshold", 0.5)),

@@ -108,8 +108,13 @@ def default_bundle_path() -> Path:
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
-    """Load and verify a bundle folder or ``.efiqa`` zip; ``None`` loads the shipped default."""
+    """Load and verify a bundle folder or ``.efiqa`` zip; ``None`` loads the shipped default, and
+    the name of a shipped bundle (``"fast"``) that bundle."""
+    from .models import SHIPPED
+
     p = Path(path) if path is not None else default_bundle_path()
+    if not p.exists() and str(path) in SHIPPED:
+        p = SHIPPED[str(path)]
     source = str(p)
     if not p.exists():
         raise ModelError("no such model bundle", source)

@@ -25,8 +25,17 @@ def _edit_manifest(path, **changes):
 def test_default_bundle_loads_and_is_consistent():
     b = load_bundle()
     m = b.manifest
-    assert m.format_version == 1 and m.input_size % 32 == 0 and m.grid == 16
+    assert m.format_version == 1 and m.input_size == 512 and m.grid == 16
     assert len(m.onnx_sha256) == 64
+
+
+def test_shipped_bundles_load_by_name_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fast = load_bundle("fast")
+    assert fast.manifest.input_size == 384 and fast.manifest.grid == 16
+    assert load_bundle("default").manifest == load_bundle().manifest
+    with pytest.raises(ModelError, match="no such model bundle"):
+        load_bundle("fastest")
 
 
 def test_zip_bundle(tmp_path, bundle_copy):

@@ -219,12 +219,12 @@ def test_tiny_end_to_end_training():
     photos = [synthetic_fundus(seed=s) for s in range(2)]
     sets = distill.build_features(photos, teacher, sizes=(128,), augmentations=2, progress=False)
     fs = sets[128]
-    assert len(fs.photo) == 4 and fs.features("two-scale").shape == (4, 432, 4, 4)
-    assert fs.features("s32").shape == (4, 320, 4, 4) and fs.soft[0].shape == (4, 4)
-    assert fs.score[0].shape == (4, 4) and np.all((np.stack(fs.score) >= 0) & (np.stack(fs.score) < 1))
+    assert len(fs.photo) == 4 and fs.features("two-scale").shape == (4, 432, 16, 16)  # the 16×16 map grid
+    assert fs.features("s32").shape == (4, 320, 16, 16) and fs.soft[0].shape == (16, 16)
+    assert fs.score[0].shape == (16, 16) and np.all((np.stack(fs.score) >= 0) & (np.stack(fs.score) < 1))
     res = distill.train_adapter(fs, "two-scale", "conv", phi=teacher.config["phi"], epochs=2, batch=2, target="binary")
     prob, frac, score, valid = distill.predict(res, fs, {0, 1})
-    assert prob.shape == frac.shape == score.shape == (4, 4, 4) and np.all((prob >= 0) & (prob <= 1))
+    assert prob.shape == frac.shape == score.shape == (4, 16, 16) and np.all((prob >= 0) & (prob <= 1))
     res = distill.train_adapter(fs, "two-scale", "linear", epochs=2, batch=2)  # soft target, the default
     th = distill.clean_thresholds(res, fs)
     assert th["clean_photos"] == 2 and 0 < th["patch_threshold"] < 1 and 0 < th["gradable_threshold"] < 1
@@ -232,4 +232,4 @@ def test_tiny_end_to_end_training():
         distill.train_adapter(fs, target="regression")
     student = distill.assemble(res)
     with torch.no_grad():
-        assert student(torch.zeros(1, 3, 128, 128)).shape == (1, 1, 4, 4)
+        assert student(torch.zeros(1, 3, 128, 128)).shape == (1, 1, 16, 16)

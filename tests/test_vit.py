@@ -77,3 +77,32 @@ def test_train_student_and_export_with_a_user_vit(tmp_path):
     assert (m.input_size, m.grid, m.name) == (256, 16, "efiqa-vit-student")
     res = QualityAssessor(tmp_path / "bundle").assess(synthetic_fundus(seed=3))
     assert res.map.shape == (16, 16)
+
+
+def test_train_the_fast_lite0_student_by_size(tmp_path):
+    """`--size 384` distils the fast bundle's network; the features of both shipped sizes are cached
+    together, so training the other size reuses the teacher's labels."""
+    import pickle
+
+    import cv2
+
+    from efiqa.bundle import load_bundle
+    from efiqa.cli import main
+
+    from .conftest import synthetic_fundus
+
+    teacher = __import__("pathlib").Path("models/teacher")
+    if not (teacher / "inpainter.pt").exists():
+        pytest.skip("trained teacher weights not present")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for s in range(2):
+        cv2.imwrite(str(photos / f"p{s}.png"), synthetic_fundus(400, 400, seed=s))
+    common = ["--images", str(photos), "--teacher", str(teacher), "--augmentations", "2", "--epochs", "1",
+              "--cache", str(tmp_path / "cache")]
+    assert main(["train", "student", "--size", "384", "--out", str(tmp_path / "st"), *common]) == 0
+    (cache,) = (tmp_path / "cache").iterdir()
+    assert sorted(pickle.loads(cache.read_bytes())) == [384, 512]
+    assert main(["export", "--adapter", str(tmp_path / "st"), "--out", str(tmp_path / "bundle")]) == 0
+    m = load_bundle(tmp_path / "bundle").manifest
+    assert (m.input_size, m.grid, m.name) == (384, 16, "efiqa-lite0-student-384")

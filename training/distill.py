@@ -31,6 +31,9 @@ from .teacher import Teacher
 
 #: The shipped configuration, chosen by ``benchmarks/student_variants.py`` (label-free criterion).
 DEFAULT = {"size": 512, "features": "two-scale", "head": "conv", "target": "soft"}
+#: Input sizes of the shipped Lite0 bundles (``models/default`` and the faster ``models/fast``): their
+#: features are cached together, so the teacher labels each perturbed photo once for both.
+SIZES = (512, 384)
 TARGETS = ("soft", "binary")
 
 
