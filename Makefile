@@ -46,6 +46,8 @@ bench: $(VENV)/.dev $(BENCHVENV)/.ok
 	$(PY) benchmarks/precision_fidelity.py
 	$(PY) benchmarks/fov_robustness.py
 	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/accuracy.py --model fast --tag fast
+	$(PY) benchmarks/latency.py --model fast --out benchmarks/results/latency_cpu_fast.json
 	$(BENCHVENV)/bin/python benchmarks/peers.py
 	$(PY) benchmarks/report.py
 
