@@ -44,6 +44,7 @@ bench: $(VENV)/.dev $(BENCHVENV)/.ok
 	$(PY) benchmarks/stream_fps.py
 	$(PY) benchmarks/speed_matrix.py
 	$(PY) benchmarks/precision_fidelity.py
+	$(PY) benchmarks/precision_fidelity.py --model fast --tag fast
 	$(PY) benchmarks/fov_robustness.py
 	$(PY) benchmarks/accuracy.py
 	$(PY) benchmarks/accuracy.py --model fast --tag fast

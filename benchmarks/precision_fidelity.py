@@ -2,9 +2,10 @@
 calibration on the teacher-training photos, verification on the held-out ones (disjoint).
 INT8 runs as Q/DQ in ONNX Runtime with graph optimisations off (simulates TensorRT's int8 math).
 
-    python benchmarks/precision_fidelity.py [--model BUNDLE] [--data DIR]
+    python benchmarks/precision_fidelity.py [--model BUNDLE] [--data DIR] [--tag fast]
 
-Writes benchmarks/results/precision_fidelity.json (+ .md). Equivalent CLI:
+Writes benchmarks/results/precision_fidelity.json (+ .md; precision_fidelity_TAG.* with --tag).
+Equivalent CLI:
     efiqa calibrate PHOTOS --out calib/ && efiqa verify --precision int8 --calib calib/ --images HELD_OUT --out DIR
 """
 from __future__ import annotations
@@ -31,7 +32,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model")
     ap.add_argument("--data")
+    ap.add_argument("--tag", help="suffix of the result files (precision_fidelity_TAG.json …)")
     args = ap.parse_args()
+    stem = "precision_fidelity" + (f"_{args.tag}" if args.tag else "")
     root = data_root(args.data)
     bundle = load_bundle(args.model)
     calib_files = [resolve(n, root) for n in TEACHER_TRAIN]
@@ -63,7 +66,7 @@ def main() -> None:
               {k: len(v) for k, v in cm.strata.items()}, "sha256": cm.sha256}, "verification_photos": names,
               "fp32_onnx_mb": round(len(bundle.onnx_bytes) / 2**20, 2), "fp32_seconds": fp32_s, "variants": rows}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "precision_fidelity.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (HERE / "results" / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     md = ["| variant | ONNX MB | Pearson r | max abs Δp | mean abs Δp | gradable decisions kept | patch decisions kept "
           "| patch AUROC (fp32 → variant) | gate |", "|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['precision']} {r['method'] or ''}"
@@ -71,7 +74,7 @@ def main() -> None:
            f"{r['mean_abs_dp']:.4f} | {r['gradable_agreement']:.3f} | {r['patch_agreement']:.3f} | "
            f"{r['auroc']['fp32']:.3f} → {r['auroc'][r['precision']]:.3f} | "
            f"{'pass' if r['passed'] else 'FAIL'} |" for r in rows]
-    (HERE / "results" / "precision_fidelity.md").write_text("\n".join(md) + "\n")
+    (HERE / "results" / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
