@@ -1,4 +1,4 @@
-"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3.3 rule and
+"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3.4 rule and
 its ablations, each a patch score on the 16×16 grid.
 
 - ``neg_visible``: the visible-vessel map alone (inverted density), no expectation;
@@ -9,7 +9,8 @@ its ablations, each a patch score on the 16×16 grid.
 - ``v3.1``: the same, two-sided (missing and unexplained visible structure);
 - ``v3.2``: v3.1 with contrast measured on the 512-px photo at a thin-vessel and an all-calibre
   scale, the larger anomaly kept;
-- ``v3.3``: v3.2 with the visible map capped by the anatomy map — the shipped rule.
+- ``v3.3``: v3.2 with the visible map capped by the anatomy map;
+- ``v3.4``: v3.3 with the relative measure's floor lowered from 0.05 to 0.02 — the shipped rule.
 (``anat+holes``, the prior's redraw from 64-px holes, is in the log of commit a91b94c.)
 
     python benchmarks/teacher_dev.py [TEACHER_DIR]
@@ -40,6 +41,7 @@ dev = [TEACHER_TRAIN[i] for i in (0, 4, 16, 19, 22, 23)]
 photos = {n: working_copy(read_image(resolve(n, root))) for n in dev}
 memo: dict = {}
 V31_DEPTH = 10.448  # v3.1's calibrated reference vessel depth (models/teacher/teacher.json at a91b94c)
+V33_FLOOR = 0.05    # the relative measures' floor up to v3.3 (v3.4: T.EXPECTED_FLOOR)
 
 
 def v31_depth(rgb):
@@ -58,10 +60,12 @@ def maps(bgr):
             recon_a = T.reconstruct(teacher.inpainter, anat)
         seen = T.visible_vessels(v, v31_depth(photo.rgb), V31_DEPTH)
         refs = teacher.config["vessel_depth"]
-        v32 = T.disagreement(recon_a, visible, photo.rgb, fov, refs)[0]
-        shipped = T.disagreement(recon_a, np.minimum(visible, anatomy), photo.rgb, fov, refs)[0]  # = teacher(bgr)
+        v32 = T.disagreement(recon_a, visible, photo.rgb, fov, refs, V33_FLOOR)[0]
+        capped = np.minimum(visible, anatomy)
+        v33 = T.disagreement(recon_a, capped, photo.rgb, fov, refs, V33_FLOOR)[0]
+        shipped = T.disagreement(recon_a, capped, photo.rgb, fov, refs)[0]  # = teacher(bgr)
         memo.update(img=bgr, v=v, seen=seen, anat=anat, prior_v=prior_v, recon_a=recon_a, fov=fov,
-                    crop=photo.crop, v32=v32, shipped=shipped)
+                    crop=photo.crop, v32=v32, v33=v33, shipped=shipped)
     return memo
 
 
@@ -75,13 +79,14 @@ def method(f):
 
 methods = {
     "neg_visible": method(lambda d: 1 - d["seen"]),
-    "v2.1": method(lambda d: T.missing_vasculature(d["prior_v"], d["v"], d["fov"], sigma=6.0)),
-    "anat": method(lambda d: T.missing_vasculature(d["anat"], d["v"], d["fov"])),
-    "anat+gate": method(lambda d: T.missing_vasculature(d["anat"], d["seen"], d["fov"])),
-    "v3": method(lambda d: T.missing_vasculature(d["recon_a"], d["seen"], d["fov"])),
-    "v3.1": method(lambda d: T.vessel_anomaly(d["recon_a"], d["seen"], d["fov"])),
+    "v2.1": method(lambda d: T.missing_vasculature(d["prior_v"], d["v"], d["fov"], sigma=6.0, floor=V33_FLOOR)),
+    "anat": method(lambda d: T.missing_vasculature(d["anat"], d["v"], d["fov"], floor=V33_FLOOR)),
+    "anat+gate": method(lambda d: T.missing_vasculature(d["anat"], d["seen"], d["fov"], floor=V33_FLOOR)),
+    "v3": method(lambda d: T.missing_vasculature(d["recon_a"], d["seen"], d["fov"], floor=V33_FLOOR)),
+    "v3.1": method(lambda d: T.vessel_anomaly(d["recon_a"], d["seen"], d["fov"], floor=V33_FLOOR)),
     "v3.2": method(lambda d: d["v32"]),
-    "v3.3": method(lambda d: d["shipped"]),
+    "v3.3": method(lambda d: d["v33"]),
+    "v3.4": method(lambda d: d["shipped"]),
 }
 recs = run(photos, methods, severities=(1, 2, 3))
 s = summarise(recs, list(methods))

@@ -11,7 +11,7 @@ Inference (v3.3) compares what should be there with what is visible:
   capped by the anatomy map, weighted by the vessels' measured contrast (black-hat depth relative to clean photos) at two
   scales of the 512-px photo: a fine one (thin vessels: what blur and JPEG take first) and a
   coarse one (all calibres: what veils and shadows take);
-- anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.05), G a Gaussian over a few vessel spacings,
+- anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.02), G a Gaussian over a few vessel spacings,
   the larger of the two scales': where the photo shows less, the share of its expected vessels it
   does not show; where it shows more, the share of its visible "vessels" that anatomy does not
   explain (block edges, streaks).
@@ -45,7 +45,7 @@ BASE, LEVELS = 16, 5
 GRID = 16               # patch grid of the runtime
 HOLE = 64               # px (of MAP_SIZE): side of the hidden checkerboard cells at inference
 MISSING_SIGMA = 10.0    # px: expected and visible vasculature are compared as local densities
-EXPECTED_FLOOR = 0.05   # keeps the relative deficit finite where the prior expects no vessels
+EXPECTED_FLOOR = 0.02   # keeps the relative deficit finite where the prior expects no vessels (v3.3: 0.05)
 DEPTH_KERNELS = (7, 17)  # px (of the 512-px photo): closing elements of the vessel-depth measure
 VISIBLE_K = 0.6         # a vessel counts as fully visible from 0.6× the clean photos' median vessel depth
 
@@ -86,20 +86,21 @@ def _densities(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray, sigma: f
 
 
 def missing_vasculature(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray,
-                        sigma: float = MISSING_SIGMA) -> np.ndarray:
+                        sigma: float = MISSING_SIGMA, floor: float = EXPECTED_FLOOR) -> np.ndarray:
     """Share of the expected local vessel density that the photo does not show, 0 outside the FOV."""
     e, v = _densities(expected, seen, fov, sigma)
-    rel = np.maximum(e - v, 0) / (e + EXPECTED_FLOOR)
+    rel = np.maximum(e - v, 0) / (e + floor)
     return np.where(fov, rel, 0).astype(np.float32)
 
 
-def vessel_anomaly(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray, sigma: float = MISSING_SIGMA) -> np.ndarray:
-    """Relative disagreement of expected and visible vessel density, |E − V| / (max(E, V) + 0.05),
+def vessel_anomaly(expected: np.ndarray, seen: np.ndarray, fov: np.ndarray, sigma: float = MISSING_SIGMA,
+                   floor: float = EXPECTED_FLOOR) -> np.ndarray:
+    """Relative disagreement of expected and visible vessel density, |E − V| / (max(E, V) + floor),
     0 outside the FOV: where the photo shows less, exactly :func:`missing_vasculature`; where it
     shows more, the share of the visible "vasculature" that anatomy does not explain (JPEG block
     edges, lash streaks). The density-level form of the authors' two-sided |x − x̂|."""
     e, v = _densities(expected, seen, fov, sigma)
-    rel = np.abs(e - v) / (np.maximum(e, v) + EXPECTED_FLOOR)
+    rel = np.abs(e - v) / (np.maximum(e, v) + floor)
     return np.where(fov, rel, 0).astype(np.float32)
 
 
@@ -124,12 +125,12 @@ def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float]
 
 
 def disagreement(expected: np.ndarray, traced: np.ndarray, rgb: np.ndarray, fov: np.ndarray,
-                 references: list[float]) -> tuple[np.ndarray, np.ndarray]:
+                 references: list[float], floor: float = EXPECTED_FLOOR) -> tuple[np.ndarray, np.ndarray]:
     """(anomaly, visible map), both MAP_SIZE²: the traced vessels (photo resolution) weighted by
     their contrast at each scale, compared with ``expected``; the larger anomaly of the scales is
     kept, and the visible map is what shows at every scale."""
     seen_at = visible_at_scales(traced, rgb, references)
-    return (np.maximum.reduce([vessel_anomaly(expected, v, fov) for v in seen_at]),
+    return (np.maximum.reduce([vessel_anomaly(expected, v, fov, floor=floor) for v in seen_at]),
             np.minimum.reduce(seen_at))
 
 
