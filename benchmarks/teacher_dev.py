@@ -15,9 +15,10 @@ its ablations, each a patch score on the 16×16 grid.
 
     python benchmarks/teacher_dev.py [TEACHER_DIR]
 
-Prints patch AUROC per degradation (severities 1-3), overall, per severity and ranking: the model
-card's log.
+Prints patch AUROC per degradation (severities 1-3), overall, per severity and ranking (the model
+card's log) and writes them to benchmarks/results/teacher_dev.json.
 """
+import json
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluation import run, summarise  # noqa: E402
+from machine import stamp  # noqa: E402
 
 from efiqa.imageio import read_image  # noqa: E402
 from efiqa.train import teacher as T  # noqa: E402
@@ -97,3 +99,8 @@ print(f"{'overall':22s}", " ".join(f"{s['overall'][m]['auroc']:12.3f}" for m in 
 for sev, v in s["per_severity"].items():
     print(f"{'severity ' + str(sev):22s}", " ".join(f"{v[m]['auroc']:12.3f}" for m in methods))
 print(f"{'ranking':22s}", " ".join(f"{s['ranking'].get(m, float('nan')):12.3f}" for m in methods))
+
+out = Path(__file__).resolve().parent / "results" / "teacher_dev.json"
+out.write_text(json.dumps({"benchmark": "teacher_dev", "command": "python benchmarks/teacher_dev.py " + " ".join(sys.argv[1:]),
+                           "machine": stamp(), "photos": dev, "methods": list(methods), "summary": s},
+                          indent=2, default=float) + "\n")
