@@ -1,5 +1,7 @@
 """Compare student variants (input size × feature scales × adapter head × distillation target)
-on quality and speed.
+on quality and speed. Features: ``four-scale`` (per-cell mean and standard deviation at strides 4
+and 8 beside strides 16 and 32), ``two-scale`` (16 and 32) or ``s32``; heads: the paper's linear
+1×1 or a small conv head (1×1, 3×3, 3×3).
 
 Quality is judged label-free, as the product must be: agreement with the teacher's patch labels
 on perturbed photos of training-set photos held out of adapter training (a photo-level split).
@@ -33,7 +35,7 @@ from efiqa.train import distill  # noqa: E402
 from efiqa.train.metrics import auroc  # noqa: E402
 from efiqa.train.teacher import Teacher  # noqa: E402
 
-VARIANTS = [(size, feats, head, target) for size in (512, 384) for feats in ("two-scale", "s32")
+VARIANTS = [(size, feats, head, target) for size in (512, 384) for feats in ("four-scale", "two-scale", "s32")
             for head in ("linear", "conv") for target in distill.TARGETS]
 
 

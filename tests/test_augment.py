@@ -52,19 +52,23 @@ def test_local_artefacts_change_part_of_the_frame_only():
     assert np.array_equal(local_artefacts(img, np.random.default_rng(0), 0.0), img)
 
 
-def test_feature_cache_key_follows_the_code_that_makes_the_labels(tmp_path, monkeypatch):
-    """A change to the perturbations or the teacher's code must not reuse cached (stale) labels."""
+def test_cache_keys_follow_the_code_that_makes_labels_and_features(tmp_path, monkeypatch):
+    """A change to the perturbations or the teacher's code must not reuse cached (stale) labels; a
+    change to the student's code must not reuse features, but keeps the (slow) labels."""
     import inspect
 
     from efiqa.train import augment as augment_mod
     from efiqa.train import distill
     from efiqa.train import teacher as teacher_mod
+    from efiqa.train.nets import student as student_mod
 
     (tmp_path / "teacher.json").write_text("{}")
-    key = lambda: distill.feature_cache_key(["a.jpg"], tmp_path, 24, 0)  # noqa: E731
+    key = lambda: distill.label_cache_key(["a.jpg"], tmp_path, 24, 0)  # noqa: E731
     base = key()
-    assert key() == base
-    assert distill.feature_cache_key(["a.jpg"], tmp_path, 25, 0) != base
+    feat = distill.feature_cache_key(base)
+    assert key() == base and distill.feature_cache_key(base) == feat
+    assert distill.label_cache_key(["a.jpg"], tmp_path, 25, 0) != base
+    assert distill.feature_cache_key(base, "vit.pth") != feat
     (tmp_path / "teacher.json").write_text('{"tau": 0.3}')
     assert key() != base
     (tmp_path / "teacher.json").write_text("{}")
@@ -73,3 +77,5 @@ def test_feature_cache_key_follows_the_code_that_makes_the_labels(tmp_path, monk
         monkeypatch.setattr(inspect, "getsource", lambda m, module=module: real(m) + ("#" if m is module else ""))
         assert key() != base, module.__name__
         monkeypatch.setattr(inspect, "getsource", real)
+    monkeypatch.setattr(inspect, "getsource", lambda m: real(m) + ("#" if m is student_mod else ""))
+    assert key() == base and distill.feature_cache_key(base) != feat

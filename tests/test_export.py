@@ -7,7 +7,8 @@ torch = pytest.importorskip("torch")
 from efiqa import QualityAssessor  # noqa: E402
 from efiqa.bundle import load_bundle  # noqa: E402
 from efiqa.train.nets.efficientnet_lite import EfficientNetLite0  # noqa: E402
-from efiqa.train.nets.student import LITE0_MEAN, LITE0_STD, Student, area_weights, to_grid  # noqa: E402
+from efiqa.train.nets.student import (  # noqa: E402
+    FEATURES, LITE0_MEAN, LITE0_STD, Student, area_weights, cell_stats, to_grid)
 
 from .conftest import synthetic_fundus  # noqa: E402
 
@@ -22,14 +23,15 @@ def test_lite0_matches_reference_implementation():
     ours = EfficientNetLite0().load_imagenet().eval()
     x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
-        f16, f32 = ours(x)
+        f4, f8, f16, f32 = ours(x)
         r = ref._swish(ref._bn0(ref._conv_stem(x)))
+        taps = {}
         for i, block in enumerate(ref._blocks):
             r = block(r)
-            if i == 10:
-                r16 = r
-    assert f16.shape == (1, 112, 16, 16) and f32.shape == (1, 320, 8, 8)
-    assert torch.allclose(f16, r16, atol=1e-5) and torch.allclose(f32, r, atol=1e-5)
+            taps[i] = r
+    assert [f.shape[1:] for f in (f4, f8, f16, f32)] == [(24, 64, 64), (40, 32, 32), (112, 16, 16), (320, 8, 8)]
+    for f, i in zip((f4, f8, f16, f32), (2, 4, 10, 15)):
+        assert torch.allclose(f, taps[i], atol=1e-5), i
 
 
 def test_student_map_is_16x16_at_any_input_size():
@@ -74,10 +76,23 @@ def test_runtime_map_equals_torch_on_the_same_input(tiny_bundle):
     np.testing.assert_allclose(res.map, ref, atol=1e-4)
 
 
-def test_stride32_features_are_the_tail_of_the_two_scale_ones():
-    """Distillation caches only two-scale features and slices stride-32 ones out of them."""
+def test_each_feature_kind_is_the_tail_of_the_four_scale_ones():
+    """Distillation caches only four-scale features and slices the other kinds out of them."""
     backbone = EfficientNetLite0().eval()
-    two, s32 = Student(backbone, features="two-scale").eval(), Student(backbone, features="s32").eval()
     x = torch.rand(1, 3, 128, 128) * 255
     with torch.no_grad():
-        assert torch.equal(two.features(x)[:, 112:], s32.features(x))
+        four = Student(backbone, features="four-scale").features(x)
+        assert four.shape[1] == FEATURES["four-scale"]
+        for kind in ("two-scale", "s32"):
+            assert torch.equal(four[:, -FEATURES[kind]:], Student(backbone, features=kind).features(x)), kind
+    with pytest.raises(ValueError, match="unknown features"):
+        Student(backbone, features="three-scale")
+
+
+def test_cell_stats_are_the_mean_and_standard_deviation_over_each_cell():
+    f = torch.randn(2, 3, 32, 32) * 4 + 1
+    stats = cell_stats(f, 8)
+    cells = f.reshape(2, 3, 8, 4, 8, 4)
+    assert torch.allclose(stats[:, :3], cells.mean(dim=(3, 5)), atol=1e-5)
+    assert torch.allclose(stats[:, 3:], cells.std(dim=(3, 5), unbiased=False), atol=1e-4)
+    assert torch.all(cell_stats(torch.ones(1, 1, 32, 32), 8)[:, 1:] == 0)  # no NaN where a cell is flat

@@ -101,8 +101,9 @@ def test_train_the_fast_lite0_student_by_size(tmp_path):
     common = ["--images", str(photos), "--teacher", str(teacher), "--augmentations", "2", "--epochs", "1",
               "--cache", str(tmp_path / "cache")]
     assert main(["train", "student", "--size", "384", "--out", str(tmp_path / "st"), *common]) == 0
-    (cache,) = (tmp_path / "cache").iterdir()
-    assert sorted(pickle.loads(cache.read_bytes())) == [384, 512]
+    (features,) = (tmp_path / "cache").glob("features_*.pkl")  # both shipped sizes, one labelling pass
+    assert sorted(pickle.loads(features.read_bytes())) == [384, 512]
+    assert len(list((tmp_path / "cache").glob("labels_*.pkl"))) == 1
     assert main(["export", "--adapter", str(tmp_path / "st"), "--out", str(tmp_path / "bundle")]) == 0
     m = load_bundle(tmp_path / "bundle").manifest
     assert (m.input_size, m.grid, m.name) == (384, 16, "efiqa-lite0-student-384")

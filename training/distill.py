@@ -3,7 +3,9 @@
 1. Each unlabelled photo is perturbed many times (``augment``: photometric + geometric, label-free).
 2. The teacher labels every perturbed photo per patch: ``soft`` = its mean share of missing
    vasculature (a value in [0, 1)), ``binary`` = its clean-photo rule (fraction ≥ ``phi``).
-3. Frozen backbone features of the same perturbed photo, in runtime geometry, are cached.
+3. Frozen backbone features of the same perturbed photo, in runtime geometry (cropped on the FOV
+   the teacher found). Labels and features are cached apart: a change to the student's code
+   recomputes features (minutes) from the same seeded perturbations, not labels (the slow part).
 4. The adapter learns the teacher's labels from features (BCE: soft targets, or binary ones with
    positive weighting), AdamW, seeded.
 5. Decision thresholds of the student come from its own outputs on the unperturbed photos (the
@@ -13,8 +15,10 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from efiqa.fov import Fov
 from efiqa.preprocess import Preprocessor
 
 from .augment import augment
@@ -30,7 +35,7 @@ from .nets.student import FEATURES, Student, make_head
 from .teacher import Teacher
 
 #: The shipped configuration, chosen by ``benchmarks/student_variants.py`` (label-free criterion).
-DEFAULT = {"size": 512, "features": "two-scale", "head": "conv", "target": "soft"}
+DEFAULT = {"size": 512, "features": "four-scale", "head": "conv", "target": "soft"}
 #: Input sizes of the shipped Lite0 bundles (``models/default`` and the faster ``models/fast``): their
 #: features are cached together, so the teacher labels each perturbed photo once for both.
 SIZES = (512, 384)
@@ -38,60 +43,110 @@ TARGETS = ("soft", "binary")
 
 
 @dataclass
+class Labels:
+    """The teacher's view of every perturbed photo it could read: which (photo, perturbation) pairs,
+    the FOV it found in each (the student's crop must match) and its G×G maps."""
+
+    samples: list[tuple[int, int]] = field(default_factory=list)
+    fov: list[Fov] = field(default_factory=list)
+    soft: list[np.ndarray] = field(default_factory=list)      # fraction of the cell flagged (g, g)
+    score: list[np.ndarray] = field(default_factory=list)     # mean anomaly score (g, g)
+    coverage: list[np.ndarray] = field(default_factory=list)  # in-FOV share of the cell (g, g)
+
+
+@dataclass
 class FeatureSet:
-    """Cached distillation data for one input size and feature kind."""
+    """Distillation data for one input size: backbone features beside the teacher's labels."""
 
     size: int
-    two_scale: np.ndarray | None = None                             # (N, C, g, g) float16 backbone features
-    soft: list[np.ndarray] = field(default_factory=list)            # teacher fraction (g, g)
-    score: list[np.ndarray] = field(default_factory=list)           # teacher mean anomaly score (g, g)
-    valid: list[np.ndarray] = field(default_factory=list)           # coverage ≥ 0.5 (g, g)
-    photo: list[int] = field(default_factory=list)                  # source photo index per sample
+    data: np.ndarray                                          # (N, C, g, g) float16 backbone features
+    soft: list[np.ndarray]                                    # teacher fraction (g, g)
+    score: list[np.ndarray]                                   # teacher mean anomaly score (g, g)
+    valid: list[np.ndarray]                                   # coverage ≥ 0.5 (g, g)
+    photo: list[int]                                          # source photo index per sample
 
     def features(self, kind: str) -> np.ndarray:
-        """The stride-32 features are the last 320 channels of the two-scale ones."""
-        if kind == "s32":
-            return self.two_scale[:, FEATURES["two-scale"] - FEATURES["s32"]:]
-        return self.two_scale
+        """Each Lite0 feature kind is the tail of the four-scale features (``FEATURES``); other
+        backbones (a ViT) have one kind, all channels."""
+        c = FEATURES.get(kind, self.data.shape[1])
+        return self.data[:, self.data.shape[1] - c:]
+
+
+def perturbations(photos: list[np.ndarray], augmentations: int, seed: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(photo index, perturbation index, image) — the first of each photo unperturbed. The same
+    seed gives the same images, so features can be recomputed without labelling again."""
+    rng = np.random.default_rng(seed)
+    for i, photo in enumerate(photos):
+        for k in range(augmentations):
+            yield i, k, (photo if k == 0 else augment(photo, rng))
+
+
+def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: int = 24, seed: int = 0,
+                   progress: bool = True) -> Labels:
+    """The teacher's labels for ``augmentations`` perturbations of each photo (the slow part)."""
+    from tqdm import tqdm
+
+    labels = Labels()
+    for i, k, img in tqdm(perturbations(photos, augmentations, seed), total=len(photos) * augmentations,
+                          desc="teacher labels", disable=not progress):
+        try:
+            t = teacher(img)
+        except Exception:  # an augmentation can push a photo past FOV detection; skip it
+            continue
+        labels.samples.append((i, k))
+        labels.fov.append(t.fov_circle)
+        labels.soft.append(t.patch_fraction)
+        labels.score.append(t.patch_score)
+        labels.coverage.append(t.coverage)
+    return labels
+
+
+def default_student() -> Student:
+    return Student(EfficientNetLite0().load_imagenet(), features="four-scale")
+
+
+@torch.no_grad()
+def backbone_features(photos: list[np.ndarray], labels: Labels, sizes: tuple[int, ...], augmentations: int = 24,
+                      seed: int = 0, student: Student | None = None, progress: bool = True) -> dict[int, np.ndarray]:
+    """Frozen backbone features (``student``'s; default: ImageNet Lite0, four-scale) of the labelled
+    perturbations, each cropped on the FOV the teacher found: {size: (N, C, g, g) float16}."""
+    from tqdm import tqdm
+
+    backbone = (student or default_student()).freeze_backbone().eval()
+    row = {s: n for n, s in enumerate(labels.samples)}
+    pre = {s: Preprocessor(s) for s in sizes}
+    feats: dict[int, list[np.ndarray]] = {s: [None] * len(row) for s in sizes}
+    for i, k, img in tqdm(perturbations(photos, augmentations, seed), total=len(photos) * augmentations,
+                          desc="backbone features", disable=not progress):
+        n = row.get((i, k))
+        if n is None:
+            continue
+        for s in sizes:
+            prep = pre[s](img, fov=labels.fov[n])
+            feats[s][n] = backbone.features(torch.from_numpy(prep.tensor[None]))[0].numpy().astype(np.float16)
+    return {s: np.stack(f) for s, f in feats.items()}
+
+
+def feature_sets(labels: Labels, features: dict[int, np.ndarray]) -> dict[int, FeatureSet]:
+    """Labels on each backbone's grid (the map grid, 16×16, for every shipped student)."""
+    sets = {}
+    for s, data in features.items():
+        g = data.shape[-1]
+        sets[s] = FeatureSet(s, data, [_to_grid(a, g) for a in labels.soft], [_to_grid(a, g) for a in labels.score],
+                             [_to_grid(a, g) >= 0.5 for a in labels.coverage], [i for i, _ in labels.samples])
+    return sets
 
 
 def _to_grid(a: np.ndarray, g: int) -> np.ndarray:
     return a if a.shape[0] == g else cv2.resize(a, (g, g), interpolation=cv2.INTER_AREA)
 
 
-@torch.no_grad()
 def build_features(photos: list[np.ndarray], teacher: Teacher, sizes: tuple[int, ...] = (512,),
                    augmentations: int = 24, seed: int = 0, progress: bool = True,
                    student: Student | None = None) -> dict[int, FeatureSet]:
-    """Teacher labels + frozen backbone features for ``augmentations`` perturbations of each photo
-    (the first unperturbed). ``student`` picks the backbone (default: ImageNet EfficientNet-Lite0)."""
-    from tqdm import tqdm
-
-    rng = np.random.default_rng(seed)
-    backbone = (student or Student(EfficientNetLite0().load_imagenet())).freeze_backbone().eval()
-    sets = {s: FeatureSet(s) for s in sizes}
-    feats: dict[int, list[np.ndarray]] = {s: [] for s in sizes}
-    pre = {s: Preprocessor(s) for s in sizes}
-    jobs = [(i, k) for i in range(len(photos)) for k in range(augmentations)]
-    for i, k in tqdm(jobs, desc="teacher labels + features", disable=not progress):
-        img = photos[i] if k == 0 else augment(photos[i], rng)
-        try:
-            t = teacher(img)
-        except Exception:  # an augmentation can push a photo past FOV detection; skip it
-            continue
-        for s in sizes:
-            prep = pre[s](img, fov=t.fov_circle)
-            feat = backbone.features(torch.from_numpy(prep.tensor[None]))[0].numpy().astype(np.float16)
-            feats[s].append(feat)
-            g = feat.shape[-1]  # the backbone's grid: 16 for Lite0 at 512 or a /16 ViT at 256
-            fs = sets[s]
-            fs.soft.append(_to_grid(t.patch_fraction, g))
-            fs.score.append(_to_grid(t.patch_score, g))
-            fs.valid.append(_to_grid(t.coverage, g) >= 0.5)
-            fs.photo.append(i)
-    for s in sizes:
-        sets[s].two_scale = np.stack(feats[s])
-    return sets
+    """Teacher labels + frozen backbone features for ``augmentations`` perturbations of each photo."""
+    labels = teacher_labels(photos, teacher, augmentations, seed, progress)
+    return feature_sets(labels, backbone_features(photos, labels, sizes, augmentations, seed, student, progress))
 
 
 @dataclass
@@ -103,7 +158,7 @@ class AdapterResult:
     params: int
 
 
-def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "linear", phi: float = 0.9,
+def train_adapter(fs: FeatureSet, feature_kind: str = "four-scale", head: str = "linear", phi: float = 0.9,
                   epochs: int = 20, lr: float = 1e-3, batch: int = 32, seed: int = 0,
                   train_photos: set[int] | None = None, target: str = "soft") -> AdapterResult:
     """BCE on the teacher's labels: ``soft`` (its mean share of missing vasculature per patch) or
@@ -120,6 +175,7 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "
     neg = float(((1 - y) * v).sum())
     pos_weight = torch.tensor(1.0 if target == "soft" else neg / max(pos, 1.0))
     model = make_head(head, x.shape[1])
+    model[0].fit(x)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     history = []
@@ -138,9 +194,8 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "two-scale", head: str = "
         history.append(total / len(x))
     # Positive weighting w shifts the optimal logit by log(w); take it back out of the last bias so the
     # exported probabilities estimate how likely the teacher is to flag the patch.
-    last = model if isinstance(model, torch.nn.Conv2d) else model[-1]
     with torch.no_grad():
-        last.bias -= torch.log(pos_weight)
+        model[-1].bias -= torch.log(pos_weight)
     return AdapterResult(model.eval(), feature_kind, fs.size, history, sum(p.numel() for p in model.parameters()))
 
 
@@ -215,47 +270,76 @@ def working_copy(bgr: np.ndarray, side: int = 1400) -> np.ndarray:
                                          interpolation=cv2.INTER_AREA)
 
 
-def feature_cache_key(names: list[str], teacher_dir: Path, augmentations: int, seed: int,
-                      backbone_id: str = "lite0") -> str:
-    """What the cached labels and features depend on: the photos, the teacher's files, the settings
-    and the code that crops, perturbs, labels the photos and lays features on the map grid (a change
-    to it must not reuse stale labels)."""
-    import hashlib
+def _code_key(parts: tuple, modules: tuple) -> str:
     import inspect
 
+    key = hashlib.sha256(repr(parts).encode())
+    for module in modules:
+        key.update(inspect.getsource(module).encode())
+    return key.hexdigest()[:16]
+
+
+def label_cache_key(names: list[str], teacher_dir: Path, augmentations: int, seed: int) -> str:
+    """What the teacher's labels depend on: the photos, the teacher's files, the settings and the
+    code that perturbs, crops and labels the photos (a change to it must not reuse stale labels)."""
     from efiqa import fov as fov_mod
     from efiqa import preprocess as preprocess_mod
 
     from . import augment as augment_mod
+    from . import data as data_mod
     from . import teacher as teacher_mod
-    from .nets import student as student_mod
+    from . import vessels as vessels_mod
+    from .nets import unet as unet_mod
 
-    key = hashlib.sha256()
-    for n in names:
-        key.update(n.encode())
-    for f in ("vessels.pt", "anatomy.pt", "inpainter.pt", "teacher.json"):
-        p = Path(teacher_dir) / f
-        key.update(p.read_bytes() if p.exists() else b"")
-    for module in (augment_mod, teacher_mod, student_mod, preprocess_mod, fov_mod):
-        key.update(inspect.getsource(module).encode())
-    key.update(repr((augmentations, seed, backbone_id)).encode())
-    return key.hexdigest()[:16]
+    files = [Path(teacher_dir) / f for f in ("vessels.pt", "anatomy.pt", "inpainter.pt", "teacher.json")]
+    digests = [hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else "" for f in files]
+    return _code_key((names, digests, augmentations, seed),
+                     (augment_mod, teacher_mod, data_mod, vessels_mod, unet_mod, preprocess_mod, fov_mod))
+
+
+def feature_cache_key(label_key: str, backbone_id: str = "lite0") -> str:
+    """Features depend on the labelled perturbations and on the code and weights of the backbone."""
+    from efiqa import preprocess as preprocess_mod
+
+    from .nets import efficientnet_lite as lite_mod
+    from .nets import student as student_mod
+    from .nets import vit as vit_mod
+
+    return _code_key((label_key, backbone_id), (student_mod, lite_mod, vit_mod, preprocess_mod))
 
 
 def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher, teacher_dir: Path,
                     sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
                     progress: bool = True, student: Student | None = None,
                     backbone_id: str = "lite0") -> dict[int, FeatureSet]:
-    """:func:`build_features`, memoised on disk under :func:`feature_cache_key`."""
+    """:func:`build_features`, memoised on disk in two parts: the teacher's labels (slow; kept while
+    only the student's code changes) and the backbone's features per input size."""
+    lkey = label_cache_key(names, teacher_dir, augmentations, seed)
+    fkey = feature_cache_key(lkey, backbone_id)
+    labels = _memo(cache_dir and cache_dir / f"labels_{lkey}.pkl",
+                   lambda: teacher_labels(photos, teacher, augmentations, seed, progress))
+    fpath = cache_dir / f"features_{fkey}.pkl" if cache_dir else None
+    features = _memo(fpath, dict)
+    missing = tuple(s for s in sizes if s not in features)
+    if missing:
+        features.update(backbone_features(photos, labels, missing, augmentations, seed, student, progress))
+        _store(fpath, features)
+    return feature_sets(labels, {s: features[s] for s in sizes})
+
+
+def _memo(path: Path | None, make):
     import pickle
 
-    key = feature_cache_key(names, teacher_dir, augmentations, seed, backbone_id)
-    path = cache_dir / f"distill_{key}.pkl" if cache_dir else None
-    cached: dict[int, FeatureSet] = pickle.loads(path.read_bytes()) if path and path.exists() else {}
-    if all(s in cached for s in sizes):
-        return {s: cached[s] for s in sizes}
-    sets = build_features(photos, teacher, sizes, augmentations, seed, progress, student)
+    if path and path.exists():
+        return pickle.loads(path.read_bytes())
+    value = make()
+    _store(path, value)
+    return value
+
+
+def _store(path: Path | None, value) -> None:
+    import pickle
+
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps({**cached, **sets}, protocol=pickle.HIGHEST_PROTOCOL))
-    return sets
+        path.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))

