@@ -44,20 +44,15 @@ bench: $(VENV)/.dev $(BENCHVENV)/.ok
 	$(PY) benchmarks/stream_fps.py
 	$(PY) benchmarks/speed_matrix.py
 	$(PY) benchmarks/precision_fidelity.py
-	$(PY) benchmarks/precision_fidelity.py --model fast --tag fast
 	$(PY) benchmarks/fov_robustness.py
 	$(PY) benchmarks/accuracy.py
-	$(PY) benchmarks/accuracy.py --model fast --tag fast
-	$(PY) benchmarks/latency.py --model fast --out benchmarks/results/latency_cpu_fast.json
 	$(BENCHVENV)/bin/python benchmarks/peers.py
 	$(PY) benchmarks/report.py
 
-## student: distil the shipped students from models/teacher: 512 px → models/default, 384 px → models/fast
+## student: distil the shipped student from models/teacher → models/default
 student: $(VENV)/.dev
 	$(VENV)/bin/efiqa train student --out models/student
 	$(VENV)/bin/efiqa export --adapter models/student --out models/default
-	$(VENV)/bin/efiqa train student --size 384 --out models/student-fast
-	$(VENV)/bin/efiqa export --adapter models/student-fast --out models/fast
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .hypothesis

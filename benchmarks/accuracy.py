@@ -3,10 +3,10 @@ per-patch baseline, on held-out photographs with the evaluation degradations (10
 severities), plus real photos of reduced quality; vessel-extractor metrics; and the frame→map
 latency of student vs teacher measured in the same run.
 
-    python benchmarks/accuracy.py [--data DIR] [--severities 1 2 3] [--model fast --tag fast]
+    python benchmarks/accuracy.py [--data DIR] [--severities 1 2 3] [--model BUNDLE --tag T]
 
 Writes benchmarks/results/accuracy.json, accuracy.md and accuracy_examples.png (with ``--tag T``:
-accuracy_T.json, …, e.g. for the fast bundle).
+accuracy_T.json, …, e.g. ``--tag 512`` for a student trained with ``--size 512``).
 """
 from __future__ import annotations
 

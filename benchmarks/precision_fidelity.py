@@ -2,7 +2,7 @@
 calibration on the teacher-training photos, verification on the held-out ones (disjoint).
 INT8 runs as Q/DQ in ONNX Runtime with graph optimisations off (simulates TensorRT's int8 math).
 
-    python benchmarks/precision_fidelity.py [--model BUNDLE] [--data DIR] [--tag fast]
+    python benchmarks/precision_fidelity.py [--model BUNDLE] [--data DIR] [--tag T]
 
 Writes benchmarks/results/precision_fidelity.json (+ .md; precision_fidelity_TAG.* with --tag).
 Equivalent CLI:

@@ -109,7 +109,7 @@ def default_bundle_path() -> Path:
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
     """Load and verify a bundle folder or ``.efiqa`` zip; ``None`` loads the shipped default, and
-    the name of a shipped bundle (``"fast"``) that bundle."""
+    the name of a shipped bundle (``"default"``) that bundle."""
     from .models import SHIPPED
 
     p = Path(path) if path is not None else default_bundle_path()

@@ -25,14 +25,12 @@ def _edit_manifest(path, **changes):
 def test_default_bundle_loads_and_is_consistent():
     b = load_bundle()
     m = b.manifest
-    assert m.format_version == 1 and m.input_size == 512 and m.grid == 16
+    assert m.format_version == 1 and m.input_size == 384 and m.grid == 16
     assert len(m.onnx_sha256) == 64
 
 
 def test_shipped_bundles_load_by_name_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    fast = load_bundle("fast")
-    assert fast.manifest.input_size == 384 and fast.manifest.grid == 16
     assert load_bundle("default").manifest == load_bundle().manifest
     with pytest.raises(ModelError, match="no such model bundle"):
         load_bundle("fastest")
@@ -63,7 +61,7 @@ def test_broken_bundles_raise_model_error(bundle_copy, mutate, message):
 
 
 def test_manifest_that_lies_about_shapes_is_refused(bundle_copy):
-    _edit_manifest(bundle_copy, input_size=384)
+    _edit_manifest(bundle_copy, input_size=load_bundle(bundle_copy).manifest.input_size + 128)
     with pytest.raises(ModelError, match="input shape"):
         QualityAssessor(bundle_copy)
 

@@ -8,7 +8,7 @@ from efiqa import QualityAssessor  # noqa: E402
 from efiqa.bundle import load_bundle  # noqa: E402
 from efiqa.train.nets.efficientnet_lite import EfficientNetLite0  # noqa: E402
 from efiqa.train.nets.student import (  # noqa: E402
-    FEATURES, LITE0_MEAN, LITE0_STD, Student, area_weights, cell_stats, to_grid)
+    CHANNELS, FEATURES, LITE0_MEAN, LITE0_STD, Student, area_weights, cell_stats, to_grid)
 
 from .conftest import synthetic_fundus  # noqa: E402
 
@@ -76,17 +76,20 @@ def test_runtime_map_equals_torch_on_the_same_input(tiny_bundle):
     np.testing.assert_allclose(res.map, ref, atol=1e-4)
 
 
-def test_each_feature_kind_is_the_tail_of_the_four_scale_ones():
-    """Distillation caches only four-scale features and slices the other kinds out of them."""
+def test_every_feature_kind_is_a_slice_of_the_cached_layout():
+    """Distillation caches ``all`` features once and slices every kind out of them (CHANNELS)."""
     backbone = EfficientNetLite0().eval()
     x = torch.rand(1, 3, 128, 128) * 255
     with torch.no_grad():
-        four = Student(backbone, features="four-scale").features(x)
-        assert four.shape[1] == FEATURES["four-scale"]
-        for kind in ("two-scale", "s32"):
-            assert torch.equal(four[:, -FEATURES[kind]:], Student(backbone, features=kind).features(x)), kind
+        everything = Student(backbone, features="all").features(x)
+        assert everything.shape[1] == FEATURES["all"]
+        for kind in ("three-scale", "two-scale", "s32"):
+            assert torch.equal(everything[:, CHANNELS[kind]], Student(backbone, features=kind).features(x)), kind
+        # three-scale stops after stride 16: the stride-32 blocks are not in its graph
+        taps = backbone(x, last_stride=16)
+        assert [t.shape[1] for t in taps] == [24, 40, 112]
     with pytest.raises(ValueError, match="unknown features"):
-        Student(backbone, features="three-scale")
+        Student(backbone, features="four-scale")
 
 
 def test_cell_stats_are_the_mean_and_standard_deviation_over_each_cell():

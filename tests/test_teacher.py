@@ -221,7 +221,7 @@ def test_tiny_end_to_end_training(tmp_path):
     names = ["a", "b"]
     sets = distill.cached_features(names, photos, teacher, tmp_path, (128,), 2, 0, cache, progress=False)
     fs = sets[128]
-    assert len(fs.photo) == 4 and fs.features("four-scale").shape == (4, 560, 16, 16)  # the 16×16 map grid
+    assert len(fs.photo) == 4 and fs.features("three-scale").shape == (4, 352, 16, 16)  # the 16×16 map grid
     assert fs.features("two-scale").shape == (4, 432, 16, 16) and fs.features("s32").shape == (4, 320, 16, 16)
     assert fs.soft[0].shape == (16, 16)
     # another input size (or backbone) reuses the cached labels: the teacher is not run again, and the
@@ -230,7 +230,7 @@ def test_tiny_end_to_end_training(tmp_path):
         mp.setattr(teacher_mod.Teacher, "__call__", lambda *a: pytest.fail("labels not reused"))
         again = distill.cached_features(names, photos, teacher, tmp_path, (128, 64), 2, 0, cache, progress=False)
     np.testing.assert_array_equal(again[128].data, fs.data)
-    assert again[64].data.shape == (4, 560, 16, 16) and again[64].photo == fs.photo
+    assert again[64].data.shape == (4, 672, 16, 16) and again[64].photo == fs.photo
     assert fs.score[0].shape == (16, 16) and np.all((np.stack(fs.score) >= 0) & (np.stack(fs.score) < 1))
     res = distill.train_adapter(fs, "two-scale", "conv", phi=teacher.config["phi"], epochs=2, batch=2, target="binary")
     prob, frac, score, valid = distill.predict(res, fs, {0, 1})

@@ -53,7 +53,8 @@ def test_cuda_graph_captured_once_per_batch_size(doubles, engine):
     bundle, path = engine
     from efiqa.backends.tensorrt import TensorRTBackend
 
-    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 512, 512)).astype(np.float32)
+    s = bundle.manifest.input_size
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, s, s)).astype(np.float32)
     be = TensorRTBackend(bundle, path, cuda_graph=True)
     outs = [be.infer(x) for _ in range(3)]
     be.close()

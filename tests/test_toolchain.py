@@ -154,7 +154,8 @@ def test_build_orchestration(build_doubles, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert rec["flags"] == 1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED
     assert rec["pool"] == ("workspace", 512 << 20) and rec["timing_cache_set"]
-    assert rec["profiles"] == [("image", (1, 3, 512, 512), (1, 3, 512, 512), (4, 3, 512, 512))]
+    s = load_bundle().manifest.input_size  # the shipped bundle's static shape, batch 1..4
+    assert rec["profiles"] == [("image", (1, 3, s, s), (1, 3, s, s), (4, 3, s, s))]
     assert engine.read_bytes() == b"serialized-engine" and cache.read_bytes() == b"timing-cache"
     m = EngineManifest.load(engine)
     b = load_bundle()
@@ -179,13 +180,15 @@ def test_sensitive_convs_stay_float_by_default(tiny_bundle, photo_dirs, tmp_path
     import onnx
 
     from efiqa.calibration.int8 import quantize, sensitive_nodes
+    from efiqa.train.nets.efficientnet_lite import STRIDE_BLOCKS
 
     bundle = load_bundle(tiny_bundle[1])
     sens = sensitive_nodes(bundle.onnx_bytes)
     graph = onnx.load_from_string(bundle.onnx_bytes).graph
     convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
     depthwise = [n for n in convs.values() if any(a.name == "group" and a.i > 1 for a in n.attribute)]
-    assert len(depthwise) == 16 and all(n.name in sens for n in depthwise)  # Lite0 has 16 depthwise convs
+    # one depthwise conv per Lite0 block; the three-scale student stops after block 10 (stride 16)
+    assert len(depthwise) == STRIDE_BLOCKS[16] + 1 and all(n.name in sens for n in depthwise)
     assert set(sens) <= set(convs)
     calibset.build([photo_dirs[0]], tmp_path / "c", tiny_bundle[1], size=4, progress=False)
     data, kept = quantize(bundle.onnx_bytes, calibset.load(tmp_path / "c")[0], "image")

@@ -79,9 +79,9 @@ def test_train_student_and_export_with_a_user_vit(tmp_path):
     assert res.map.shape == (16, 16)
 
 
-def test_train_the_fast_lite0_student_by_size(tmp_path):
-    """`--size 384` distils the fast bundle's network; the features of both shipped sizes are cached
-    together, so training the other size reuses the teacher's labels."""
+def test_train_the_lite0_student_at_another_size(tmp_path):
+    """`--size 512` distils a 512-px student with the same 16×16 map; a second size reuses the
+    teacher's cached labels and adds its own features."""
     import pickle
 
     import cv2
@@ -100,10 +100,11 @@ def test_train_the_fast_lite0_student_by_size(tmp_path):
         cv2.imwrite(str(photos / f"p{s}.png"), synthetic_fundus(400, 400, seed=s))
     common = ["--images", str(photos), "--teacher", str(teacher), "--augmentations", "2", "--epochs", "1",
               "--cache", str(tmp_path / "cache")]
-    assert main(["train", "student", "--size", "384", "--out", str(tmp_path / "st"), *common]) == 0
-    (features,) = (tmp_path / "cache").glob("features_*.pkl")  # both shipped sizes, one labelling pass
+    assert main(["train", "student", "--size", "512", "--out", str(tmp_path / "st"), *common]) == 0
+    assert main(["train", "student", "--out", str(tmp_path / "st384"), *common]) == 0
+    (features,) = (tmp_path / "cache").glob("features_*.pkl")
     assert sorted(pickle.loads(features.read_bytes())) == [384, 512]
-    assert len(list((tmp_path / "cache").glob("labels_*.pkl"))) == 1
+    assert len(list((tmp_path / "cache").glob("labels_*.pkl"))) == 1  # one labelling pass for both
     assert main(["export", "--adapter", str(tmp_path / "st"), "--out", str(tmp_path / "bundle")]) == 0
     m = load_bundle(tmp_path / "bundle").manifest
-    assert (m.input_size, m.grid, m.name) == (384, 16, "efiqa-lite0-student-384")
+    assert (m.input_size, m.grid, m.name) == (512, 16, "efiqa-lite0-student")

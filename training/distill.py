@@ -31,14 +31,11 @@ from efiqa.preprocess import Preprocessor
 
 from .augment import augment
 from .nets.efficientnet_lite import EfficientNetLite0
-from .nets.student import FEATURES, Student, make_head
+from .nets.student import CHANNELS, Student, make_head
 from .teacher import Teacher
 
 #: The shipped configuration, chosen by ``benchmarks/student_variants.py`` (label-free criterion).
-DEFAULT = {"size": 512, "features": "four-scale", "head": "conv", "target": "soft"}
-#: Input sizes of the shipped Lite0 bundles (``models/default`` and the faster ``models/fast``): their
-#: features are cached together, so the teacher labels each perturbed photo once for both.
-SIZES = (512, 384)
+DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "soft"}
 TARGETS = ("soft", "binary")
 
 
@@ -66,10 +63,9 @@ class FeatureSet:
     photo: list[int]                                          # source photo index per sample
 
     def features(self, kind: str) -> np.ndarray:
-        """Each Lite0 feature kind is the tail of the four-scale features (``FEATURES``); other
+        """A Lite0 feature kind's channels out of the cached ``all`` layout (``CHANNELS``); other
         backbones (a ViT) have one kind, all channels."""
-        c = FEATURES.get(kind, self.data.shape[1])
-        return self.data[:, self.data.shape[1] - c:]
+        return self.data[:, CHANNELS[kind]] if kind in CHANNELS and kind != "all" else self.data
 
 
 def perturbations(photos: list[np.ndarray], augmentations: int, seed: int) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -102,13 +98,14 @@ def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: in
 
 
 def default_student() -> Student:
-    return Student(EfficientNetLite0().load_imagenet(), features="four-scale")
+    """ImageNet Lite0 giving every feature kind at once (``all``), for the cache."""
+    return Student(EfficientNetLite0().load_imagenet(), features="all")
 
 
 @torch.no_grad()
 def backbone_features(photos: list[np.ndarray], labels: Labels, sizes: tuple[int, ...], augmentations: int = 24,
                       seed: int = 0, student: Student | None = None, progress: bool = True) -> dict[int, np.ndarray]:
-    """Frozen backbone features (``student``'s; default: ImageNet Lite0, four-scale) of the labelled
+    """Frozen backbone features (``student``'s; default: ImageNet Lite0, all kinds) of the labelled
     perturbations, each cropped on the FOV the teacher found: {size: (N, C, g, g) float16}."""
     from tqdm import tqdm
 
@@ -158,7 +155,7 @@ class AdapterResult:
     params: int
 
 
-def train_adapter(fs: FeatureSet, feature_kind: str = "four-scale", head: str = "linear", phi: float = 0.9,
+def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str = "linear", phi: float = 0.9,
                   epochs: int = 20, lr: float = 1e-3, batch: int = 32, seed: int = 0,
                   train_photos: set[int] | None = None, target: str = "soft") -> AdapterResult:
     """BCE on the teacher's labels: ``soft`` (its mean share of missing vasculature per patch) or

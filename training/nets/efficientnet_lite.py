@@ -72,11 +72,12 @@ class EfficientNetLite0(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self.act = nn.ReLU6()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, last_stride: int = 32) -> tuple[torch.Tensor, ...]:
+        """Features at strides 4, 8, … up to ``last_stride`` (the blocks after it are not run)."""
         x = self.act(self._bn0(self._conv_stem(self._pad(x))))
-        taps = {block: stride for stride, block in STRIDE_BLOCKS.items()}
+        taps = {block for stride, block in STRIDE_BLOCKS.items() if stride <= last_stride}
         out = []
-        for i, block in enumerate(self._blocks):
+        for i, block in enumerate(self._blocks[:max(taps) + 1]):
             x = block(x)
             if i in taps:
                 out.append(x)

@@ -16,9 +16,12 @@ LITE0_STD = (128.0, 128.0, 128.0)
 #: ImageNet statistics on the 0-255 scale, as DINOv2 / RETFound expect.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-#: Channels per feature kind. Each kind is the tail of the one before it, so distillation caches
-#: only ``four-scale`` features and slices the others out of them.
-FEATURES = {"four-scale": 2 * 24 + 2 * 40 + 112 + 320, "two-scale": 112 + 320, "s32": 320}
+#: Where each feature kind's channels sit in the ``all`` layout — per-cell mean and standard
+#: deviation at strides 4 (0-47), 8 (48-127) and 16 (mean 128-239, std 240-351), mean at stride 32
+#: (352-671) — so that distillation caches ``all`` once and slices every kind out of it.
+CHANNELS = {"all": list(range(672)), "three-scale": list(range(352)),
+            "two-scale": [*range(128, 240), *range(352, 672)], "s32": list(range(352, 672))}
+FEATURES = {kind: len(index) for kind, index in CHANNELS.items()}
 #: The map every student gives, whatever its input size or backbone: the paper's 16×16 patch grid.
 GRID = 16
 
@@ -86,12 +89,14 @@ def make_head(kind: str, channels: int, hidden: int = 64) -> nn.Sequential:
 
 
 class Student(nn.Module):
-    """EfficientNet-Lite0 features on the 16×16 map grid → adapter. ``four-scale``: per-cell mean
-    and standard deviation at strides 4 and 8, mean at 16 and 32; ``two-scale``: strides 16 and 32;
-    ``s32``: stride 32 alone. At 512 px stride 16 is average-pooled ×2 and stride 32 kept as it is;
-    other input sizes (and ViT token grids) are resampled onto the same grid."""
+    """EfficientNet-Lite0 features on the 16×16 map grid → adapter. ``three-scale``: per-cell mean
+    and standard deviation at strides 4, 8 and 16 (the backbone stops after stride 16: a third of
+    its compute saved); ``two-scale``: means at strides 16 and 32; ``s32``: stride 32 alone;
+    ``all``: every one of them (what distillation caches). At 512 px a stride-16 map is
+    average-pooled ×2 and stride 32 kept as it is; other input sizes (and ViT token grids) are
+    resampled onto the same grid."""
 
-    def __init__(self, backbone: nn.Module | None = None, features: str = "four-scale", head: str = "linear",
+    def __init__(self, backbone: nn.Module | None = None, features: str = "three-scale", head: str = "linear",
                  mean: tuple[float, ...] = LITE0_MEAN, std: tuple[float, ...] = LITE0_STD) -> None:
         super().__init__()
         if features not in (*FEATURES, "vit"):
@@ -116,13 +121,14 @@ class Student(nn.Module):
     def features(self, image: torch.Tensor) -> torch.Tensor:
         if self.feature_kind == "vit":
             return to_grid(self.backbone((image - self.mean) / self.std))
-        f4, f8, f16, f32 = self.backbone((image - self.mean) / self.std)
-        if self.feature_kind == "s32":
-            return to_grid(f32)
-        coarse = [to_grid(f16), to_grid(f32)]
-        if self.feature_kind == "two-scale":
-            return torch.cat(coarse, dim=1)
-        return torch.cat([cell_stats(f4), cell_stats(f8), *coarse], dim=1)
+        kind = self.feature_kind
+        f4, f8, f16, *f32 = self.backbone((image - self.mean) / self.std, last_stride=16 if kind == "three-scale" else 32)
+        if kind == "s32":
+            return to_grid(f32[0])
+        if kind == "two-scale":
+            return torch.cat([to_grid(f16), to_grid(f32[0])], dim=1)
+        fine = [cell_stats(f4), cell_stats(f8), cell_stats(f16)]
+        return torch.cat(fine if kind == "three-scale" else [*fine, to_grid(f32[0])], dim=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.adapter(self.features(image))
