@@ -301,16 +301,14 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     if not named:
         raise ImageReadError("no photos to distil from", " ".join(args.images or []))
     cfg, student = {**distill.DEFAULT, "size": args.size}, None
-    sizes = (args.size,)
     if args.backbone:
         from efiqa.train.nets.student import Student
 
         student = Student.with_vit(str(args.backbone))
         cfg = {"size": 16 * student.backbone.patch, "features": "vit", "head": "linear", "target": "soft",
                "backbone_checkpoint": str(args.backbone.resolve())}
-        sizes = (cfg["size"],)
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
-                                   sizes, args.augmentations, args.seed, args.cache, student=student,
+                                   (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
                                    backbone_id=cfg.get("backbone_checkpoint", "lite0"))
     fs = sets[cfg["size"]]
     res = distill.train_adapter(fs, cfg["features"], cfg["head"], phi=teacher.config["phi"], epochs=args.epochs,

@@ -97,11 +97,6 @@ def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: in
     return labels
 
 
-def default_student() -> Student:
-    """ImageNet Lite0 giving every feature kind at once (``all``), for the cache."""
-    return Student(EfficientNetLite0().load_imagenet(), features="all")
-
-
 @torch.no_grad()
 def backbone_features(photos: list[np.ndarray], labels: Labels, sizes: tuple[int, ...], augmentations: int = 24,
                       seed: int = 0, student: Student | None = None, progress: bool = True) -> dict[int, np.ndarray]:
@@ -109,7 +104,8 @@ def backbone_features(photos: list[np.ndarray], labels: Labels, sizes: tuple[int
     perturbations, each cropped on the FOV the teacher found: {size: (N, C, g, g) float16}."""
     from tqdm import tqdm
 
-    backbone = (student or default_student()).freeze_backbone().eval()
+    # the default gives every Lite0 feature kind at once (``all``): one cache serves them all
+    backbone = (student or Student(EfficientNetLite0().load_imagenet(), features="all")).freeze_backbone().eval()
     row = {s: n for n, s in enumerate(labels.samples)}
     pre = {s: Preprocessor(s) for s in sizes}
     feats: dict[int, list[np.ndarray]] = {s: [None] * len(row) for s in sizes}
@@ -136,14 +132,6 @@ def feature_sets(labels: Labels, features: dict[int, np.ndarray]) -> dict[int, F
 
 def _to_grid(a: np.ndarray, g: int) -> np.ndarray:
     return a if a.shape[0] == g else cv2.resize(a, (g, g), interpolation=cv2.INTER_AREA)
-
-
-def build_features(photos: list[np.ndarray], teacher: Teacher, sizes: tuple[int, ...] = (512,),
-                   augmentations: int = 24, seed: int = 0, progress: bool = True,
-                   student: Student | None = None) -> dict[int, FeatureSet]:
-    """Teacher labels + frozen backbone features for ``augmentations`` perturbations of each photo."""
-    labels = teacher_labels(photos, teacher, augmentations, seed, progress)
-    return feature_sets(labels, backbone_features(photos, labels, sizes, augmentations, seed, student, progress))
 
 
 @dataclass
@@ -210,7 +198,7 @@ def predict(result: AdapterResult, fs: FeatureSet, photos: set[int] | None = Non
 def clean_thresholds(result: AdapterResult, fs: FeatureSet, fp_budget: float = 0.05) -> dict:
     """Label-free decision thresholds from the student's outputs on the *unperturbed* photos (the
     first sample of each): a patch or a photo is flagged above the (1 − budget) quantile."""
-    # build_features puts each photo's unperturbed sample first
+    # perturbations() yields each photo's unperturbed sample first
     first = np.array([n for n, p in enumerate(fs.photo) if n == 0 or fs.photo[n - 1] != p])
     prob, _, _, valid = predict(result, fs, samples=first)
     patch = float(np.quantile(prob[valid], 1 - fp_budget))
@@ -309,14 +297,17 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
                     sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
                     progress: bool = True, student: Student | None = None,
                     backbone_id: str = "lite0") -> dict[int, FeatureSet]:
-    """:func:`build_features`, memoised on disk in two parts: the teacher's labels (slow; kept while
-    only the student's code changes) and the backbone's features per input size."""
+    """Teacher labels + frozen backbone features for ``augmentations`` perturbations of each photo,
+    memoised on disk (``cache_dir``; None: not cached) in two parts: the teacher's labels (slow;
+    kept while only the student's code changes) and the backbone's features per input size."""
     lkey = label_cache_key(names, teacher_dir, augmentations, seed)
-    fkey = feature_cache_key(lkey, backbone_id)
-    labels = _memo(cache_dir and cache_dir / f"labels_{lkey}.pkl",
-                   lambda: teacher_labels(photos, teacher, augmentations, seed, progress))
-    fpath = cache_dir / f"features_{fkey}.pkl" if cache_dir else None
-    features = _memo(fpath, dict)
+    lpath = cache_dir / f"labels_{lkey}.pkl" if cache_dir else None
+    fpath = cache_dir / f"features_{feature_cache_key(lkey, backbone_id)}.pkl" if cache_dir else None
+    labels = _load(lpath)
+    if labels is None:
+        labels = teacher_labels(photos, teacher, augmentations, seed, progress)
+        _store(lpath, labels)
+    features = _load(fpath) or {}
     missing = tuple(s for s in sizes if s not in features)
     if missing:
         features.update(backbone_features(photos, labels, missing, augmentations, seed, student, progress))
@@ -324,14 +315,10 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
     return feature_sets(labels, {s: features[s] for s in sizes})
 
 
-def _memo(path: Path | None, make):
+def _load(path: Path | None):
     import pickle
 
-    if path and path.exists():
-        return pickle.loads(path.read_bytes())
-    value = make()
-    _store(path, value)
-    return value
+    return pickle.loads(path.read_bytes()) if path and path.exists() else None
 
 
 def _store(path: Path | None, value) -> None:
