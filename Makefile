@@ -17,7 +17,7 @@ $(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 	$(PIP) $(TORCH)
-	$(PIP) -e '.[dev,build,train]'
+	$(PIP) -e '.[dev,build,train,rtx]'
 	touch $@
 
 ## demo: runtime-only install (no torch), assess the built-in example photo → demo_out/

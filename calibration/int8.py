@@ -54,7 +54,8 @@ def sensitive_nodes(onnx_bytes: bytes) -> list[str]:
 
 def quantize(onnx_bytes: bytes, tensors: np.ndarray, input_name: str, method: str = "minmax",
              exclude: list[str] | None = None, keep_first_last_fp32: bool = True,
-             percentile: float = 99.99, keep_sensitive_fp32: bool = True) -> tuple[bytes, list[str]]:
+             percentile: float = 99.99, keep_sensitive_fp32: bool = True,
+             ops: tuple[str, ...] | list[str] = ("Conv", "Add", "Concat", "AveragePool")) -> tuple[bytes, list[str]]:
     """Q/DQ INT8 model bytes and the list of nodes left in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -76,7 +77,7 @@ def quantize(onnx_bytes: bytes, tensors: np.ndarray, input_name: str, method: st
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(dst), _Reader(tensors, input_name), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=excluded, op_types_to_quantize=["Conv", "Add", "Concat", "AveragePool"],
+                        nodes_to_exclude=excluded, op_types_to_quantize=list(ops),
                         calibrate_method=CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile,
                         extra_options=extra)
         return dst.read_bytes(), sorted(set(excluded))

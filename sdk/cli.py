@@ -109,11 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--json", action="store_true", help="print the fidelity report as JSON")
     ve.set_defaults(func=cmd_verify)
 
-    bu = sub.add_parser("build", help="build a TensorRT engine (on the target GPU machine)",
+    bu = sub.add_parser("build", help="build a TensorRT or TensorRT-for-RTX engine",
                         description="Parse a bundle's ONNX (precision inside: use a variant from 'efiqa verify') "
-                                    "and build a strongly typed TensorRT engine with its manifest. "
-                                    "Exit 3 where TensorRT or a GPU is missing.")
+                                    "and build a strongly typed engine with its manifest. --target tensorrt builds "
+                                    "on the GPU that will run it (Jetson, data-centre GPUs); --target tensorrt-rtx "
+                                    "builds ahead of time on any machine, no GPU needed, for RTX-class GPUs of the "
+                                    "given compute capabilities. Exit 3 where the library (or, for tensorrt, a "
+                                    "GPU) is missing.")
     bu.add_argument("--precision", choices=["fp32", "fp16", "int8"], required=True)
+    bu.add_argument("--target", choices=["tensorrt", "tensorrt-rtx"],
+                    help="engine library (default: the installed one, full TensorRT first)")
+    bu.add_argument("--compute-capability", metavar="SM,...",
+                    help="tensorrt-rtx targets, e.g. 86,89,120 (the default: Ampere, Ada, Blackwell RTX GPUs)")
     bu.add_argument("--model", help="bundle of that precision (default: the shipped bundle, fp32)")
     bu.add_argument("--calib", type=Path, help="calibration folder: make the INT8 variant here, unverified")
     bu.add_argument("--out", type=Path, required=True, help="engine file (its manifest goes to <out>.json)")
@@ -386,9 +393,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    import hashlib
+
     from .bundle import load_bundle
 
     trt_build = _training_module("trt_build", "efiqa.build")
+    target, trt = trt_build.resolve_target(args.target)  # before any work: exit 3 where none is installed
+    if target == "tensorrt-rtx":
+        try:
+            trt_build.parse_compute_capabilities(trt, args.compute_capability)
+        except ValueError as exc:
+            print(f"efiqa: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    elif args.compute_capability:
+        print("efiqa: error: --compute-capability is for --target tensorrt-rtx (tensorrt builds for this GPU)",
+              file=sys.stderr)
+        return EXIT_USAGE
     bundle = load_bundle(args.model)
     m = bundle.manifest
     onnx_bytes, calib_sha = bundle.onnx_bytes, m.calibration_sha256
@@ -397,6 +417,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(f"efiqa: error: {bundle.path} is a {m.precision} bundle, not {args.precision}", file=sys.stderr)
             return EXIT_USAGE
         if args.precision != "fp32":  # convenience: make the variant here, without the fidelity gate
+            _require("onnx", "build")
             variants = _training_module("variants", "efiqa.build")
             calib = None
             if args.precision == "int8":
@@ -407,15 +428,29 @@ def cmd_build(args: argparse.Namespace) -> int:
                 calib_sha = cm.sha256
             onnx_bytes, _ = variants.make_variant(bundle, args.precision, calib)
             print("efiqa: warning: this variant has not passed 'efiqa verify'", file=sys.stderr)
-    import hashlib
-
-    em = trt_build.build_engine(onnx_bytes, args.out, precision=args.precision, bundle_sha256=bundle.root_sha256,
-                                onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
-                                input_name=m.input_name, input_shape=(3, m.input_size, m.input_size),
-                                calibration_sha256=calib_sha, max_batch=args.max_batch, workspace_mb=args.workspace,
-                                timing_cache=args.timing_cache, progress=sys.stderr.isatty())
-    print(f"built {args.out}: {em.precision}, TensorRT {em.tensorrt_version}, {em.gpu_name} (sm {em.compute_capability})")
+    built = trt_build.build_engine(onnx_bytes, args.out, precision=args.precision, bundle_sha256=bundle.root_sha256,
+                                   onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(), target=target,
+                                   compute_capabilities=args.compute_capability,
+                                   input_name=m.input_name, input_shape=(3, m.input_size, m.input_size),
+                                   calibration_sha256=calib_sha, max_batch=args.max_batch,
+                                   workspace_mb=args.workspace, timing_cache=args.timing_cache,
+                                   progress=sys.stderr.isatty(), source=str(bundle.path))
+    em = built.manifest
+    where = (f"for compute capabilities {em.compute_capability}" if em.target == "tensorrt-rtx"
+             else f"for {em.gpu_name} (sm {em.compute_capability})")
+    convs = em.layer_precisions.get("convolution", {})
+    conv_text = ("; convolutions " + ", ".join(f"{n} {t}" for t, n in sorted(convs.items()))) if convs else ""
+    print(f"built {args.out}: {em.precision}, {em.target} {em.tensorrt_version} {where}{conv_text}; "
+          f"{built.size_bytes / 2**20:.1f} MiB in {built.seconds:.1f} s")
     return EXIT_OK
+
+
+def _require(module: str, extra: str) -> None:
+    """Raise :class:`BackendUnavailableError` naming the extra to install if ``module`` is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise BackendUnavailableError(f"this command needs {module} (pip install 'efiqa[{extra}]')")
 
 
 def cmd_stream(args: argparse.Namespace) -> int:

@@ -75,7 +75,7 @@ def test_mismatched_engine_is_refused_with_rebuild_command(doubles, engine, fiel
     m.save(path)
     with pytest.raises(EngineMismatchError, match=message) as exc:
         create_backend("tensorrt", bundle, engine=str(path))
-    assert "efiqa build --precision fp16" in str(exc.value)
+    assert f"efiqa build --target tensorrt --precision fp16 --out {path}" in str(exc.value)
 
 
 def test_patch_version_difference_is_accepted(doubles, engine):
@@ -107,3 +107,35 @@ def test_without_tensorrt_the_error_is_clear(monkeypatch, engine):
 def test_tensorrt_without_engine_is_clear():
     with pytest.raises(BackendUnavailableError, match="needs an engine"):
         create_backend("tensorrt", load_bundle())
+
+
+def test_rtx_engine_runs_with_a_runtime_cache_kept_beside_it(monkeypatch, engine):
+    """TensorRT for RTX compiles kernels on the first run; the second start loads them from
+    <engine>.cache. The double records the cache calls (no GPU here)."""
+    from efiqa.backends.tensorrt import runtime_cache_path
+
+    bundle, path = engine
+    cuda = FakeCuda(("NVIDIA GeForce RTX 4090", "8.9"))
+    rtx = fake_tensorrt(cuda, version="1.7.1.116", rtx=True)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", rtx)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # the runtime imports the engine's own library
+    monkeypatch.setattr("efiqa.backends.tensorrt.load_cuda", lambda: cuda)
+    EngineManifest(bundle.sha256, "fp16", "1.7.1.116", "", "8.6,8.9,12.0", bundle.sha256, max_batch=4,
+                   target="tensorrt-rtx").save(path)
+    s = bundle.manifest.input_size
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, s, s)).astype(np.float32)
+    with create_backend("tensorrt", bundle, engine=str(path)) as be:
+        first = be.infer(x)
+    assert rtx.cache_log == ["create", "set", "serialize"] and runtime_cache_path(path).read_bytes() == b"kernels"
+    rtx.cache_log.clear()
+    with create_backend("tensorrt", bundle, engine=str(path)) as be:
+        np.testing.assert_array_equal(be.infer(x), first)
+    assert rtx.cache_log == ["create", "deserialize:kernels", "set", "serialize"]
+
+
+def test_rtx_engine_on_full_tensorrt_machine_is_refused(doubles, engine, monkeypatch):
+    bundle, path = engine
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
+    EngineManifest(bundle.sha256, "fp16", "1.7.1.116", "", "8.7", bundle.sha256, target="tensorrt-rtx").save(path)
+    with pytest.raises(BackendUnavailableError, match="TensorRT for RTX is not installed"):
+        create_backend("tensorrt", bundle, engine=str(path))

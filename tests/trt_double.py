@@ -80,11 +80,31 @@ class FakeCuda:
         self.last_context.run()
 
 
-def fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", max_batch: int = 4) -> types.ModuleType:
+def fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", max_batch: int = 4, rtx: bool = False) -> types.ModuleType:
+    """``rtx``: TensorRT for RTX's extra runtime API (runtime config and cache), logged in ``cache_log``."""
     import onnxruntime as ort
 
-    trt = types.ModuleType("tensorrt")
+    trt = types.ModuleType("tensorrt_rtx" if rtx else "tensorrt")
     trt.__version__ = version
+    trt.cache_log = []
+
+    class RuntimeCache:
+        def deserialize(self, blob):
+            trt.cache_log.append(f"deserialize:{bytes(blob).decode()}")
+            return True
+
+        def serialize(self):
+            trt.cache_log.append("serialize")
+            return b"kernels"
+
+    class RuntimeConfig:
+        def create_runtime_cache(self):
+            trt.cache_log.append("create")
+            return RuntimeCache()
+
+        def set_runtime_cache(self, cache):
+            trt.cache_log.append("set")
+            return True
 
     class Logger:
         WARNING = 2
@@ -140,8 +160,12 @@ def fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", max_batch: int = 4) -
             rest = tuple(self.inp.shape[1:])
             return ((1, *rest), (1, *rest), (max_batch, *rest))
 
-        def create_execution_context(self):
+        def create_execution_context(self, runtime_config=None):
             return Context(self)
+
+        if rtx:
+            def create_runtime_config(self):
+                return RuntimeConfig()
 
     class Runtime:
         def __init__(self, logger):
@@ -153,7 +177,14 @@ def fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", max_batch: int = 4) -
             except Exception:
                 return None
 
-    trt.Logger, trt.Runtime = Logger, Runtime
+    class ILogger:
+        class Severity:
+            INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+        def __init__(self):
+            pass
+
+    trt.Logger, trt.Runtime, trt.ILogger = Logger, Runtime, ILogger
     trt.nptype = lambda dtype: np.float32
     return trt
 
@@ -218,7 +249,7 @@ def add_builder(trt: types.ModuleType, cuda: FakeCuda) -> dict:
 
         def create_network(self, flags):
             rec["flags"] = flags
-            return object()
+            return types.SimpleNamespace(num_layers=0)
 
         def create_builder_config(self):
             return Config()

@@ -1,9 +1,10 @@
-"""TensorRT backend (TensorRT 10.x as on JetPack 6, and 11.x): deserialize an engine built by
-``efiqa build``, check its manifest against this device, and run it with pinned host buffers,
-async copies on one CUDA stream and, optionally, CUDA-graph replay.
+"""TensorRT backend: runs engines built by ``efiqa build`` for either target — TensorRT 10/11 (as on
+JetPack 6) or TensorRT for RTX — after checking the engine manifest against this device, with
+pinned host buffers, async copies on one CUDA stream and, optionally, CUDA-graph replay.
 
 Only the name-based I/O API is used (``num_io_tensors``, ``set_input_shape``,
-``set_tensor_address``, ``execute_async_v3``), which both major versions provide.
+``set_tensor_address``, ``execute_async_v3``), which both libraries provide. TensorRT for RTX
+compiles kernels on the first run; its runtime cache (``<engine>.cache``) keeps them for the next.
 """
 from __future__ import annotations
 
@@ -12,20 +13,30 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import Bundle
-from ..engine import EngineManifest
+from ..engine import TARGET_MODULES, EngineManifest
 from ..errors import BackendUnavailableError, ModelError
 from .base import Backend
 from .cuda import host_array, load_cuda
 
+_MISSING = {
+    "tensorrt": "TensorRT is not installed: on Jetson it comes with JetPack 6; elsewhere install NVIDIA's "
+                "tensorrt wheels on a machine with an NVIDIA GPU",
+    "tensorrt-rtx": "TensorRT for RTX is not installed: pip install 'efiqa[rtx]'",
+}
 
-def import_tensorrt():
+
+def import_tensorrt(target: str = "tensorrt"):
+    """The library module of ``target`` (``tensorrt`` or ``tensorrt-rtx``), or a clear error."""
+    import importlib
+
     try:
-        import tensorrt as trt
+        return importlib.import_module(TARGET_MODULES[target])
     except ImportError:
-        raise BackendUnavailableError(
-            "TensorRT is not installed: on Jetson it comes with JetPack 6; elsewhere install NVIDIA's "
-            "tensorrt wheels on a machine with an NVIDIA GPU") from None
-    return trt
+        raise BackendUnavailableError(_MISSING[target]) from None
+
+
+def runtime_cache_path(engine: str | Path) -> Path:
+    return Path(str(engine) + ".cache")
 
 
 class TensorRTBackend(Backend):
@@ -33,14 +44,16 @@ class TensorRTBackend(Backend):
 
     def __init__(self, bundle: Bundle, engine: str | Path, cuda_graph: bool = False) -> None:
         super().__init__(bundle)
-        trt = import_tensorrt()
-        self.cuda = load_cuda()
         engine = Path(engine)
         if not engine.is_file():
             raise ModelError("no such engine file", str(engine))
-        dev = self.cuda.device_info()
         self.engine_manifest = EngineManifest.load(engine)
-        self.engine_manifest.check(engine, bundle.root_sha256, trt.__version__, dev.name, dev.compute_capability)
+        self.target = self.engine_manifest.target
+        trt = import_tensorrt(self.target)
+        self.cuda = load_cuda()
+        dev = self.cuda.device_info()
+        self.engine_manifest.check(engine, bundle.root_sha256, trt.__version__, dev.name, dev.compute_capability,
+                                   self.target)
 
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -48,7 +61,17 @@ class TensorRTBackend(Backend):
         if self.engine is None:
             raise ModelError("TensorRT could not deserialize the engine (corrupt, or built by another version)",
                              str(engine))
-        self.context = self.engine.create_execution_context()
+        self._cache_path, self._runtime_cache = None, None
+        if hasattr(self.engine, "create_runtime_config"):  # TensorRT for RTX: JIT kernels, cached on disk
+            config = self.engine.create_runtime_config()
+            self._cache_path = runtime_cache_path(engine)
+            self._runtime_cache = config.create_runtime_cache()
+            if self._cache_path.is_file():
+                self._runtime_cache.deserialize(self._cache_path.read_bytes())  # False: stale cache, rebuilt
+            config.set_runtime_cache(self._runtime_cache)
+            self.context = self.engine.create_execution_context(config)
+        else:
+            self.context = self.engine.create_execution_context()
         m = bundle.manifest
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         if m.input_name not in names or m.output_name not in names:
@@ -115,4 +138,9 @@ class TensorRTBackend(Backend):
         for ptr in (self._h_in_ptr, self._h_out_ptr):
             self.cuda.free_host(ptr)
         self.cuda.destroy_stream(self.stream)
+        if self._runtime_cache is not None:
+            try:
+                self._cache_path.write_bytes(bytes(self._runtime_cache.serialize()))
+            except OSError:  # a read-only engine folder: the next start compiles again
+                pass
         self.context = self.engine = None
