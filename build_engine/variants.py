@@ -31,28 +31,43 @@ def make_variant(bundle: Bundle, precision: str, calib: np.ndarray | None = None
     raise ValueError(f"precision must be fp16 or int8, not {precision!r}")
 
 
-def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = None):
+def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = None, perturbations: int = 0,
+                         seed: int = 0, progress: bool = False):
     """(tensors, valid-cell masks, names, decoded BGR photos) of photos preprocessed as the runtime
-    does; the photos let :func:`degraded_tensors` reuse them instead of decoding again."""
-    from efiqa.errors import EfiqaError
+    does, each followed by ``perturbations`` label-free perturbed copies (``efiqa.train.augment``:
+    illumination, blur, veil, noise, compression, shake), named ``photo#k``. The photos (originals
+    only) let :func:`degraded_tensors` reuse them instead of decoding again. Raises
+    :class:`~efiqa.errors.ImageReadError` when no photo is usable."""
+    from tqdm import tqdm
+
+    from efiqa.errors import EfiqaError, ImageReadError
     from efiqa.imageio import read_image
+    from efiqa.train.augment import augment
 
     m = bundle.manifest
     pre = Preprocessor(m.input_size, color=m.color)
+    rng = np.random.default_rng(seed)
     tensors, valid, names, photos = [], [], [], []
-    for item in images:
+    for item in tqdm(images, desc="verification inputs", unit="photo", disable=not progress, leave=False):
         if skip and str(item) in skip:
             continue
+        name = str(item) if not isinstance(item, np.ndarray) else f"array{len(photos)}"
         try:
             bgr = read_image(item) if not isinstance(item, np.ndarray) else item
-            prep = pre(bgr, str(item))
         except EfiqaError:
             continue
-        res = build_result(np.zeros((m.grid, m.grid), np.float32), prep.fov, prep.crop, prep.image_shape, 0.5)
-        tensors.append(prep.tensor)
-        valid.append(res.coverage >= 0.5)
-        names.append(str(item) if not isinstance(item, np.ndarray) else f"array{len(names)}")
         photos.append(bgr)
+        for k in range(perturbations + 1):
+            try:
+                prep = pre(bgr if k == 0 else augment(bgr, rng), name)
+            except EfiqaError:  # the original, or a perturbation that hid the FOV: not scored
+                continue
+            res = build_result(np.zeros((m.grid, m.grid), np.float32), prep.fov, prep.crop, prep.image_shape, 0.5)
+            tensors.append(prep.tensor)
+            valid.append(res.coverage >= 0.5)
+            names.append(name if k == 0 else f"{name}#{k}")
+    if not tensors:
+        raise ImageReadError("no usable verification photo", " ".join(map(str, images[:3])) or "(none given)")
     return np.stack(tensors), np.stack(valid), names, photos
 
 
@@ -89,14 +104,14 @@ def degraded_tensors(bundle: Bundle, images: list, severity: int = 2, seed: int 
 
 
 def gate(bundle: Bundle, variant: bytes, precision: str, tensors: np.ndarray, valid: np.ndarray,
-         degraded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Fidelity:
+         degraded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, gates: dict | None = None) -> Fidelity:
     """Compare the variant with FP32 on ``tensors``; with ``degraded`` (see :func:`degraded_tensors`)
     also report the patch AUROC of both against the evaluation ground truth (reported, not gated)."""
     m = bundle.manifest
     int8 = precision == "int8"
     ref = run_maps(bundle.onnx_bytes, tensors, m.input_name)
     var = run_maps(variant, tensors, m.input_name, simulate_int8=int8)
-    fid = compare(ref, var, valid, precision, m.patch_threshold, m.gradable_threshold)
+    fid = compare(ref, var, valid, precision, m.patch_threshold, m.gradable_threshold, gates)
     if degraded is not None:
         from efiqa.train.metrics import auroc  # numpy only
 
@@ -104,6 +119,7 @@ def gate(bundle: Bundle, variant: bytes, precision: str, tensors: np.ndarray, va
         a = auroc(run_maps(bundle.onnx_bytes, dt, m.input_name)[dv], y[dv])
         b = auroc(run_maps(variant, dt, m.input_name, simulate_int8=int8)[dv], y[dv])
         fid.auroc = {"fp32": a, precision: b, "change": b - a, "frames": int(len(dt))}
+        fid.judge()
     if not fid.passed:
         fid.worst_layers = worst_layers(bundle.onnx_bytes, variant, tensors, m.input_name, int8)
     return fid

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from efiqa.assessor import QualityAssessor
-from efiqa.errors import EfiqaError, ImageReadError
+from efiqa.errors import EfiqaError, ImageReadError, ModelError
 from efiqa.imageio import IMAGE_SUFFIXES, read_image
 from efiqa.result import build_result
 
@@ -122,11 +122,23 @@ def _sample(strata: dict[str, list[str]], size: int, rng: np.random.Generator) -
     return sorted(chosen)
 
 
-def load(folder: str | Path) -> tuple[np.ndarray, CalibrationManifest]:
+def load(folder: str | Path, bundle=None) -> tuple[np.ndarray, CalibrationManifest]:
+    """(float32 tensors, manifest) of a calibration set; with ``bundle``, also checks that the set was
+    made for it (same FP32 bundle, same input size). Unreadable sets are :class:`ModelError`."""
     folder = Path(folder)
-    m = json.loads((folder / "calibration.json").read_text())
-    tensors = np.load(folder / "tensors.npy").astype(np.float32)
-    manifest = CalibrationManifest(**m)
-    if hashlib.sha256(np.load(folder / "tensors.npy").tobytes()).hexdigest() != manifest.sha256:
+    try:
+        m = json.loads((folder / "calibration.json").read_text())
+        raw = np.load(folder / "tensors.npy")
+        manifest = CalibrationManifest(**m)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"not a readable calibration set (efiqa calibrate makes one): {exc}", str(folder)) from None
+    if hashlib.sha256(raw.tobytes()).hexdigest() != manifest.sha256:
         raise ImageReadError("calibration tensors do not match their manifest sha256", str(folder))
-    return tensors, manifest
+    if bundle is not None:
+        if manifest.bundle_sha256 != bundle.sha256:
+            raise ModelError(f"calibration set was made for another bundle ({manifest.bundle_sha256[:12]}…, not "
+                             f"{bundle.sha256[:12]}…): rerun efiqa calibrate with this model", str(folder))
+        if raw.shape[1:] != (3, bundle.manifest.input_size, bundle.manifest.input_size):
+            raise ModelError(f"calibration tensors are {raw.shape[1:]}, the bundle takes "
+                             f"(3, {bundle.manifest.input_size}, {bundle.manifest.input_size})", str(folder))
+    return raw.astype(np.float32), manifest

@@ -4,6 +4,8 @@ symmetric int8 activations and weights (zero points 0), per-channel weights, bia
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def quantize(onnx_bytes: bytes, tensors: np.ndarray, input_name: str, method: st
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
     if method == "percentile":
         extra["CalibPercentile"] = percentile
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # ORT prints progress
         src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(onnx_bytes)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)

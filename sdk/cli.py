@@ -97,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "bundle on photos disjoint from the calibration set. Only a variant that "
                                     "passes is written (as a bundle); otherwise exit 4 and name the worst layers.")
     ve.add_argument("--precision", choices=["fp16", "int8"], required=True)
-    ve.add_argument("--images", nargs="+", required=True, help="verification photos/folders")
+    ve.add_argument("--images", nargs="+", required=True,
+                    help="verification photos/folders, disjoint from the calibration set")
+    ve.add_argument("--perturbations", type=int, default=16, metavar="N",
+                    help="label-free perturbed copies of each verification photo (default 16: 13 photos give "
+                         "221 inputs; the gate needs at least 200)")
+    ve.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
     ve.add_argument("--calib", type=Path, help="calibration folder (INT8)")
     ve.add_argument("--method", choices=["minmax", "percentile"], default="percentile", help="INT8 range method")
     ve.add_argument("--exclude", nargs="*", default=[], help="node names kept in float (INT8)")
@@ -356,7 +361,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .bundle import load_bundle
 
+    _require("onnx", "build")
     variants = _training_module("variants", "efiqa.build")
+    if args.perturbations < 0:
+        print("efiqa: error: --perturbations must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
     bundle = load_bundle(args.model)
     calib, calib_sha, calib_images = None, None, set()
     if args.precision == "int8":
@@ -364,28 +373,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print("efiqa: error: --calib is required for int8", file=sys.stderr)
             return EXIT_USAGE
         calibset = _training_module("calibset", "efiqa.calibration")
-        calib, cm = calibset.load(args.calib)
+        calib, cm = calibset.load(args.calib, bundle)
         calib_sha, calib_images = cm.sha256, set(cm.images)
     files, _ = collect_inputs(args.images)
     overlap = calib_images & {str(f) for f in files}
-    tensors, valid, names, photos = variants.verification_tensors(bundle, files, skip=calib_images)
+    progress = sys.stderr.isatty()
+    tensors, valid, names, photos = variants.verification_tensors(bundle, files, skip=calib_images,
+                                                                  perturbations=args.perturbations, seed=args.seed,
+                                                                  progress=progress)
     variant, info = variants.make_variant(bundle, args.precision, calib, args.method, args.exclude,
                                           not args.quantize_first_last, not args.quantize_sensitive)
     fid = variants.gate(bundle, variant, args.precision, tensors, valid, variants.degraded_tensors(bundle, photos))
-    report = {**fid.to_dict(), "verification_photos": names, "skipped_as_calibration": sorted(overlap), **info}
+    report = {**fid.to_dict(), "verification_inputs": names, "perturbations_per_photo": args.perturbations,
+              "skipped_as_calibration": sorted(overlap), **info}
     if args.json:
         print(json.dumps(report, default=float))
     else:
+        lo, hi = fid.agreement_ci95
         print(f"{args.precision}: Pearson r {fid.pearson:.5f}, max |Δp| {fid.max_abs_dp:.4f}, patch decisions kept "
-              f"{fid.patch_agreement:.2%}, gradable decisions kept {fid.gradable_agreement:.2%} on {fid.frames} "
-              f"photos → {'PASS' if fid.passed else 'FAIL'} (gates {fid.gates})")
+              f"{fid.patch_agreement:.2%}, gradable decisions kept {fid.gradable_agreement:.2%} (95 % CI "
+              f"{lo:.1%}-{hi:.1%}; {fid.flipped} flipped) on {fid.frames} inputs "
+              f"({len(photos)} photos × {args.perturbations} perturbations + originals) → "
+              f"{'PASS' if fid.passed else 'FAIL'}")
         if fid.auroc:
             a = fid.auroc
             print(f"patch AUROC on {a['frames']} degraded copies (evaluation degradations): fp32 {a['fp32']:.4f}, "
                   f"{args.precision} {a[args.precision]:.4f} (change {a['change']:+.4f})")
     if not fid.passed:
         worst = ", ".join(f"{n} ({e:.3f})" for n, e in fid.worst_layers)
-        print(f"efiqa: variant not written: it fails the fidelity gate; worst layers: {worst}", file=sys.stderr)
+        print(f"efiqa: variant not written: it fails the fidelity gate ({'; '.join(fid.failures)}); "
+              f"worst layers: {worst}", file=sys.stderr)
         return EXIT_GATE_FAILED
     variants.write_variant(bundle, variant, args.precision, fid, args.out, calib_sha, info)
     print(f"wrote deployable {args.precision} bundle {args.out}", file=sys.stderr)
@@ -424,7 +441,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 if not args.calib:
                     print("efiqa: error: int8 needs --calib, or a verified int8 bundle via --model", file=sys.stderr)
                     return EXIT_USAGE
-                calib, cm = _training_module("calibset", "efiqa.calibration").load(args.calib)
+                calib, cm = _training_module("calibset", "efiqa.calibration").load(args.calib, bundle)
                 calib_sha = cm.sha256
             onnx_bytes, _ = variants.make_variant(bundle, args.precision, calib)
             print("efiqa: warning: this variant has not passed 'efiqa verify'", file=sys.stderr)

@@ -69,9 +69,13 @@ def test_fp16_variant_passes_the_gate(tiny_bundle, photo_dirs, tmp_path, capsys)
     _, bundle_path, _ = tiny_bundle
     out = tmp_path / "fp16"
     code = main(["verify", "--precision", "fp16", "--model", str(bundle_path), "--images", str(photo_dirs[1]),
-                 "--out", str(out), "--json"])
-    report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["passed"] and report["pearson"] >= 0.999 and report["frames"] == 6
+                 "--out", str(out), "--json", "--perturbations", "40"])
+    report = json.loads(capsys.readouterr().out)  # stdout holds the JSON and nothing else
+    assert code == 0 and report["passed"] and report["pearson"] >= 0.999 and 200 <= report["frames"] <= 6 * 41
+    names = report["verification_inputs"]  # originals and perturbed copies (photo#k) that kept a FOV
+    assert len(names) == report["frames"] and sum("#" not in n for n in names) == 6
+    lo, hi = report["agreement_ci95"]
+    assert lo < report["gradable_agreement"] <= hi and lo > 0.98  # 246 of 246: Wilson lower bound ≈ 0.985
     # AUROC against the evaluation ground truth on degraded copies of the verification photos, both precisions
     a = report["auroc"]
     assert a["frames"] >= 30 and 0 <= a["fp32"] <= 1 and a["change"] == pytest.approx(a["fp16"] - a["fp32"])
@@ -91,9 +95,9 @@ def test_int8_qdq_is_tensorrt_ready(tiny_bundle, photo_dirs, tmp_path, capsys):
     out = tmp_path / "int8"
     code = main(["verify", "--precision", "int8", "--calib", str(fresh), "--model", str(bundle_path),
                  "--images", str(photo_dirs[1]), "--out", str(out), "--json", "--method", "minmax",
-                 "--quantize-sensitive"])
+                 "--quantize-sensitive", "--perturbations", "34"])
     report = json.loads(capsys.readouterr().out)
-    assert report["frames"] == 6 and report["method"] == "minmax" and len(report["float_nodes"]) == 2
+    assert 150 <= report["frames"] <= 6 * 35 and report["method"] == "minmax" and len(report["float_nodes"]) == 2
     assert code in (0, 4)  # the gate decides; a random-weight toy network may fail it
     if code == 0:
         assert load_bundle(out).manifest.precision == "int8"
@@ -116,6 +120,36 @@ def test_int8_qdq_is_tensorrt_ready(tiny_bundle, photo_dirs, tmp_path, capsys):
     assert per_channel, "weights are not quantized per channel"
     assert not any(v.dtype == np.int32 for v in inits.values()), "bias must stay float for TensorRT"
     del make_variant
+
+
+def test_too_few_verification_inputs_fail_the_gate(tiny_bundle, photo_dirs, tmp_path, capsys):
+    out = tmp_path / "fp16"
+    code = main(["verify", "--precision", "fp16", "--model", str(tiny_bundle[1]), "--images", str(photo_dirs[1]),
+                 "--out", str(out), "--perturbations", "2"])
+    captured = capsys.readouterr()
+    assert code == 4 and not out.exists() and "on 18 inputs" in captured.out
+    assert "18 verification inputs < 200" in captured.err
+
+
+def test_wilson_interval():
+    from efiqa.build.verify import wilson
+
+    assert wilson(0, 0) == (0.0, 1.0)
+    lo, hi = wilson(220, 221)
+    assert 0.97 < lo < 0.99 < 220 / 221 < hi <= 1.0
+    lo, hi = wilson(50, 100)  # textbook value: 0.404-0.596
+    assert abs(lo - 0.4038) < 1e-3 and abs(hi - 0.5962) < 1e-3
+
+
+def test_calibration_set_for_another_bundle_is_refused(photo_dirs, tiny_bundle, capsys, tmp_path):
+    out = tmp_path / "calib"
+    calibset.build([photo_dirs[0]], out, tiny_bundle[1], size=2, progress=False)
+    code = main(["verify", "--precision", "int8", "--calib", str(out), "--images", str(tmp_path),
+                 "--out", str(tmp_path / "x")])  # the shipped bundle, not the tiny one the set was made for
+    assert code == 1 and "made for another bundle" in capsys.readouterr().err
+    assert main(["verify", "--precision", "int8", "--calib", str(tmp_path / "nope"), "--model", str(tiny_bundle[1]),
+                 "--images", str(tmp_path), "--out", str(tmp_path / "x")]) == 1
+    assert "not a readable calibration set" in capsys.readouterr().err
 
 
 def test_gate_failure_names_worst_layers(tiny_bundle, photo_dirs):
