@@ -31,6 +31,18 @@ def make_variant(bundle: Bundle, precision: str, calib: np.ndarray | None = None
     raise ValueError(f"precision must be fp16 or int8, not {precision!r}")
 
 
+#: Perturbed copies are made from the photo at this longest side (the runtime looks at 384-512 px;
+#: perturbing a 3.5k-px original at full size took seconds a copy for nothing).
+PERTURB_SIDE = 1024
+
+
+def _at_most(bgr: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    f = side / max(bgr.shape[:2])
+    return bgr if f >= 1 else cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+
+
 def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = None, perturbations: int = 0,
                          seed: int = 0, progress: bool = False):
     """(tensors, valid-cell masks, names, decoded BGR photos) of photos preprocessed as the runtime
@@ -57,9 +69,10 @@ def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = N
         except EfiqaError:
             continue
         photos.append(bgr)
+        small = _at_most(bgr, PERTURB_SIDE) if perturbations else bgr
         for k in range(perturbations + 1):
             try:
-                prep = pre(bgr if k == 0 else augment(bgr, rng), name)
+                prep = pre(bgr if k == 0 else augment(small, rng), name)
             except EfiqaError:  # the original, or a perturbation that hid the FOV: not scored
                 continue
             res = build_result(np.zeros((m.grid, m.grid), np.float32), prep.fov, prep.crop, prep.image_shape, 0.5)

@@ -304,10 +304,11 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
 def cmd_train_student(args: argparse.Namespace) -> int:
     import numpy as np
+
+    distill = _training_module("distill")  # first: exit 3 with one line where torch is missing
+    teacher_mod = _training_module("teacher")
     import torch
 
-    distill = _training_module("distill")
-    teacher_mod = _training_module("teacher")
     teacher = teacher_mod.Teacher.load(args.teacher)
     named = distill.photo_list(args.images, args.data)
     if not named:
@@ -464,10 +465,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _require(module: str, extra: str) -> None:
     """Raise :class:`BackendUnavailableError` naming the extra to install if ``module`` is missing."""
-    import importlib.util
+    import importlib
 
-    if importlib.util.find_spec(module) is None:
-        raise BackendUnavailableError(f"this command needs {module} (pip install 'efiqa[{extra}]')")
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise BackendUnavailableError(f"this command needs {module} (pip install 'efiqa[{extra}]')") from None
 
 
 def cmd_stream(args: argparse.Namespace) -> int:

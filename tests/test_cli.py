@@ -109,7 +109,7 @@ BLOCKER = """
 import sys, importlib.abc
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'tensorrt', 'pycuda', 'onnx', 'skimage'):
+        if name.split('.')[0] in ('torch', 'tensorrt', 'tensorrt_rtx', 'pycuda', 'onnx', 'skimage'):
             raise ImportError('blocked for this test: ' + name)
 sys.meta_path.insert(0, Block())
 from efiqa.cli import main
@@ -126,3 +126,22 @@ def test_runtime_needs_no_torch(retina_file, tmp_path):
     assert out.returncode == 0, out.stderr
     assert set(json.loads(out.stdout)) == JSON_KEYS
     assert (tmp_path / "retina_overlay.png").is_file()
+
+
+@pytest.mark.parametrize("argv, extra", [
+    (["build", "--precision", "fp16", "--out", "{tmp}/e.engine"], "efiqa[rtx]"),
+    (["verify", "--precision", "fp16", "--images", "{img}", "--out", "{tmp}/v"], "efiqa[build]"),
+    (["train", "student", "--out", "{tmp}/s"], "efiqa[train,build]"),
+    (["train", "vessels", "--dir", "{tmp}/t"], "efiqa[train,build]"),
+    (["train", "teacher", "--dir", "{tmp}/t"], "efiqa[train,build]"),
+    (["export", "--out", "{tmp}/b"], "efiqa[train,build]"),
+    (["teacher", "{img}"], "efiqa[train,build]"),
+])
+def test_toolchain_commands_in_a_runtime_only_install_exit_3_in_one_line(argv, extra, retina_file, tmp_path):
+    """torch, onnx and every TensorRT unimportable, as after a plain 'pip install efiqa'."""
+    argv = [a.format(tmp=tmp_path, img=retina_file) for a in argv]
+    out = subprocess.run([sys.executable, "-c", BLOCKER, *argv], capture_output=True, text=True)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 3 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("efiqa: error:") and extra in lines[0] and "Traceback" not in out.stderr
+    assert not list(tmp_path.iterdir())  # nothing half-written

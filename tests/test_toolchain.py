@@ -97,7 +97,11 @@ def test_int8_qdq_is_tensorrt_ready(tiny_bundle, photo_dirs, tmp_path, capsys):
                  "--images", str(photo_dirs[1]), "--out", str(out), "--json", "--method", "minmax",
                  "--quantize-sensitive", "--perturbations", "34"])
     report = json.loads(capsys.readouterr().out)
-    assert 150 <= report["frames"] <= 6 * 35 and report["method"] == "minmax" and len(report["float_nodes"]) == 2
+    assert 150 <= report["frames"] <= 6 * 35 and report["method"] == "minmax"
+    from efiqa.calibration.int8 import adapter_nodes, conv_nodes
+
+    graph = load_bundle(bundle_path).onnx_bytes
+    assert set(report["float_nodes"]) == {conv_nodes(graph)[0], *adapter_nodes(graph)}  # first conv + adapter
     assert code in (0, 4)  # the gate decides; a random-weight toy network may fail it
     if code == 0:
         assert load_bundle(out).manifest.precision == "int8"
@@ -222,7 +226,24 @@ def test_sensitive_convs_stay_float_by_default(tiny_bundle, photo_dirs, tmp_path
     data, kept = quantize(bundle.onnx_bytes, calibset.load(tmp_path / "c")[0], "image")
     assert set(sens) <= set(kept)
     q = onnx.load_from_string(data).graph
-    quantized_inputs = {n.output[0] for n in q.node if n.op_type == "DequantizeLinear"}
-    for n in q.node:  # no float-kept conv reads a dequantized activation
-        if n.name in sens:
-            assert n.input[0] not in quantized_inputs
+    weights = {i.name for i in q.initializer}
+    q_of = {n.output[0]: n.input[0] for n in q.node if n.op_type == "QuantizeLinear"}
+    activations = {n.output[0] for n in q.node if n.op_type == "DequantizeLinear" and q_of.get(n.input[0]) not in weights}
+    assert activations
+    for n in q.node:  # only int8 convs read rounded activations: float convs and every other op read float
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and (n.op_type != "Conv" or n.name in kept):
+            assert not set(n.input) & activations, n.name
+    stats = [n for n in q.node if n.op_type in ("AveragePool", "MatMul", "Mul")]
+    assert stats  # the per-cell statistics exist and (above) read the unrounded features
+
+
+def test_adapter_convs_are_found(tiny_bundle):
+    import onnx
+
+    from efiqa.calibration.int8 import adapter_nodes, conv_nodes
+
+    for bundle, n_head in ((load_bundle(tiny_bundle[1]), 1), (load_bundle(), 3)):  # linear head; 1×1-3×3-3×3
+        convs = conv_nodes(bundle.onnx_bytes)
+        head = adapter_nodes(bundle.onnx_bytes)
+        assert head == convs[-n_head:] and len(head) == n_head
+        assert any(n.op_type == "Concat" for n in onnx.load_from_string(bundle.onnx_bytes).graph.node)
