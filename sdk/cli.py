@@ -13,6 +13,17 @@ from .errors import BackendUnavailableError, EfiqaError, ImageReadError
 EXIT_OK, EXIT_USAGE, EXIT_INPUTS, EXIT_MISSING = 0, 1, 2, 3
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (a batch of 0 or -1 frames would silently drop inputs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 by default; 2 means "inputs failed" here
         self.print_usage(sys.stderr)
@@ -34,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print one JSON object per input (JSON Lines)")
     a.add_argument("--threshold", type=float, help="gradable threshold on the image score (default: manifest)")
     a.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime")
-    a.add_argument("--batch-size", type=int, default=4)
+    a.add_argument("--batch-size", type=_positive_int, default=4, help="frames per inference call (default 4)")
     a.set_defaults(func=cmd_assess)
 
     t = sub.add_parser("train", help="train a stage (needs the [train] extra: torch)")
@@ -89,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders (required: no data, no calibration)")
     ca.add_argument("--model", help="FP32 bundle (default: the shipped one)")
     ca.add_argument("--out", type=Path, required=True, help="calibration folder to write")
-    ca.add_argument("--size", type=int, default=200)
+    ca.add_argument("--size", type=_positive_int, default=200)
     ca.set_defaults(func=cmd_calibrate)
 
     ve = sub.add_parser("verify", help="make an FP16/INT8 variant and gate it on map fidelity vs FP32",
@@ -131,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--out", type=Path, required=True, help="engine file (its manifest goes to <out>.json)")
     bu.add_argument("--workspace", type=int, default=1024, metavar="MB")
     bu.add_argument("--timing-cache", type=Path)
-    bu.add_argument("--max-batch", type=int, default=8)
+    bu.add_argument("--max-batch", type=_positive_int, default=8)
     bu.set_defaults(func=cmd_build)
 
     st = sub.add_parser("stream", help="live capture guidance on a video, image folder or camera",

@@ -145,3 +145,10 @@ def test_toolchain_commands_in_a_runtime_only_install_exit_3_in_one_line(argv, e
     assert out.returncode == 3 and len(lines) == 1, out.stderr
     assert lines[0].startswith("efiqa: error:") and extra in lines[0] and "Traceback" not in out.stderr
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_bad_batch_size_is_a_usage_error(value, capsys, retina_file):
+    assert main(["assess", str(retina_file), "--batch-size", value]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--batch-size" in captured.err
