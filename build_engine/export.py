@@ -33,13 +33,13 @@ def export_onnx(model: torch.nn.Module, input_size: int, *, dynamic_batch: bool 
 def check_against_torch(model: torch.nn.Module, onnx_bytes: bytes, input_size: int, *, batch: int = 2,
                         tolerance: float = 1e-4, seed: int = 0) -> float:
     """Max |Δlogit| between torch and ONNX Runtime on random frames; raises if over ``tolerance``."""
-    import onnxruntime as ort
+    from efiqa.backends.onnxruntime import make_session
 
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, input_size, input_size, generator=g) * 255
     with torch.no_grad():
         ref = model.eval()(x).numpy()
-    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_bytes, providers=["CPUExecutionProvider"])
     got = sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
     err = float(np.abs(got - ref).max())
     if err > tolerance:

@@ -64,13 +64,9 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def session(onnx_bytes: bytes, simulate_int8: bool = False):
-    import onnxruntime as ort
+    from efiqa.backends.onnxruntime import make_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if simulate_int8:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+    return make_session(onnx_bytes, providers=["CPUExecutionProvider"], optimize=not simulate_int8)
 
 
 def run_maps(onnx_bytes: bytes, tensors: np.ndarray, input_name: str, simulate_int8: bool = False,

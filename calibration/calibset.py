@@ -82,20 +82,20 @@ def build(paths: list[str | Path], out: str | Path, model: str | Path | None = N
     if not files:
         raise ImageReadError("no images to calibrate with (calibration without data is an error)",
                              " ".join(map(str, paths)))
-    qa = QualityAssessor(model, backend="onnxruntime")
     tensors: dict[str, np.ndarray] = {}
     stats: dict[str, tuple[float, float, float]] = {}
     skipped: dict[str, str] = {}
-    for f in tqdm(files, desc="calibration set", disable=not progress):
-        try:
-            prep = qa.preprocessor(read_image(f), str(f))
-            logits = qa.backend.infer(prep.tensor[None])[0, 0]
-            score = build_result(logits, prep.fov, prep.crop, prep.image_shape, qa.threshold).score
-        except EfiqaError as err:
-            skipped[str(f)] = f"{type(err).__name__}: {err.message}"
-            continue
-        tensors[str(f)] = prep.tensor.astype(np.uint8)  # runtime tensors hold whole grey levels
-        stats[str(f)] = (*_frame_stats(prep.tensor), score)
+    with QualityAssessor(model, backend="onnxruntime") as qa:  # released even when a photo fails
+        for f in tqdm(files, desc="calibration set", disable=not progress):
+            try:
+                prep = qa.preprocessor(read_image(f), str(f))
+                logits = qa.backend.infer(prep.tensor[None])[0, 0]
+                score = build_result(logits, prep.fov, prep.crop, prep.image_shape, qa.threshold).score
+            except EfiqaError as err:
+                skipped[str(f)] = f"{type(err).__name__}: {err.message}"
+                continue
+            tensors[str(f)] = prep.tensor.astype(np.uint8)  # runtime tensors hold whole grey levels
+            stats[str(f)] = (*_frame_stats(prep.tensor), score)
     if not tensors:
         raise ImageReadError("none of the images could be used for calibration", " ".join(map(str, paths)))
     strata = _strata(stats, qa.threshold)

@@ -55,9 +55,8 @@ def test_cuda_graph_captured_once_per_batch_size(doubles, engine):
 
     s = bundle.manifest.input_size
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, s, s)).astype(np.float32)
-    be = TensorRTBackend(bundle, path, cuda_graph=True)
-    outs = [be.infer(x) for _ in range(3)]
-    be.close()
+    with TensorRTBackend(bundle, path, cuda_graph=True) as be:
+        outs = [be.infer(x) for _ in range(3)]
     assert cuda.calls.count("begin_capture") == 1 and cuda.calls.count("launch_graph") == 3
     np.testing.assert_allclose(outs[0], outs[2])
     np.testing.assert_allclose(outs[0], create_backend("onnxruntime", bundle).infer(x), atol=1e-5)
@@ -139,3 +138,63 @@ def test_rtx_engine_on_full_tensorrt_machine_is_refused(doubles, engine, monkeyp
     EngineManifest(bundle.sha256, "fp16", "1.7.1.116", "", "8.7", bundle.sha256, target="tensorrt-rtx").save(path)
     with pytest.raises(BackendUnavailableError, match="TensorRT for RTX is not installed"):
         create_backend("tensorrt", bundle, engine=str(path))
+
+
+def test_construction_is_cheap_and_activation_acquires(doubles, engine):
+    from efiqa.backends.tensorrt import TensorRTBackend
+
+    cuda, _ = doubles
+    bundle, path = engine
+    be = TensorRTBackend(bundle, path)
+    assert not be.is_active and cuda.calls == []  # nothing on the device yet
+    with pytest.raises(RuntimeError, match="not active"):
+        be.infer(np.zeros((1, *be.input_shape), np.float32))
+    with be:
+        assert be.is_active and cuda.calls.count("malloc") == 2
+    assert not be.is_active and cuda.calls.count("free") == 2 and "destroy_stream" in cuda.calls
+
+
+def test_failed_activation_releases_what_it_acquired(doubles, engine):
+    cuda, _ = doubles
+    bundle, path = engine
+    real = cuda.malloc_host
+    calls = []
+
+    def fail_second(nbytes):
+        calls.append(nbytes)
+        if len(calls) == 2:
+            raise BackendUnavailableError("CUDA cudaMallocHost failed: cudaErrorMemoryAllocation")
+        return real(nbytes)
+
+    cuda.malloc_host = fail_second
+    with pytest.raises(BackendUnavailableError, match="cudaMallocHost"):
+        create_backend("tensorrt", bundle, engine=str(path))
+    assert cuda.calls.count("malloc") == cuda.calls.count("free") == 2
+    assert cuda.calls.count("malloc_host") == cuda.calls.count("free_host") == 1 and not cuda.host
+
+
+def test_backend_never_closed_warns_and_releases(doubles, engine):
+    import gc
+
+    cuda, _ = doubles
+    bundle, path = engine
+    be = create_backend("tensorrt", bundle, engine=str(path))
+    with pytest.warns(ResourceWarning, match="never deactivated"):
+        del be
+        gc.collect()
+    assert cuda.calls.count("malloc") == cuda.calls.count("free") == 2
+
+
+@pytest.mark.parametrize("failure, graph", [("set_input_shape", False), ("execute_async_v3", False),
+                                            ("execute_async_v3", True)])
+def test_refused_shape_or_failed_execution_is_a_model_error(doubles, engine, failure, graph):
+    from efiqa.backends.tensorrt import TensorRTBackend
+
+    cuda, _ = doubles
+    bundle, path = engine
+    with TensorRTBackend(bundle, path, cuda_graph=graph) as be:
+        setattr(be.context, failure, lambda *a: False)
+        with pytest.raises(ModelError, match="refused input shape" if failure == "set_input_shape" else "execution failed"):
+            be.infer(np.zeros((1, *be.input_shape), np.float32))
+    if graph:
+        assert cuda.calls.count("begin_capture") == cuda.calls.count("end_capture") == 1  # capture always ended

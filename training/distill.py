@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from efiqa.errors import EfiqaError
 from efiqa.fov import Fov
 from efiqa.preprocess import Preprocessor
 
@@ -49,6 +51,8 @@ class Labels:
     soft: list[np.ndarray] = field(default_factory=list)      # fraction of the cell flagged (g, g)
     score: list[np.ndarray] = field(default_factory=list)     # mean anomaly score (g, g)
     coverage: list[np.ndarray] = field(default_factory=list)  # in-FOV share of the cell (g, g)
+    #: perturbed photos the teacher refused (a perturbation can hide the FOV), "photo#k: reason"
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -87,13 +91,17 @@ def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: in
                           desc="teacher labels", disable=not progress):
         try:
             t = teacher(img)
-        except Exception:  # an augmentation can push a photo past FOV detection; skip it
+        except EfiqaError as err:  # a perturbation can push a photo past FOV detection: counted, not trained on
+            labels.skipped.append(f"{i}#{k}: {type(err).__name__}: {err.message}")
             continue
         labels.samples.append((i, k))
         labels.fov.append(t.fov_circle)
         labels.soft.append(t.patch_fraction)
         labels.score.append(t.patch_score)
         labels.coverage.append(t.coverage)
+    if labels.skipped:
+        print(f"teacher labels: skipped {len(labels.skipped)} of {len(photos) * augmentations} perturbed photos "
+              f"(e.g. {labels.skipped[0]})", file=sys.stderr)
     return labels
 
 

@@ -8,8 +8,11 @@ from .base import Backend
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
-def create_backend(name: str, bundle: Bundle, *, engine: str | None = None, threads: int | None = None) -> Backend:
-    """Open ``bundle`` on backend ``name``. ``auto`` takes TensorRT when an engine is given, else ONNX Runtime."""
+def create_backend(name: str, bundle: Bundle, *, engine: str | None = None, threads: int | None = None,
+                   providers: list[str] | None = None, cuda_graph: bool = False) -> Backend:
+    """Open ``bundle`` on backend ``name`` and activate it. ``auto`` takes TensorRT when an engine is
+    given, else ONNX Runtime. ``providers``: ONNX Runtime execution providers, in order of preference;
+    ``cuda_graph``: replay the TensorRT enqueue as a CUDA graph."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if name == "auto":
@@ -17,13 +20,13 @@ def create_backend(name: str, bundle: Bundle, *, engine: str | None = None, thre
     if name == "onnxruntime":
         from .onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(bundle, threads=threads)
+        return OnnxRuntimeBackend(bundle, threads=threads, providers=providers).activate()
     if not engine:
         raise BackendUnavailableError("the TensorRT backend needs an engine: build one with 'efiqa build' "
                                       "on the target machine and pass --engine")
     from .tensorrt import TensorRTBackend
 
-    return TensorRTBackend(bundle, engine)
+    return TensorRTBackend(bundle, engine, cuda_graph=cuda_graph).activate()
 
 
 __all__ = ["Backend", "BACKENDS", "create_backend"]
