@@ -15,6 +15,7 @@ from .errors import EfiqaError, ImageReadError
 from .fov import Fov
 from .imageio import load_image, to_bgr8
 from .preprocess import Prepared, Preprocessor
+from .reasons import explain
 from .result import QualityResult, build_result
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
@@ -50,18 +51,20 @@ class QualityAssessor:
     def assess(self, image: ImageLike, *, color: str = "bgr", fov: Fov | None = None) -> QualityResult:
         """Assess one photograph (a path, or an array in ``color`` channel order).
 
-        Raises an :class:`EfiqaError` subclass for anything that is not a usable fundus photo.
+        Raises an :class:`EfiqaError` subclass for anything that is not a fundus photo or not an
+        image; a fundus photo too dark or too poor to grade is a result (``gradable`` false, ``reasons``).
         ``fov`` skips FOV detection (a stream whose geometry does not move can reuse it).
         """
         t0 = time.perf_counter()
         bgr, source, factor = self._load(image, color)
         t1 = time.perf_counter()
-        prep = self.preprocessor(bgr, source, fov=fov).rescaled(factor)
+        local = self.preprocessor(bgr, source, fov=fov if factor == 1 else None)
+        prep = local.rescaled(factor)
         t2 = time.perf_counter()
         logits = self.backend.infer(prep.tensor[None])[0, 0]
         t3 = time.perf_counter()
-        result = build_result(logits, prep.fov, prep.crop, prep.image_shape, self.threshold, source,
-                              self.manifest.patch_threshold)
+        result = explain(build_result(logits, prep.fov, prep.crop, prep.image_shape, self.threshold, source,
+                                      self.manifest.patch_threshold), local)
         t4 = time.perf_counter()
         result.timings_ms = _timings(t0, t1, t2, t3, t4)
         return result
@@ -92,24 +95,24 @@ class QualityAssessor:
 
     def _run_chunk(self, chunk: list[ImageLike], color: str) -> list[QualityResult | EfiqaError]:
         out: list[QualityResult | EfiqaError | None] = [None] * len(chunk)
-        ready: list[tuple[int, Prepared, str | None, float, float]] = []
+        ready: list[tuple[int, Prepared, str | None, float, float, Prepared]] = []
         for i, image in enumerate(chunk):
             t0 = time.perf_counter()
             try:
                 bgr, source, factor = self._load(image, color)
                 t1 = time.perf_counter()
-                prep = self.preprocessor(bgr, source).rescaled(factor)
-                ready.append((i, prep, source, t1 - t0, time.perf_counter() - t1))
+                local = self.preprocessor(bgr, source)
+                ready.append((i, local.rescaled(factor), source, t1 - t0, time.perf_counter() - t1, local))
             except EfiqaError as err:
                 out[i] = err.with_source(_name(image))
         if ready:
             t0 = time.perf_counter()
             logits = self.backend.infer(np.stack([p.tensor for _, p, *_ in ready]))
             per_image = (time.perf_counter() - t0) / len(ready)
-            for k, (i, prep, source, read_s, pre_s) in enumerate(ready):
+            for k, (i, prep, source, read_s, pre_s, local) in enumerate(ready):
                 t3 = time.perf_counter()
-                res = build_result(logits[k, 0], prep.fov, prep.crop, prep.image_shape, self.threshold, source,
-                                   self.manifest.patch_threshold)
+                res = explain(build_result(logits[k, 0], prep.fov, prep.crop, prep.image_shape, self.threshold,
+                                           source, self.manifest.patch_threshold), local)
                 post_s = time.perf_counter() - t3
                 res.timings_ms = {"read": read_s * 1e3, "preprocess": pre_s * 1e3, "inference": per_image * 1e3,
                                   "postprocess": post_s * 1e3,

@@ -15,7 +15,8 @@ OUTLINE = (255, 0, 255)   # BGR: magenta outline of flagged cells
 
 
 def draw_overlay(image: np.ndarray, result: "QualityResult", max_side: int = 1024, alpha: float = 0.45) -> np.ndarray:
-    """Degradation shading inside the FOV, flagged cells outlined, FOV outline, score banner.
+    """Degradation shading inside the FOV, flagged cells outlined, FOV outline, score banner and
+    up to three reasons (decisive ones first) as a legend under it.
 
     Fundus photos are red and orange, so the map is drawn in blue: below half of the bundle's
     patch threshold the photo stays clear, above it the shading fades in, and cells at or above
@@ -42,7 +43,7 @@ def draw_overlay(image: np.ndarray, result: "QualityResult", max_side: int = 102
                              flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
     mask = np.zeros((bh, bw), np.uint8)
     centre = (round(fov.cx * k), round(fov.cy * k))
-    if fov.source == "frame":
+    if fov.source != "circle":
         mask[:] = 1
     else:
         cv2.circle(mask, centre, round(fov.r * k), 1, -1)
@@ -52,7 +53,7 @@ def draw_overlay(image: np.ndarray, result: "QualityResult", max_side: int = 102
     out = cv2.blendLinear(base, shade, cv2.subtract(1.0, a), a)
     contours, _ = cv2.findContours(flagged & mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(out, contours, -1, OUTLINE, max(2, bw // 300), cv2.LINE_AA)
-    if fov.source != "frame":
+    if fov.source == "circle":
         cv2.circle(out, centre, round(fov.r * k), (255, 255, 255), max(1, bw // 400), cv2.LINE_AA)
 
     verdict = "gradable" if result.gradable else "UNGRADABLE"
@@ -62,4 +63,12 @@ def draw_overlay(image: np.ndarray, result: "QualityResult", max_side: int = 102
     cv2.rectangle(out, (0, 0), (tw + 20, th + 20), (0, 0, 0), -1)
     cv2.putText(out, text, (10, th + 10), cv2.FONT_HERSHEY_SIMPLEX, scale,
                 (80, 220, 80) if result.gradable else (60, 60, 255), 2, cv2.LINE_AA)
+    # legend: the reasons, most important first (decisive ones), one line each
+    y = th + 20
+    for reason in sorted(result.reasons, key=lambda r: not r.decisive)[:3]:
+        line = reason.text + (" (ungradable)" if reason.decisive else "")
+        (lw, lh), _ = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, 1)
+        cv2.rectangle(out, (0, y), (lw + 20, y + lh + 12), (0, 0, 0), -1)
+        cv2.putText(out, line, (10, y + lh + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, (255, 255, 255), 1, cv2.LINE_AA)
+        y += lh + 12
     return out

@@ -32,32 +32,98 @@ class Fov:
     cx: float
     cy: float
     r: float
-    #: "circle": fitted to a visible FOV edge; "frame": no dark surround, the whole frame is FOV.
+    #: "circle": fitted to a visible FOV edge; "frame": no dark surround, the whole frame is FOV;
+    #: "region": no circle fits a plainly retinal photo (octagonal/rectangular mask, preprocessed),
+    #: assessed over the square around its bright region (``r`` = half its side); "dark": too dark
+    #: to find an edge even brightened, assessed over the whole frame (``r`` = half its long side).
     source: str = "circle"
 
     def to_dict(self) -> dict:
-        return {"cx": round(self.cx, 2), "cy": round(self.cy, 2), "r": round(self.r, 2)}
+        return {"cx": round(self.cx, 2), "cy": round(self.cy, 2), "r": round(self.r, 2), "source": self.source}
 
 
 def find_fov(bgr: np.ndarray, source: str | None = None) -> Fov:
-    """Locate the FOV of an 8-bit BGR frame or raise :class:`NotFundusError`."""
+    """Locate the FOV of an 8-bit BGR frame or raise :class:`NotFundusError`.
+
+    Only what is plainly not a fundus photograph is refused. A photo whose circle cannot be fitted
+    but that is still plainly retinal is assessed over its bright region (``source="region"``); a
+    photo preprocessed by background subtraction (Graham-style, grey around 128) over its textured
+    disc or the whole frame; a nearly black one is brightened to find its field of view.
+    """
     h, w = bgr.shape[:2]
     k = min(WORK_SIDE / max(h, w), 1.0)
     small = _shrink(bgr, max(1, round(w * k)), max(1, round(h * k)))
-    b, g, r = cv2.split(small)
-    lum = cv2.medianBlur(cv2.max(cv2.max(b, g), r), 5)
+    lum = cv2.medianBlur(small.max(axis=2), 5)
+    fg = _percentile_u8(lum, 95)
+    if fg < DARK:
+        return _find_dark(small, lum, k, source)
+    cx, cy, r, kind = _locate(small, lum, source)
+    return Fov(cx / k, cy / k, r / k, kind)
+
+
+#: below this 95th-percentile brightness a frame is "nearly black": it is brightened to look for a FOV
+DARK = 20
+#: a nearly black frame with less spread than this (grey levels, 1st to 99.9th percentile) holds nothing
+FLAT = 3
+#: a frame whose median brightness is at least this is washed out: its camera mask (a darker
+#: surround, even if flared) is looked for although the corners are not dark
+WASHED = 235
+#: a brightened dark frame's FOV edge must be a step (contrast across it ≥ this), not a glow
+EDGE_STEP = 0.3
+
+
+def _find_dark(small: np.ndarray, lum: np.ndarray, k: float, source: str | None) -> Fov:
+    """A nearly black frame: brightened, it must show a camera's sharp-edged field of view."""
+    hi = _percentile_u8(lum, 99)  # median-filtered: a date stamp's thin text does not set the gain
+    spread = hi - _percentile_u8(lum, 1)
+    black = f"frame is black or nearly so (95th percentile brightness {_percentile_u8(lum, 95):.0f}/255)"
+    if spread < FLAT:
+        raise NotFundusError(black, source)
+    gain = min(200.0 / max(hi, 1.0), 60.0)
+    bright = cv2.convertScaleAbs(small, alpha=gain)
+    blum = cv2.medianBlur(bright.max(axis=2), 5)
+    h, w = small.shape[:2]
+    try:
+        cx, cy, r, kind = _locate(bright, blum, source, strict_colour=False)
+    except NotFundusError as err:
+        # No FOV outline (the surround is as dark as the fundus): still a photo to score as too dark
+        # if, brightened, it holds fine structure and nothing that is plainly not retina.
+        try:
+            # (brightening amplifies noise and a date stamp into edges: the looser limit applies)
+            _check_content(bright, None, source, EDGES_IN_CIRCLE, strict_colour=False)
+        except NotFundusError:
+            raise NotFundusError(f"{black}; brightened, {err.message}", source) from None
+        if _detail(bright, np.ones((h, w), bool)) < REGION_DETAIL:
+            raise NotFundusError(f"{black}; brightened, it shows no structure", source) from None
+        return Fov(w / 2.0 / k, h / 2.0 / k, max(h, w) / 2.0 / k, "dark")
+    if kind != "frame" and _outline_step(blum) < EDGE_STEP:
+        raise NotFundusError(f"{black}; brightened, it shows a glow, not a camera's field of view", source)
+    if kind == "frame":  # no surround even when brightened: too dark to tell, assess the whole frame
+        kind, r = "dark", max(h, w) / 2.0
+    return Fov(cx / k, cy / k, r / k, kind)
+
+
+def _locate(small: np.ndarray, lum: np.ndarray, source: str | None,
+            strict_colour: bool = True) -> tuple[float, float, float, str]:
+    """(cx, cy, r, source) in ``small``'s pixels; see :func:`find_fov`. ``strict_colour``: a region
+    without a circle must be clearly red-dominated (relaxed for brightened dark and washed-out frames,
+    whose colours are lost)."""
     sh, sw = lum.shape
     fg = _percentile_u8(lum, 95)
-    if fg < 20:
-        raise NotFundusError(f"frame is black or nearly so (95th percentile brightness {fg:.0f}/255)", source)
-
     c = max(3, min(sh, sw) // 20)
     corners = np.concatenate([lum[:c, :c].ravel(), lum[:c, -c:].ravel(), lum[-c:, :c].ravel(), lum[-c:, -c:].ravel()])
     bg = float(np.median(corners))
-    if bg > 0.35 * fg:
-        # No dark surround in the corners: the fundus fills the frame (or it is not a fundus).
+    washed = _percentile_u8(lum, 50) >= WASHED and bg < 0.7 * fg
+    if bg > 0.35 * fg and not washed:
+        # No dark surround in the corners: the fundus fills the frame (or it is not a fundus), or it
+        # was preprocessed by background subtraction (grey around 128).
+        if _graham_like(small):
+            found = _graham_disc(small)
+            if found is not None:
+                return (*found, "circle")
+            return sw / 2.0, sh / 2.0, max(sh, sw) / 2.0, "region"
         _check_content(small, None, source)
-        return Fov(w / 2.0, h / 2.0, float(np.hypot(w, h)) / 2.0, "frame")
+        return sw / 2.0, sh / 2.0, float(np.hypot(sw, sh)) / 2.0, "frame"
 
     thresh = bg + 0.2 * (fg - bg)
     mask = (lum > thresh).astype(np.uint8)
@@ -69,7 +135,24 @@ def find_fov(bgr: np.ndarray, source: str | None = None) -> Fov:
     blob = (labels == big).astype(np.uint8)
     if stats[big, cv2.CC_STAT_AREA] < 0.05 * sh * sw:
         raise NotFundusError("bright region too small to be a fundus field of view", source)
+    try:
+        cx, cy, r, arc = _circle_of(blob, source)
+    except NotFundusError:
+        region = _region(small, blob, stats[big], strict_colour and not washed)
+        if region is None:
+            raise
+        return (*region, "region")
+    inside = np.zeros_like(blob)
+    cv2.circle(inside, (round(cx), round(cy)), round(0.9 * r), 1, -1)
+    # A well-traced circular edge is strong evidence of a fundus camera: then over-exposed or flared
+    # areas (clipped borders, amplified vessels: up to 10 % edge pixels) do not make it "not retina".
+    _check_content(small, (inside & blob).astype(bool), source, EDGES_IN_CIRCLE if arc >= SURE_ARC else EDGES)
+    return cx, cy, r, "circle"
 
+
+def _circle_of(blob: np.ndarray, source: str | None) -> tuple[float, float, float, float]:
+    """(cx, cy, r, arc) of the circle a bright region's outline follows, or NotFundusError."""
+    sh, sw = blob.shape
     contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     pts = max(contours, key=len)[:, 0, :].astype(np.float64)
     inner = (pts[:, 0] > 1) & (pts[:, 0] < sw - 2) & (pts[:, 1] > 1) & (pts[:, 1] < sh - 2)
@@ -82,7 +165,6 @@ def find_fov(bgr: np.ndarray, source: str | None = None) -> Fov:
     if arc < MIN_ARC:
         raise NotFundusError(
             f"bright region is not a circular field of view (edge follows a circle over {arc:.0%} of it)", source)
-
     disc = np.zeros_like(blob)
     cv2.circle(disc, (round(cx * 16), round(cy * 16)), round(r * 16), 1, -1, shift=4)
     inter = float(np.count_nonzero(disc & blob))
@@ -94,12 +176,111 @@ def find_fov(bgr: np.ndarray, source: str | None = None) -> Fov:
         raise NotFundusError(
             f"bright region is not a circular field of view ({outside:.0%} of it outside the best circle, "
             f"{covered:.0%} of the circle bright)", source)
-    inside = np.zeros_like(blob)
-    cv2.circle(inside, (round(cx), round(cy)), round(0.9 * r), 1, -1)
-    # A well-traced circular edge is strong evidence of a fundus camera: then over-exposed or flared
-    # areas (clipped borders, amplified vessels: up to 10 % edge pixels) do not make it "not retina".
-    _check_content(small, (inside & blob).astype(bool), source, EDGES_IN_CIRCLE if arc >= SURE_ARC else EDGES)
-    return Fov(cx / k, cy / k, r / k, "circle")
+    return cx, cy, r, arc
+
+
+#: a bright region assessed without a circle must span this share of the frame's width or height
+#: (the camera's field runs past the frame: octagonal or rectangular masks), be this convex ...
+REGION_SPAN, REGION_SOLIDITY = 0.8, 0.9
+#: ... and show some fine structure (mean |Laplacian| of green at 256 px; flat fills have ~0)
+REGION_DETAIL = 1.0
+
+
+def _region(small: np.ndarray, blob: np.ndarray, stat: np.ndarray,
+            strict_colour: bool = True) -> tuple[float, float, float] | None:
+    """(cx, cy, r) of the square around a bright region that no circle fits but that is plainly a
+    fundus camera's field (frame-wide, convex, red-dominated, retina-like structure), else None."""
+    sh, sw = blob.shape
+    x, y, bw, bh = (int(v) for v in stat[:4])
+    if bw < REGION_SPAN * sw and bh < REGION_SPAN * sh:
+        return None
+    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.contourArea(cv2.convexHull(max(contours, key=cv2.contourArea)))
+    if hull <= 0 or np.count_nonzero(blob) / hull < REGION_SOLIDITY:
+        return None
+    inner = cv2.erode(blob, np.ones((7, 7), np.uint8)).astype(bool)
+    try:
+        _check_content(small, inner, None, EDGES, strict_colour=strict_colour)
+    except NotFundusError:
+        return None
+    if _detail(small, inner) < REGION_DETAIL:
+        return None
+    return x + bw / 2.0, y + bh / 2.0, max(bw, bh) / 2.0
+
+
+def _detail(small: np.ndarray, sel: np.ndarray) -> float:
+    """Mean |Laplacian| of green at 256 px width over ``sel``: fine structure (vessels, texture)."""
+    sh, sw = sel.shape
+    s = cv2.resize(small, (256, max(1, round(256 * sh / sw))), interpolation=cv2.INTER_AREA)
+    m = cv2.resize(sel.astype(np.uint8), (s.shape[1], s.shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return float(np.abs(cv2.Laplacian(s[..., 1].astype(np.float32), cv2.CV_32F))[m].mean()) if m.any() else 0.0
+
+
+def _outline_step(lum: np.ndarray) -> float:
+    """Step across the bright region's outline relative to the field's level: (mean of a 3-px band
+    just inside − just outside) / median of the region, away from the frame border. About 0.4-1 for
+    a camera's sharp-edged field (circle or octagon), small for a blurred glow whose outline only
+    happens to be round."""
+    h, w = lum.shape
+    fg = _percentile_u8(lum, 95)
+    c = max(3, min(h, w) // 20)
+    bg = float(np.median(np.concatenate([lum[:c, :c].ravel(), lum[:c, -c:].ravel(), lum[-c:, :c].ravel(),
+                                         lum[-c:, -c:].ravel()])))
+    mask = cv2.morphologyEx((lum > bg + 0.2 * (fg - bg)).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n < 2:
+        return 0.0
+    blob = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    ring = np.ones((7, 7), np.uint8)
+    inner = blob.astype(bool) & ~cv2.erode(blob, ring).astype(bool)
+    outer = cv2.dilate(blob, ring).astype(bool) & ~blob.astype(bool)
+    away = np.zeros((h, w), bool)
+    away[4:-4, 4:-4] = True
+    inner, outer = inner & away, outer & away
+    if inner.sum() < 20 or outer.sum() < 20:
+        return 1.0  # the outline runs along the frame: nothing to judge
+    level = float(np.median(lum[blob.astype(bool)]))
+    return (float(lum[inner].mean()) - float(lum[outer].mean())) / max(level, 1.0)
+
+
+#: Graham-style background subtraction leaves every channel's median at 128 ± this ...
+GRAHAM_MEDIAN = 10
+#: ... most pixels within a few grey levels of it (median |g − 128| at most this) ...
+GRAHAM_MAD = 24.0
+#: ... but some detail: at least this share of pixels more than 3 levels from 128 (a flat grey frame: none)
+GRAHAM_DETAIL = 0.05
+
+
+def _graham_like(small: np.ndarray) -> bool:
+    """A fundus photo preprocessed by subtracting its blurred background (``4·img − 4·blur + 128``):
+    grey around 128 in every channel, with low-amplitude detail."""
+    meds = [_percentile_u8(ch, 50) for ch in cv2.split(small)]
+    if max(abs(m - 128) for m in meds) > GRAHAM_MEDIAN:
+        return False
+    if float(np.mean(small.max(axis=2) - small.min(axis=2))) < 1.0:
+        return False  # a grey-level picture (page, texture): a colour photo's residual differs by channel
+    dev = np.abs(small[..., 1].astype(np.int16) - 128)
+    return float(np.median(dev)) <= GRAHAM_MAD and float(np.mean(dev > 3)) >= GRAHAM_DETAIL
+
+
+def _graham_disc(small: np.ndarray) -> tuple[float, float, float] | None:
+    """The textured disc of a Graham-style photo (its surround is flat 128), if a circle fits it."""
+    dev = np.abs(small.astype(np.int16) - 128).max(axis=2).astype(np.float32)
+    texture = cv2.GaussianBlur(dev, (0, 0), 3)
+    blob = (texture > 2.0).astype(np.uint8)
+    blob = cv2.morphologyEx(blob, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(blob, connectivity=8)
+    if n < 2:
+        return None
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    sh, sw = blob.shape
+    if stats[big, cv2.CC_STAT_AREA] > 0.97 * sh * sw:
+        return None  # textured everywhere: no surround to fit
+    try:
+        cx, cy, r, _ = _circle_of((labels == big).astype(np.uint8), None)
+    except NotFundusError:
+        return None
+    return cx, cy, r
 
 
 def _percentile_u8(values: np.ndarray, q: float) -> float:
@@ -178,7 +359,8 @@ def _arc_support(pts: np.ndarray, cx: float, cy: float, r: float, shape: tuple[i
     return float((hit & visible).sum() / visible.sum())
 
 
-def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | None, max_edges: float = EDGES) -> None:
+def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | None, max_edges: float = EDGES,
+                   strict_colour: bool | None = None) -> None:
     """Reject what is plainly not retina inside the FOV: blue/green-dominated or full of sharp edges.
 
     Measured at 256 px width after a σ = 1.5 px blur (which removes sensor noise and JPEG blocking):
@@ -195,7 +377,8 @@ def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | N
     ).astype(bool)
     b, g, r = (_percentile_u8(ch[sel], 50) for ch in cv2.split(s))
     rgb = f"median R,G,B = {r:.0f},{g:.0f},{b:.0f}"
-    if inside is None and not (r >= 1.15 * g and r >= 1.3 * b):
+    strict = inside is None if strict_colour is None else strict_colour
+    if strict and not (r >= 1.15 * g and r >= 1.3 * b):
         raise NotFundusError(f"no field-of-view edge and not the colours of a fundus photograph ({rgb})", source)
     if r < 0.9 * g or r < 0.9 * b:
         raise NotFundusError(f"colours are not those of a fundus photograph ({rgb})", source)

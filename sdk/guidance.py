@@ -11,17 +11,15 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from .assessor import QualityAssessor
 from .errors import EfiqaError, NotFundusError
 from .fov import Fov
 from .imageio import to_bgr8
+from . import reasons
+from .reasons import ZONE_TEXT
 from .result import QualityResult
-
-ZONE_TEXT = {"centre": "centre/macula", "superior": "upper (superior) field", "inferior": "lower (inferior) field",
-             "left": "left side", "right": "right side"}
 
 
 @dataclass(frozen=True)
@@ -65,58 +63,40 @@ class Capture:
     timestamp: float
 
 
-#: Frame-statistics thresholds at 256 px (FOV median of the brightest channel; mean |Laplacian| of
-#: green). Measured: well-exposed photos 200-210, an under-exposed EyePACS photo 52; sharp photos
-#: 6.7-8.9, a hazy one 2.3, defocused frames about 3.
-DARK_LUMINANCE = 60
-SHARPNESS_BLURRED = 4.0
-SHADOW_RATIO = 0.5
+#: Thresholds live in :mod:`efiqa.reasons` (one implementation for stills and live guidance);
+#: re-exported here for compatibility.
+DARK_LUMINANCE = reasons.DARK_LUMINANCE
+SHARPNESS_BLURRED = reasons.SHARPNESS_BLURRED
+SHADOW_RATIO = reasons.SHADOW_RATIO
 #: Hints that veto a capture whatever the map says: the frame statistics already show a problem.
-BLOCKING = frozenset({"fov_off_centre", "fov_cut_off", "too_dark", "overexposed", "blurred", "shadow"})
+BLOCKING = frozenset({"fov_off_centre", "fov_cut_off", "too_dark", "overexposed", "blurred", "shadow", "artefact"})
+
+#: What the operator should do about each reason (the reason's own text where none is given).
+ADVICE = {
+    "fov_off_centre": "Centre the pupil: the field of view is off-centre",
+    "fov_cut_off": "Field of view is cut off on one side: re-centre",
+    "too_dark": "Image too dark: increase flash/illumination or dilate the pupil",
+    "overexposed": "Overexposed: reduce flash intensity",
+    "blurred": "Blurred: adjust focus",
+    "hazy": "Hazy: clean the lens, check working distance (or media opacity)",
+    "artefact": "Glare or reflections: adjust working distance and alignment",
+}
 
 
 def frame_hints(bgr: np.ndarray, res: QualityResult) -> list[Hint]:
-    """Hints from simple frame statistics (likely cause) and from the map (which zone)."""
-    hints: list[Hint] = []
-    h, w = bgr.shape[:2]
-    fov = res.fov
-    if fov.source == "circle":
-        off = math.hypot(fov.cx - w / 2, fov.cy - h / 2) / max(fov.r, 1)
-        cut = max(0.0, fov.r - min(fov.cx, w - fov.cx)) + max(0.0, fov.r - min(fov.cy, h - fov.cy))
-        if off > 0.2:
-            hints.append(Hint("fov_off_centre", "Centre the pupil: the field of view is off-centre"))
-        elif cut > 0.25 * fov.r:
-            hints.append(Hint("fov_cut_off", "Field of view is cut off: move back or re-centre"))
-    k = 256 / max(h, w)
-    small = cv2.resize(bgr, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
-    yy, xx = np.mgrid[0:small.shape[0], 0:small.shape[1]]
-    u, v = xx - fov.cx * k, yy - fov.cy * k
-    inside = (u * u + v * v <= (0.95 * fov.r * k) ** 2) if fov.source == "circle" else np.ones(small.shape[:2], bool)
-    lum_img = small.max(axis=2)
-    lum = lum_img[inside]
-    dark = bright = False
-    if lum.size:
-        median = float(np.median(lum))
-        dark = median < DARK_LUMINANCE
-        bright = float(np.mean(lum >= 250)) > 0.05
-        if dark:
-            hints.append(Hint("too_dark", "Image too dark: increase flash/illumination or dilate the pupil"))
-        elif bright:
-            hints.append(Hint("overexposed", "Overexposed: reduce flash intensity"))
-        sharp = float(np.abs(cv2.Laplacian(small[..., 1].astype(np.float32), cv2.CV_32F))[inside].mean())
-        if sharp < SHARPNESS_BLURRED and not dark:
-            hints.append(Hint("blurred", "Blurred: adjust focus"))
-        # one side much darker than the others: eyelid, lashes or a misaligned pupil shadowing it
-        sides = {"superior": (v < 0) & (np.abs(v) >= np.abs(u)), "inferior": (v > 0) & (np.abs(v) >= np.abs(u)),
-                 "left": (u < 0) & (np.abs(u) > np.abs(v)), "right": (u > 0) & (np.abs(u) > np.abs(v))}
-        levels = {z: float(np.median(lum_img[m & inside])) for z, m in sides.items() if (m & inside).sum() > 50}
-        if len(levels) == 4 and not dark:
-            zone, low = min(levels.items(), key=lambda kv: kv[1])
-            if low < SHADOW_RATIO * float(np.median(list(levels.values()))):
-                hints.append(Hint("shadow", f"Shadow over the {ZONE_TEXT[zone]}: lift the eyelid or re-align", zone))
-    for zone, value in sorted(((z, v) for z, v in res.zones.items() if v is not None), key=lambda kv: -kv[1]):
-        if value >= res.patch_threshold:
-            hints.append(Hint("zone_degraded", f"Poor quality in the {ZONE_TEXT[zone]}", zone))
+    """Hints from simple frame statistics (likely cause) and from the map (which zone), via
+    :mod:`efiqa.reasons`. A symmetric crop of the FOV circle by the sensor is not a fault."""
+    hints = []
+    for r in reasons.frame_reasons(bgr, res.fov):
+        if r.code == "shadow":
+            text = f"Shadow over the {ZONE_TEXT[r.zone]}: lift the eyelid or re-align"
+        elif r.code == "uneven_illumination":
+            text = f"Uneven illumination, {ZONE_TEXT[r.zone]} dark: re-align with the pupil"
+        else:
+            text = ADVICE.get(r.code, r.text)
+        hints.append(Hint(r.code, text, r.zone))
+    zones = [r for r in reasons.map_reasons(res) if r.code == "zone_degraded"]
+    hints += [Hint(r.code, r.text, r.zone) for r in zones]
     return hints
 
 

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .fov import Fov
 from .preprocess import Crop
+
+if TYPE_CHECKING:
+    from .reasons import Reason
 
 #: Zones of the fundus, by position relative to the FOV centre as displayed (superior = top).
 ZONES = ("centre", "superior", "inferior", "left", "right")
@@ -24,6 +28,7 @@ class QualityResult:
     shows — mostly the share of the expected vessels it does not show); row 0 is the top of ``crop``. Cells at or
     above ``patch_threshold`` are flagged. ``coverage[i, j]`` is the fraction of the cell inside
     the FOV; cells below ``MIN_COVERAGE`` are ignored by ``score``, ``zones`` and ``flagged``.
+    ``gradable`` is ``score < threshold`` unless a decisive reason (too dark, clipped, glare) vetoes it.
     """
 
     map: np.ndarray
@@ -40,6 +45,9 @@ class QualityResult:
     image_shape: tuple[int, int] = (0, 0)
     #: the bundle's per-patch decision threshold (its manifest's ``patch_threshold``)
     patch_threshold: float = 0.5
+    #: why the photo or a zone of it is poor (:mod:`efiqa.reasons`); a decisive one makes
+    #: ``gradable`` false whatever the score
+    reasons: list["Reason"] = field(default_factory=list)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -51,7 +59,11 @@ class QualityResult:
         return (self.map >= self.patch_threshold) & (self.coverage >= MIN_COVERAGE)
 
     def to_dict(self) -> dict:
-        """The JSON contract of ``efiqa assess --json`` (one object per input)."""
+        """The JSON contract of ``efiqa assess --json`` (one object per input).
+
+        ``reasons``: list of ``{"code", "text", "zone"?, "decisive"}`` (see :mod:`efiqa.reasons`);
+        ``fov.source``: ``circle``, ``frame``, ``region`` or ``dark`` (see :class:`efiqa.fov.Fov`).
+        """
         return {
             "path": self.source,
             "score": round(float(self.score), 6),
@@ -62,6 +74,7 @@ class QualityResult:
             "fov": self.fov.to_dict(),
             "zones": {k: (None if v is None else round(float(v), 6)) for k, v in self.zones.items()},
             "timings_ms": {k: round(float(v), 3) for k, v in self.timings_ms.items()},
+            "reasons": [r.to_dict() for r in self.reasons],
         }
 
     def overlay(self, image: np.ndarray, max_side: int = 1024) -> np.ndarray:
@@ -104,7 +117,7 @@ def _key(fov: Fov, crop: Crop, image_shape: tuple[int, int]) -> tuple:
     # Geometry rounded to crop-pixel/64 so a stream with a steady FOV hits the cache.
     q = crop.size / 64.0
     return (round((fov.cx - crop.x0) / q), round((fov.cy - crop.y0) / q), round(fov.r / q),
-            fov.source == "frame", round(-crop.x0 / q), round(-crop.y0 / q),
+            fov.source != "circle", round(-crop.x0 / q), round(-crop.y0 / q),
             round((image_shape[1] - crop.x0) / q), round((image_shape[0] - crop.y0) / q))
 
 

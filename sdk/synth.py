@@ -271,3 +271,42 @@ def alignment_sequence(photo: np.ndarray, fps: float = 10.0, size: int = 480, se
         noise = rng.normal(0, 1.5, img.shape).astype(np.float32)
         frames.append(np.clip(img + noise, 0, 255).astype(np.uint8))
     return Sequence(frames, fps, events)
+
+
+#: How publishers and users commonly preprocess fundus photos before sharing them (not damage: the
+#: runtime must accept every one of these as a fundus photograph).
+PREPROCESSINGS = ("clahe", "graham", "graham_masked", "thumb256", "dark", "fov_crop")
+
+
+def preprocessed(img: np.ndarray, fov: Fov, kind: str) -> np.ndarray:
+    """One preprocessed variant of an 8-bit BGR fundus photo whose FOV is ``fov``.
+
+    ``clahe``: CLAHE on the L channel of Lab (clip 2, 8×8 tiles); ``graham``: Ben Graham's
+    background subtraction ``4·img − 4·GaussianBlur(img, σ = r/30) + 128``; ``graham_masked``: the same
+    with everything beyond 0.9 r set to 128 (as in the Kaggle winner's code); ``thumb256``: 256 px on
+    the long side; ``dark``: ``img·0.08`` (nearly black); ``fov_crop``: cropped to the FOV's bounding
+    square (clipped to the frame).
+    """
+    if kind == "clahe":
+        lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB)
+        lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
+        return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+    if kind in ("graham", "graham_masked"):
+        out = cv2.addWeighted(img, 4, cv2.GaussianBlur(img, (0, 0), max(fov.r / 30, 0.5)), -4, 128)
+        if kind == "graham_masked":
+            keep = np.zeros(img.shape[:2], np.uint8)
+            cv2.circle(keep, (round(fov.cx), round(fov.cy)), round(0.9 * fov.r), 1, -1)
+            out[keep == 0] = 128
+        return out
+    if kind == "thumb256":
+        k = 256 / max(img.shape[:2])
+        return cv2.resize(img, (max(1, round(img.shape[1] * k)), max(1, round(img.shape[0] * k))),
+                          interpolation=cv2.INTER_AREA)
+    if kind == "dark":
+        return (img.astype(np.float32) * 0.08).astype(np.uint8)
+    if kind == "fov_crop":
+        h, w = img.shape[:2]
+        x0, x1 = max(0, round(fov.cx - fov.r)), min(w, round(fov.cx + fov.r))
+        y0, y1 = max(0, round(fov.cy - fov.r)), min(h, round(fov.cy + fov.r))
+        return img[y0:y1, x0:x1].copy()
+    raise ValueError(f"unknown preprocessing {kind!r}; choose from {', '.join(PREPROCESSINGS)}")

@@ -10,14 +10,15 @@ from efiqa.result import ZONES
 
 from .conftest import synthetic_fundus
 
-JSON_KEYS = {"path", "score", "gradable", "grid", "map", "crop", "fov", "zones", "timings_ms"}
+JSON_KEYS = {"path", "score", "gradable", "grid", "map", "crop", "fov", "zones", "timings_ms", "reasons"}
 
 
 def check_result(res: QualityResult, grid: int) -> None:
     assert res.map.shape == (grid, grid) and res.map.dtype == np.float32
     assert np.isfinite(res.map).all() and (res.map >= 0).all() and (res.map <= 1).all()
     assert 0.0 <= res.score <= 1.0
-    assert res.gradable == (res.score < res.threshold)
+    # a decisive reason (too dark, clipped, glare) vetoes gradable whatever the score
+    assert res.gradable == (res.score < res.threshold and not any(r.decisive for r in res.reasons))
     assert set(res.zones) == set(ZONES)
     assert res.coverage.shape == (grid, grid) and (res.coverage >= 0).all() and (res.coverage <= 1).all()
     assert res.crop.size > 0 and res.fov.r > 0
@@ -37,7 +38,9 @@ def test_json_contract(assessor, retina_file):
     assert set(d) == JSON_KEYS
     g = assessor.manifest.grid
     assert d["grid"] == [g, g] and len(d["map"]) == g and all(len(row) == g for row in d["map"])
-    assert set(d["crop"]) == {"x0", "y0", "size"} and set(d["fov"]) == {"cx", "cy", "r"}
+    assert set(d["crop"]) == {"x0", "y0", "size"} and set(d["fov"]) == {"cx", "cy", "r", "source"}
+    assert d["fov"]["source"] == "circle" and isinstance(d["reasons"], list)
+    assert all({"code", "text", "decisive"} <= set(r) for r in d["reasons"])
     assert all(isinstance(v, int) for v in d["crop"].values())
     # crop is the square around the FOV circle
     assert abs(d["crop"]["size"] - 2 * d["fov"]["r"]) <= 1

@@ -288,3 +288,45 @@ def test_overlay_shades_and_outlines_only_what_the_threshold_flags():
     assert len(ys) and xs.min() >= crop.x0 + c - 3 and xs.max() <= crop.x0 + 2 * c + 3
     assert ys.min() >= crop.y0 + 2 * c - 3 and ys.max() <= crop.y0 + 3 * c + 3
     assert np.abs(ov.astype(int) - img.astype(int))[round(crop.y0 + 2.5 * c), round(crop.x0 + 1.5 * c)].sum() > 30
+
+
+def _camera_format_video(path, shift: float, n: int = 16, fps: float = 10):
+    """The example photo as a 3:2 camera records it: the FOV circle cut by the frame at top and
+    bottom (0.15 r each side, as on HRF and EyePACS cameras), its centre ``shift`` r right of the
+    frame centre."""
+    from efiqa.data import retina_path
+    from efiqa.fov import find_fov
+    from efiqa.imageio import read_image
+
+    photo = read_image(retina_path())
+    fov = find_fov(photo)
+    r = fov.r
+    h, w = round(1.7 * r), round(2.55 * r)
+    m = np.float32([[1, 0, w / 2 + shift * r - fov.cx], [0, 1, h / 2 - fov.cy]])
+    frame = cv2.warpAffine(photo, m, (w, h))
+    frame = cv2.resize(frame, (510, round(510 * h / w)), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    frames = [np.clip(frame + rng.normal(0, 1.0, frame.shape), 0, 255).astype(np.uint8) for _ in range(n)]
+    _write_video(path, frames, fps=int(fps))
+
+
+@pytest.mark.parametrize("shift, captures", [(0.0, True), (0.35, False)])
+def test_clipped_fov_camera_format_captures_only_when_centred(tmp_path, shift, captures):
+    """A circle cropped symmetrically by the sensor is the camera's design: a sharp, well-exposed
+    video of it becomes ready and captures; the same view off-centre does not."""
+    from efiqa import QualityAssessor
+
+    _camera_format_video(tmp_path / "cam.mp4", shift)
+    states = []
+    with QualityAssessor(threads=1) as qa:
+        guide = Guide(qa, dwell_s=0.5)
+        report = run_stream(FrameSource(str(tmp_path / "cam.mp4")), guide, latest_wins=False,
+                            on_state=lambda f, s: states.append(s))
+    codes = set().union(*({h.code for h in s.hints} for s in states))
+    assert report.processed == 16
+    if captures:
+        assert "fov_cut_off" not in codes and "fov_off_centre" not in codes, codes
+        assert any(s.ready_to_capture for s in states) and report.captures == 1
+    else:
+        assert codes & {"fov_cut_off", "fov_off_centre"}, codes
+        assert not any(s.ready_to_capture for s in states) and report.captures == 0

@@ -1,0 +1,211 @@
+"""Real photographs: does every fundus photo get a verdict and a reason, and is every non-fundus
+picture refused (or at least scored ungradable)?
+
+* DRIMDB-dev (Good / Bad / Outlier, the dataset's own labels; checking only, never training):
+  refused (NotFundusError), scored ungradable, mean score, reason counts, FOV sources, image-level
+  AUROC Bad-vs-Good (score; refused photos ranked worst), verdicts correct.
+* The other development photos (DRIVE, HRF, EyePACS) and preprocessed variants of them and of the
+  DRIMDB-dev Good/Bad photos (:data:`efiqa.synth.PREPROCESSINGS`: CLAHE, Graham-style background
+  subtraction with and without its 0.9 r mask, 256-px thumbnails, ``img·0.08``, cropped to the FOV);
+  photos over 1600 px are reduced to 1600 px on their long side first.
+* Non-fundus pictures: scikit-image's natural photos, text pages, faces, coins, uniform grey, white
+  and black frames.
+
+    python benchmarks/real_photos.py [--data DIR]
+
+Writes benchmarks/results/real_photos.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import stamp  # noqa: E402
+
+from efiqa import QualityAssessor  # noqa: E402
+from efiqa.errors import NotFundusError  # noqa: E402
+from efiqa.fov import find_fov  # noqa: E402
+from efiqa.imageio import read_image, to_bgr8  # noqa: E402
+from efiqa.synth import PREPROCESSINGS, preprocessed  # noqa: E402
+from efiqa.train.data import data_root  # noqa: E402
+
+RESULTS = HERE / "results"
+MAX_SIDE = 1600
+NATURAL = ["astronaut", "chelsea", "coffee", "rocket", "camera", "moon", "page", "immunohistochemistry",
+           "hubble_deep_field", "coins", "text", "brick", "grass", "gravel", "cat", "retina_not"]
+
+
+def auroc(pos: list[float], neg: list[float]) -> float | None:
+    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney)."""
+    if not pos or not neg:
+        return None
+    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
+
+
+def reduced(img: np.ndarray) -> np.ndarray:
+    if max(img.shape[:2]) > MAX_SIDE:
+        k = MAX_SIDE / max(img.shape[:2])
+        img = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+    return img
+
+
+class Tally:
+    """Per-group counts: refused, ungradable, scores, reasons, FOV sources."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.refused: list[str] = []
+        self.ungradable = 0
+        self.scores: list[float] = []
+        self.reasons: Counter = Counter()
+        self.sources: Counter = Counter()
+
+    def add(self, qa: QualityAssessor, image, name: str) -> tuple[float | None, bool]:
+        """(score or None if refused, gradable)."""
+        self.n += 1
+        try:
+            res = qa.assess(image)
+        except NotFundusError as err:
+            self.refused.append(f"{name}: {err.message}")
+            return None, False
+        self.ungradable += not res.gradable
+        self.scores.append(res.score)
+        self.reasons.update({r.code for r in res.reasons})
+        self.sources[res.fov.source] += 1
+        return res.score, res.gradable
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "refused": len(self.refused), "ungradable": self.ungradable,
+                "gradable": self.n - len(self.refused) - self.ungradable,
+                "mean_score": round(float(np.mean(self.scores)), 4) if self.scores else None,
+                "reasons": dict(self.reasons.most_common()), "fov_source": dict(self.sources),
+                "refused_photos": self.refused}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", help="fundus photographs (default: EFIQA_DATA or ../shared/data/fundus)")
+    args = ap.parse_args()
+    from tqdm import tqdm
+
+    root = data_root(args.data)
+    qa = QualityAssessor(threads=2)
+    out: dict = {"benchmark": "real_photos", "command": "python benchmarks/real_photos.py", "machine": stamp(),
+                 "threshold": qa.threshold}
+
+    # --- DRIMDB-dev, as published -------------------------------------------------------------
+    drimdb = root / "DRIMDB-dev"
+    rows = list(csv.DictReader(open(drimdb / "labels.csv")))
+    per_label = {lab: Tally() for lab in ("Good", "Bad", "Outlier")}
+    scores: dict[str, list[float]] = {"Good": [], "Bad": []}
+    correct = Counter()
+    for row in tqdm(rows, desc="DRIMDB-dev"):
+        lab = row["label"]
+        s, gradable = per_label[lab].add(qa, drimdb / row["image"], row["image"])
+        if lab in scores:
+            scores[lab].append(np.inf if s is None else s)  # refused: ranked worst
+        correct[lab] += gradable if lab == "Good" else not gradable
+    out["drimdb"] = {lab: t.to_dict() for lab, t in per_label.items()}
+    out["drimdb_auroc_bad_vs_good"] = auroc(scores["Bad"], scores["Good"])
+    out["drimdb_verdicts_correct"] = {lab: f"{correct[lab]}/{per_label[lab].n}" for lab in per_label}
+    out["drimdb_verdict_accuracy"] = sum(correct.values()) / len(rows)
+
+    # --- other development photos and preprocessed variants ------------------------------------
+    others = sorted(root.rglob("images/*"))
+    plain = Tally()
+    variants = {k: Tally() for k in PREPROCESSINGS}
+    drimdb_variants = {k: {"Good": Tally(), "Bad": Tally()} for k in PREPROCESSINGS}
+    variant_scores = {k: {"Good": [], "Bad": []} for k in PREPROCESSINGS}
+    for p in tqdm(others, desc="dev photos"):
+        name = str(p.relative_to(root))
+        img = reduced(read_image(p))
+        plain.add(qa, img, name)
+        ref = find_fov(img, name)
+        for kind in PREPROCESSINGS:
+            variants[kind].add(qa, preprocessed(img, ref, kind), f"{name} [{kind}]")
+    for row in tqdm([r for r in rows if r["label"] != "Outlier"], desc="DRIMDB variants"):
+        img = read_image(drimdb / row["image"])
+        ref = find_fov(img, row["image"])
+        for kind in PREPROCESSINGS:
+            s, _ = drimdb_variants[kind][row["label"]].add(qa, preprocessed(img, ref, kind), f"{row['image']} [{kind}]")
+            variant_scores[kind][row["label"]].append(np.inf if s is None else s)
+    out["dev_photos"] = plain.to_dict()
+    out["dev_variants"] = {k: t.to_dict() for k, t in variants.items()}
+    out["drimdb_variants"] = {k: {lab: t.to_dict() for lab, t in v.items()} for k, v in drimdb_variants.items()}
+    out["drimdb_variants_auroc_bad_vs_good"] = {k: auroc(v["Bad"], v["Good"]) for k, v in variant_scores.items()}
+
+    # --- pictures that are not fundus photographs -----------------------------------------------
+    import skimage.data as skdata
+
+    non = {}
+    pictures = {n: to_bgr8(getattr(skdata, n)(), color="rgb") for n in NATURAL if hasattr(skdata, n)}
+    pictures.update({"uniform_grey": np.full((480, 640, 3), 128, np.uint8),
+                     "uniform_white": np.full((480, 640, 3), 255, np.uint8),
+                     "black": np.zeros((480, 640, 3), np.uint8)})
+    for name, img in pictures.items():
+        try:
+            res = qa.assess(img)
+            non[name] = "ungradable" if not res.gradable else f"ACCEPTED gradable (score {res.score:.3f})"
+        except NotFundusError as err:
+            non[name] = f"refused: {err.message}"
+    out["non_fundus"] = non
+    out["non_fundus_summary"] = {"n": len(non), "refused": sum(v.startswith("refused") for v in non.values()),
+                                 "ungradable": sum(v == "ungradable" for v in non.values())}
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "real_photos.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = render(out)
+    (RESULTS / "real_photos.md").write_text(md)
+    print(md)
+
+
+def _reasons(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d["reasons"].items()) or "—"
+
+
+def render(out: dict) -> str:
+    """The Markdown report."""
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["# Real photographs: refusals, verdicts and reasons", "",
+             f"Gradable threshold {out['threshold']:.3f} (score below it: gradable; a decisive reason vetoes).", "",
+             "## DRIMDB-dev (dataset's labels; checking only)", "",
+             "| label | n | refused | scored ungradable | gradable | mean score | verdicts correct | reasons |",
+             "|---|---|---|---|---|---|---|---|"]
+    for lab, d in out["drimdb"].items():
+        lines.append(f"| {lab} | {d['n']} | {d['refused']} | {d['ungradable']} | {d['gradable']} | "
+                     f"{fmt(d['mean_score'])} | {out['drimdb_verdicts_correct'][lab]} | {_reasons(d)} |")
+    lines += ["", f"Image AUROC Bad vs Good (score; refused ranked worst): **{fmt(out['drimdb_auroc_bad_vs_good'])}**; "
+              f"verdicts correct (Good gradable; Bad and Outlier refused or ungradable): "
+              f"**{out['drimdb_verdict_accuracy']:.1%}**.", "",
+              "## Other development photos (DRIVE, HRF, EyePACS) and preprocessed variants", "",
+              "| input | n | refused | ungradable | mean score | reasons |", "|---|---|---|---|---|---|"]
+    d = out["dev_photos"]
+    lines.append(f"| as published | {d['n']} | {d['refused']} | {d['ungradable']} | {fmt(d['mean_score'])} | {_reasons(d)} |")
+    for k, d in out["dev_variants"].items():
+        lines.append(f"| {k} | {d['n']} | {d['refused']} | {d['ungradable']} | {fmt(d['mean_score'])} | {_reasons(d)} |")
+    lines += ["", "## Preprocessed DRIMDB-dev Good / Bad", "",
+              "| variant | Good refused | Good ungradable | Bad refused | Bad ungradable | AUROC Bad vs Good |",
+              "|---|---|---|---|---|---|"]
+    for k, v in out["drimdb_variants"].items():
+        lines.append(f"| {k} | {v['Good']['refused']}/{v['Good']['n']} | {v['Good']['ungradable']} | "
+                     f"{v['Bad']['refused']}/{v['Bad']['n']} | {v['Bad']['ungradable']} | "
+                     f"{fmt(out['drimdb_variants_auroc_bad_vs_good'][k])} |")
+    s = out["non_fundus_summary"]
+    lines += ["", "## Not fundus photographs", "",
+              f"{s['refused']} of {s['n']} refused, {s['ungradable']} scored ungradable.", ""]
+    lines += [f"* {k}: {v}" for k, v in out["non_fundus"].items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

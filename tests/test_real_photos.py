@@ -1,0 +1,75 @@
+"""Real photographs (skipped without ../shared): no real fundus photo refused, every DRIMDB outlier
+refused or ungradable, preprocessed variants accepted. DRIMDB-dev labels are for checking only."""
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from efiqa.errors import NotFundusError
+from efiqa.fov import find_fov
+from efiqa.imageio import read_image
+from efiqa.synth import PREPROCESSINGS, preprocessed
+
+
+def _drimdb(shared_data, label):
+    rows = list(csv.DictReader(open(shared_data / "DRIMDB-dev" / "labels.csv")))
+    return [shared_data / "DRIMDB-dev" / r["image"] for r in rows if r["label"] == label]
+
+
+@pytest.mark.parametrize("label", ["Good", "Bad"])
+def test_no_drimdb_fundus_photo_refused(assessor, shared_data, label):
+    paths = _drimdb(shared_data, label)
+    assert len(paths) >= 20
+    refused = []
+    for res in assessor.assess_batch(paths):
+        if isinstance(res, NotFundusError):
+            refused.append(str(res))
+        else:
+            assert res.reasons is not None and res.fov.source in {"circle", "frame", "region", "dark"}
+    assert not refused, refused
+
+
+def test_drimdb_outliers_refused_or_ungradable(assessor, shared_data):
+    paths = _drimdb(shared_data, "Outlier")
+    assert len(paths) >= 5
+    for p, res in zip(paths, assessor.assess_batch(paths)):
+        assert isinstance(res, NotFundusError) or not res.gradable, (p, res.score)
+
+
+def test_drimdb_verdicts_follow_labels(assessor, shared_data):
+    """Good photos gradable and Bad ones ungradable, each with a reason (checking, not training)."""
+    good = assessor.assess_batch(_drimdb(shared_data, "Good"))
+    bad = assessor.assess_batch(_drimdb(shared_data, "Bad"))
+    assert np.mean([r.gradable for r in good]) >= 0.95
+    assert np.mean([not r.gradable for r in bad]) >= 0.95
+    assert all(r.reasons for r in bad if not r.gradable)
+    auc = np.mean([[b.score > g.score for g in good] for b in bad])
+    assert auc >= 0.97
+
+
+def test_nearly_black_photo_is_a_too_dark_result(assessor, shared_data):
+    img = read_image(shared_data / "DRIVE/training/images/21_training.tif")
+    res = assessor.assess((img * 0.08).astype(np.uint8))
+    assert not res.gradable
+    assert any(r.code == "too_dark" and r.decisive for r in res.reasons)
+    assert "too_dark" in [r["code"] for r in res.to_dict()["reasons"]]
+
+
+@pytest.mark.parametrize("photo", ["DRIVE/training/images/21_training.tif", "HRF/images/01_h.jpg",
+                                   "EyePACS/images/15_left.jpeg", "DRIMDB-dev/Good/drimdb_good (34).jpg",
+                                   "DRIMDB-dev/Bad/drimdb_bad (7).jpg"])
+def test_preprocessed_variants_accepted(shared_data, photo):
+    img = read_image(shared_data / photo)
+    if max(img.shape[:2]) > 1600:
+        k = 1600 / max(img.shape[:2])
+        img = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+    ref = find_fov(img, photo)
+    for kind in PREPROCESSINGS:
+        find_fov(preprocessed(img, ref, kind), f"{photo} [{kind}]")  # raises NotFundusError if refused
+
+
+def test_clipped_drimdb_masks_assessed_over_their_region(shared_data):
+    """DRIMDB's octagonal mask where no circle fits: assessed over the region, and it says so."""
+    fov = find_fov(read_image(shared_data / "DRIMDB-dev/Good/drimdb_good (34).jpg"))
+    assert fov.source == "region" and fov.r > 300
