@@ -6,13 +6,16 @@ Frames are the built-in example photo at its own size (1411²) and padded/scaled
 camera frame. Modes: "full" finds the FOV on every frame; "fov-reuse" passes the FOV found on
 the first frame (what a stream with a steady camera can do). Writes
 benchmarks/results/latency_cpu.json and prints a Markdown table.
+
+Timing and percentiles are efiqa.bench's (the code behind ``efiqa bench``): one monotonic clock,
+frames decoded before timing, postprocess = what ``QualityAssessor.assess`` does after inference
+(map, score, zones and reasons).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -22,11 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import stamp  # noqa: E402
 
 from efiqa import QualityAssessor  # noqa: E402
+from efiqa.bench import STAGES, Stats, time_frames  # noqa: E402
 from efiqa.data import retina_path  # noqa: E402
 from efiqa.imageio import read_image  # noqa: E402
-from efiqa.result import build_result  # noqa: E402
-
-STAGES = ("preprocess", "inference", "postprocess", "total")
 
 
 def frames() -> dict[str, np.ndarray]:
@@ -36,30 +37,18 @@ def frames() -> dict[str, np.ndarray]:
     return {"1411x1411": img, "4752x3168": cam}
 
 
-def time_frames(qa: QualityAssessor, frame: np.ndarray, n: int, reuse_fov: bool) -> dict[str, list[float]]:
-    fov = qa.preprocessor(frame).fov if reuse_fov else None
-    out: dict[str, list[float]] = {k: [] for k in STAGES}
-    for _ in range(10):  # warm-up
-        qa.assess(frame, fov=fov)
-    for _ in range(n):
-        t0 = time.perf_counter()
-        prep = qa.preprocessor(frame, fov=fov)
-        t1 = time.perf_counter()
-        logits = qa.backend.infer(prep.tensor[None])
-        t2 = time.perf_counter()
-        build_result(logits[0, 0], prep.fov, prep.crop, prep.image_shape, qa.threshold)
-        t3 = time.perf_counter()
-        for k, v in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
-            out[k].append(v * 1e3)
-    return out
+def time_case(qa: QualityAssessor, frame: np.ndarray, n: int, reuse_fov: bool) -> dict[str, list[float]]:
+    """Per-stage latencies (ms) of ``n`` frames after 10 warm-up frames, by efiqa.bench.time_frames."""
+    fovs = [qa.preprocessor(frame).fov] if reuse_fov else None
+    samples = time_frames(qa, [frame], count=n, warmup=10, fovs=fovs).samples
+    return {k: getattr(samples, k) for k in STAGES}
 
 
 def summarise(samples: dict[str, list[float]]) -> dict:
     res = {}
     for k, v in samples.items():
-        a = np.asarray(v)
-        res[k] = {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-                  "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+        st = Stats.of(v)
+        res[k] = {"p50": st.p50, "p95": st.p95, "p99": st.p99, "mean": st.mean}
     res["fps_at_p50"] = 1000.0 / res["total"]["p50"]
     return res
 
@@ -77,7 +66,7 @@ def main() -> None:
     rows = []
     for name, frame in frames().items():
         for reuse in (False, True):
-            s = summarise(time_frames(qa, frame, args.frames, reuse))
+            s = summarise(time_case(qa, frame, args.frames, reuse))
             rows.append({"frame": name, "mode": "fov-reuse" if reuse else "full", **s})
     result = {
         "benchmark": "frame_to_map_latency",

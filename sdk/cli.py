@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--json", action="store_true", help="print one JSON object per input (JSON Lines)")
     te.set_defaults(func=cmd_teacher)
 
+    from . import bench
+
+    bench.add_parser(sub)
+
     i = sub.add_parser("info", help="print a bundle's manifest as JSON")
     i.add_argument("model", nargs="?", help="bundle (default: the shipped bundle)")
     i.set_defaults(func=cmd_info)

@@ -152,3 +152,14 @@ def test_bad_batch_size_is_a_usage_error(value, capsys, retina_file):
     assert main(["assess", str(retina_file), "--batch-size", value]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "--batch-size" in captured.err
+
+
+def test_bench_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["bench", "--frames", "3", "--warmup", "1", "--batch", "2", "--no-cold-start",
+                 "--json", str(out)]) == 0
+    run = json.loads(out.read_text())
+    assert run["schema"] == "efiqa-bench/1" and run["results"]["frames"] == 3
+    assert "p50" in capsys.readouterr().out  # the Markdown summary
+    assert main(["bench", "compare", str(out), str(out)]) == 0
+    assert "1.00" in capsys.readouterr().out
