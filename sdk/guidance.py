@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .assessor import QualityAssessor
-from .errors import EfiqaError, NotFundusError
+from .errors import ImageReadError, NotFundusError
 from .fov import Fov
 from .imageio import to_bgr8
 from . import reasons
@@ -83,21 +83,24 @@ ADVICE = {
 }
 
 
+def _hint(r: "reasons.Reason") -> Hint:
+    if r.code == "shadow":
+        return Hint(r.code, f"Shadow over the {ZONE_TEXT[r.zone]}: lift the eyelid or re-align", r.zone)
+    if r.code == "uneven_illumination":
+        return Hint(r.code, f"Uneven illumination, {ZONE_TEXT[r.zone]} dark: re-align with the pupil", r.zone)
+    return Hint(r.code, ADVICE.get(r.code, r.text), r.zone)
+
+
 def frame_hints(bgr: np.ndarray, res: QualityResult) -> list[Hint]:
-    """Hints from simple frame statistics (likely cause) and from the map (which zone), via
-    :mod:`efiqa.reasons`. A symmetric crop of the FOV circle by the sensor is not a fault."""
-    hints = []
-    for r in reasons.frame_reasons(bgr, res.fov):
-        if r.code == "shadow":
-            text = f"Shadow over the {ZONE_TEXT[r.zone]}: lift the eyelid or re-align"
-        elif r.code == "uneven_illumination":
-            text = f"Uneven illumination, {ZONE_TEXT[r.zone]} dark: re-align with the pupil"
-        else:
-            text = ADVICE.get(r.code, r.text)
-        hints.append(Hint(r.code, text, r.zone))
+    """Hints from simple frame statistics of ``bgr`` (likely cause) and from the map (which zone),
+    via :mod:`efiqa.reasons`. A symmetric crop of the FOV circle by the sensor is not a fault."""
     zones = [r for r in reasons.map_reasons(res) if r.code == "zone_degraded"]
-    hints += [Hint(r.code, r.text, r.zone) for r in zones]
-    return hints
+    return [_hint(r) for r in reasons.frame_reasons(bgr, res.fov)] + [_hint(r) for r in zones]
+
+
+def result_hints(res: QualityResult) -> list[Hint]:
+    """The same hints from the reasons a result already carries (no second look at the frame)."""
+    return [_hint(r) for r in res.reasons if r.code != "low_detail"]
 
 
 class Guide:
@@ -148,18 +151,18 @@ class Guide:
             res = self.qa.assess(bgr, fov=reuse)
             if reuse is None:
                 self._fov, self._fov_t = res.fov, ts
-        except NotFundusError:
+        except NotFundusError:  # per-frame problems are hints; model, engine and device errors stop the stream
             self.reset_window(full=True)
             self._last_t = ts
             return GuidanceState(index, ts, None, None, None, False,
                                  [Hint("no_fundus", "No fundus in view: align the camera with the pupil")],
                                  (time.perf_counter() - t0) * 1e3)
-        except EfiqaError as err:
+        except ImageReadError as err:
             return GuidanceState(index, ts, self._score, None, self._map, False,
                                  [Hint("bad_frame", f"Frame skipped: {err.message}")], (time.perf_counter() - t0) * 1e3)
 
         raw = res.score
-        hints = frame_hints(bgr, res)
+        hints = result_hints(res)
         blocked = any(h.code in BLOCKING for h in hints)
         if self._score is None or abs(raw - self._score) > self.scene_change or self._last_t is None:
             self._map, self._score = res.map.copy(), raw
