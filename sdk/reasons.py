@@ -52,6 +52,7 @@ HAZY_CONTRAST = 0.04
 SHADOW_RATIO = 0.5
 UNEVEN_RATIO = 0.7
 SPECULAR = 0.004
+GREY_TOLERANCE = 24
 OFF_CENTRE = 0.2
 CUT_ASYMMETRY = 0.25
 
@@ -132,8 +133,11 @@ def _stats(small: np.ndarray, fov: Fov, in_image: np.ndarray) -> FrameStats | No
     levels = {z: float(np.median(lum_img[m & inside])) for z, m in sides.items() if (m & inside).sum() > 50}
     # glare away from the FOV edge (its rim: flare, and the bright ring background subtraction leaves)
     core = (u * u + v * v <= (0.85 * fov.r * k) ** 2) & in_image if fov.source == "circle" else inside
-    return FrameStats(float(np.median(lum)), float(np.mean(small[..., 1][inside] >= 240)),
-                      float(np.mean(cv2.min(cv2.min(b, g), r)[core] > 230)) if core.any() else 0.0,
+    # a background-subtracted photo (Graham-style: every channel's median near grey 128) clips its
+    # strongest edges to white by construction: that is the publisher's processing, not glare
+    subtracted = all(abs(float(np.median(c[inside])) - 128) < GREY_TOLERANCE for c in (b, g, r))
+    specular = float(np.mean(cv2.min(cv2.min(b, g), r)[core] > 230)) if core.any() and not subtracted else 0.0
+    return FrameStats(float(np.median(lum)), float(np.mean(small[..., 1][inside] >= 240)), specular,
                       sharp, contrast, levels)
 
 
