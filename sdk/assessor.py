@@ -30,15 +30,21 @@ class QualityAssessor:
 
     ``model`` is a bundle folder or ``.efiqa`` zip (default: the shipped one); ``backend`` is
     ``auto``, ``onnxruntime`` or ``tensorrt`` (``auto`` = TensorRT when ``engine`` is given).
-    ``threshold`` overrides the manifest's gradable threshold.
+    ``threshold`` overrides the manifest's gradable threshold. ``backend_options`` go to the backend:
+    ``providers`` (ONNX Runtime execution providers, in order) and ``cuda_graph`` (TensorRT).
     """
 
     def __init__(self, model: str | os.PathLike | Bundle | None = None, backend: str = "auto", *,
                  engine: str | os.PathLike | None = None, threads: int | None = None,
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, backend_options: dict | None = None) -> None:
         self.bundle = model if isinstance(model, Bundle) else load_bundle(model)
         m = self.bundle.manifest
-        self.backend = create_backend(backend, self.bundle, engine=str(engine) if engine else None, threads=threads)
+        options = dict(backend_options or {})
+        unknown = set(options) - {"providers", "cuda_graph"}
+        if unknown:
+            raise ValueError(f"unknown backend option(s) {', '.join(sorted(unknown))}: use providers, cuda_graph")
+        self.backend = create_backend(backend, self.bundle, engine=str(engine) if engine else None, threads=threads,
+                                      **options)
         self.threshold = float(m.gradable_threshold if threshold is None else threshold)
         self.preprocessor = Preprocessor(
             m.input_size, None if m.normalize_in_graph else tuple(m.mean), None if m.normalize_in_graph else tuple(m.std),
@@ -76,7 +82,10 @@ class QualityAssessor:
 
     def iter_batch(self, images: Iterable[ImageLike], *, batch_size: int = 8, color: str = "bgr",
                    progress: bool = False) -> Iterator[QualityResult | EfiqaError]:
-        """Like :meth:`assess_batch`, yielding results in input order as batches complete."""
+        """Like :meth:`assess_batch`, yielding results in input order as batches complete: exactly one
+        result or error per input. ``batch_size`` must be at least 1."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number ≥ 1, not {batch_size!r}")
         items = list(images)
         bar = None
         if progress:
@@ -84,7 +93,7 @@ class QualityAssessor:
 
             bar = tqdm(total=len(items), unit="img", desc="assess", leave=False)
         try:
-            for start in range(0, len(items), max(1, batch_size)):
+            for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
                 yield from self._run_chunk(chunk, color)
                 if bar is not None:

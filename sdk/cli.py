@@ -24,6 +24,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _backend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--provider", action="append", dest="providers", metavar="EP",
+                   help="ONNX Runtime execution provider, repeatable in order of preference "
+                        "(e.g. CUDAExecutionProvider); default: CUDA where available, else CPU")
+    p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay each batch size as a CUDA graph")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    out = {"cuda_graph": args.cuda_graph}
+    if args.providers:
+        out["providers"] = args.providers
+    return out
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 by default; 2 means "inputs failed" here
         self.print_usage(sys.stderr)
@@ -44,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", type=Path, help="write <stem>_overlay.png and <stem>.json here")
     a.add_argument("--json", action="store_true", help="print one JSON object per input (JSON Lines)")
     a.add_argument("--threshold", type=float, help="gradable threshold on the image score (default: manifest)")
-    a.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime")
+    a.add_argument("--threads", type=_positive_int, help="CPU threads for ONNX Runtime")
+    _backend_options(a)
     a.add_argument("--batch-size", type=_positive_int, default=4, help="frames per inference call (default 4)")
     a.set_defaults(func=cmd_assess)
 
@@ -158,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--captures", type=Path, help="folder for captured frames (PNG + JSON)")
     st.add_argument("--display", action="store_true", help="show the overlay in a window (needs a GUI OpenCV)")
     st.add_argument("--realtime", action="store_true", help="play files at their own frame rate")
-    st.add_argument("--threads", type=int)
+    st.add_argument("--threads", type=_positive_int)
+    _backend_options(st)
     st.set_defaults(func=cmd_stream)
 
     te = sub.add_parser("teacher", help="run the stage-1 teacher (slow, torch) and write its maps",
@@ -231,7 +247,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     files, errors = collect_inputs(args.paths)
     qa = QualityAssessor(args.model, backend=args.backend, engine=args.engine, threads=args.threads,
-                         threshold=args.threshold)
+                         threshold=args.threshold, backend_options=_options(args))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     failed = len(errors)
@@ -500,7 +516,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     except SourceError as err:
         print(f"efiqa: error: {err}", file=sys.stderr)
         return EXIT_INPUTS
-    qa = QualityAssessor(args.model, backend=args.backend, engine=args.engine, threads=args.threads)
+    qa = QualityAssessor(args.model, backend=args.backend, engine=args.engine, threads=args.threads,
+                         backend_options=_options(args))
     guide = Guide(qa)
     writer = None
     jsonl = args.jsonl.open("w", encoding="utf-8") if args.jsonl else None
@@ -536,6 +553,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     try:
         report = run_stream(source, guide, on_state=on_state, latest_wins=source.live or source.realtime)
     finally:
+        qa.close()
         if writer is not None:
             writer.release()
         if jsonl:

@@ -162,3 +162,46 @@ def test_huge_jpeg_assessed_via_reduced_decode(assessor, tmp_path):
     from efiqa.imageio import read_image as read
 
     assert res.overlay(read(path)).shape == (1024, 1024, 3)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(["good", "missing", "black", "tiny"]), min_size=0, max_size=7),
+       batch_size=st.integers(1, 9))
+def test_every_input_gets_exactly_one_answer_in_order(assessor, tmp_path_factory, kinds, batch_size):
+    """N inputs → N outputs (results or errors), in input order, for any batch size and mix."""
+    from efiqa.errors import EfiqaError
+
+    inputs = []
+    for i, kind in enumerate(kinds):
+        if kind == "good":
+            inputs.append(synthetic_fundus(240, 320, seed=3))  # cached by the generator
+        elif kind == "missing":
+            inputs.append(f"/no/such/photo_{i}.png")
+        elif kind == "black":
+            inputs.append(np.zeros((200, 200, 3), np.uint8))
+        else:
+            inputs.append(np.zeros((8, 8, 3), np.uint8))
+    out = assessor.assess_batch(inputs, batch_size=batch_size)
+    assert len(out) == len(inputs)
+    for kind, item, res in zip(kinds, inputs, out):
+        if kind == "good":
+            assert not isinstance(res, EfiqaError)
+        else:
+            assert isinstance(res, EfiqaError)
+            if kind == "missing":
+                assert res.source == item  # the error names its own input: order is kept
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_bad_batch_size_is_refused_before_any_work(assessor, bad):
+    with pytest.raises(ValueError, match="batch_size"):
+        assessor.assess_batch([synthetic_fundus(240, 320)], batch_size=bad)
+
+
+def test_unknown_backend_option_is_refused():
+    from efiqa import QualityAssessor
+
+    with pytest.raises(ValueError, match="unknown backend option"):
+        QualityAssessor(backend_options={"cuda_graphs": True})
+    with QualityAssessor(backend_options={"providers": ["CPUExecutionProvider"]}) as qa:
+        assert qa.backend.providers == ["CPUExecutionProvider"]
