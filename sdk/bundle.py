@@ -21,7 +21,7 @@ MODEL = "model.onnx"
 
 @dataclass
 class Manifest:
-    """What a bundle's ONNX graph expects and produces (DESIGN §3)."""
+    """What a bundle's ONNX graph expects and produces (docs/ARCHITECTURE.md, Contracts)."""
 
     name: str
     backbone: str

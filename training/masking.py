@@ -1,4 +1,4 @@
-"""Grid masking for the inpainting teacher (VUAD recipe, DESIGN §4).
+"""Grid masking for the inpainting teacher (the VUAD recipe of the authors' code).
 
 Training: the map is cut into an N×N grid, N drawn from 4…32; each cell is zeroed with
 probability r, r drawn per image from [r_low, 1], where r_low starts at 0.8 and widens to 0 by
