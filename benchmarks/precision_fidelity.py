@@ -95,11 +95,14 @@ def main() -> None:
             ("fp16", "fp16", None),
             ("int8 default (percentile)", "int8", {"method": "percentile"}),
             ("int8 default (minmax)", "int8", {"method": "minmax"}),
+            ("int8, float ops read the rounded copy (ORT's wiring)", "int8",
+             {"method": "percentile", "float_reads_float": False}),
             ("int8 + adapter int8", "int8", {"method": "percentile", "keep_adapter_fp32": False}),
             ("int8 + depthwise and residual-feeding convs int8", "int8",
              {"method": "percentile", "keep_sensitive_fp32": False}),
-            ("int8 + adds, concats and pools int8 (the old recipe)", "int8",
-             {"method": "percentile", "ops": ("Conv", "Add", "Concat", "AveragePool"), "keep_adapter_fp32": False}),
+            ("int8 + adds, concats and pools int8, ORT's wiring (the previous recipe)", "int8",
+             {"method": "percentile", "ops": ("Conv", "Add", "Concat", "AveragePool"), "keep_adapter_fp32": False,
+              "float_reads_float": False}),
         ]
         written = {}
         for label, precision, kw in cases:

@@ -103,11 +103,11 @@ def prepared_stats(prep: "Prepared") -> FrameStats | None:
     c = prep.crop
     s = 256 / max(h, w)  # pixels per original pixel at the scale the thresholds were set at
     side = max(8, round(c.size * s))
-    img = np.clip(prep.tensor, 0, 255).astype(np.uint8).transpose(1, 2, 0)  # green is channel 1 in RGB and BGR
-    small = cv2.resize(np.ascontiguousarray(img), (side, side), interpolation=cv2.INTER_AREA)
+    planes = [cv2.resize(prep.tensor[i], (side, side), interpolation=cv2.INTER_AREA) for i in range(3)]
+    small = np.clip(cv2.merge(planes), 0, 255).astype(np.uint8)  # green is channel 1 in RGB and BGR alike
     k = side / c.size
     f = prep.fov
-    yy, xx = np.mgrid[0:side, 0:side]
+    yy, xx = np.ogrid[0:side, 0:side]
     in_image = (xx >= -c.x0 * k) & (xx < (w - c.x0) * k) & (yy >= -c.y0 * k) & (yy < (h - c.y0) * k)
     return _stats(small, Fov((f.cx - c.x0) * k, (f.cy - c.y0) * k, f.r * k, f.source), in_image)
 
@@ -115,7 +115,7 @@ def prepared_stats(prep: "Prepared") -> FrameStats | None:
 def _stats(small: np.ndarray, fov: Fov, in_image: np.ndarray) -> FrameStats | None:
     """Statistics of a 256-px-scale 8-bit image; ``fov`` in its pixels; ``in_image``: pixels of the photo."""
     k = 1.0
-    yy, xx = np.mgrid[0:small.shape[0], 0:small.shape[1]]
+    yy, xx = np.ogrid[0:small.shape[0], 0:small.shape[1]]
     u, v = xx - fov.cx, yy - fov.cy
     inside = (u * u + v * v <= (0.95 * fov.r) ** 2) & in_image if fov.source == "circle" else in_image
     if inside.sum() < 50:
