@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -214,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug or an unforeseen library failure: one line, not a traceback
+        if os.environ.get("EFIQA_DEBUG"):
+            raise
+        where = getattr(args, "command", None) or "efiqa"
+        print(f"efiqa: internal error in '{where}': {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              " (set EFIQA_DEBUG=1 for the traceback; please report it)", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def collect_inputs(paths: list[str]) -> tuple[list[Path], list[EfiqaError]]:

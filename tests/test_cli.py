@@ -163,3 +163,16 @@ def test_bench_through_the_cli(tmp_path, capsys):
     assert "p50" in capsys.readouterr().out  # the Markdown summary
     assert main(["bench", "compare", str(out), str(out)]) == 0
     assert "1.00" in capsys.readouterr().out
+
+
+def test_an_unexpected_failure_is_one_line_not_a_traceback(monkeypatch, capsys, retina_file):
+    def boom(*a, **k):
+        raise OSError("disk vanished\nsecond line")
+
+    monkeypatch.setattr("efiqa.assessor.QualityAssessor.iter_batch", boom)
+    assert main(["assess", str(retina_file)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error in 'assess': OSError: disk vanished" in err[0]
+    monkeypatch.setenv("EFIQA_DEBUG", "1")
+    with pytest.raises(OSError):
+        main(["assess", str(retina_file)])
