@@ -100,7 +100,7 @@ def main() -> None:
     import torch
 
     from efiqa.build.export import INPUT_NAME, export_onnx
-    from efiqa.build.precision import to_fp16
+    from efiqa.build.fp16 import to_fp16
     from efiqa.calibration.int8 import quantize
     from efiqa.train.distill import load_student
     from efiqa.train.nets.student import GRID

@@ -8,9 +8,9 @@ import numpy as np
 
 from efiqa.bundle import Bundle, write_bundle
 from efiqa.preprocess import Preprocessor
-from efiqa.result import build_result
+from efiqa.result import cell_coverage
 
-from . import precision as fp16
+from . import fp16
 from .verify import Fidelity, compare, run_maps, worst_layers
 
 
@@ -75,9 +75,8 @@ def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = N
                 prep = pre(bgr if k == 0 else augment(small, rng), name)
             except EfiqaError:  # the original, or a perturbation that hid the FOV: not scored
                 continue
-            res = build_result(np.zeros((m.grid, m.grid), np.float32), prep.fov, prep.crop, prep.image_shape, 0.5)
             tensors.append(prep.tensor)
-            valid.append(res.coverage >= 0.5)
+            valid.append(cell_coverage(prep.fov, prep.crop, prep.image_shape, m.grid) >= 0.5)
             names.append(name if k == 0 else f"{name}#{k}")
     if not tensors:
         raise ImageReadError("no usable verification photo", " ".join(map(str, images[:3])) or "(none given)")
@@ -107,9 +106,8 @@ def degraded_tensors(bundle: Bundle, images: list, severity: int = 2, seed: int 
                 prep = pre(d.image)
             except EfiqaError:  # a degradation can hide the FOV: not scored
                 continue
-            res = build_result(np.zeros((m.grid, m.grid), np.float32), prep.fov, prep.crop, prep.image_shape, 0.5)
             tensors.append(prep.tensor)
-            valid.append(res.coverage >= 0.5)
+            valid.append(cell_coverage(prep.fov, prep.crop, prep.image_shape, m.grid) >= 0.5)
             truth.append(patch_truth(d.mask, prep.crop, m.grid))
     if not tensors:
         return None

@@ -34,7 +34,7 @@ class QualityResult:
     map: np.ndarray
     score: float
     gradable: bool
-    zones: dict[str, float]
+    zones: dict[str, float | None]  # None: a zone with no cell inside the FOV
     fov: Fov
     crop: Crop
     coverage: np.ndarray
@@ -104,13 +104,18 @@ def result_from_probabilities(prob: np.ndarray, fov: Fov, crop: Crop, image_shap
     weight = np.where(cov >= MIN_COVERAGE, cov, 0.0)
     total = float(weight.sum())
     score = float((prob * weight).sum() / total) if total > 0 else float(prob.mean())
-    zones: dict[str, float] = {}
+    zones: dict[str, float | None] = {}
     for z, name in enumerate(ZONES):
         w = weight * (zone_idx == z)
-        zones[name] = float((prob * w).sum() / w.sum()) if w.sum() > 0 else None  # type: ignore[assignment]
+        zones[name] = float((prob * w).sum() / w.sum()) if w.sum() > 0 else None
     return QualityResult(prob, score, score < threshold, zones, fov, crop, cov.astype(np.float32), threshold,
                          source=source, image_shape=(int(image_shape[0]), int(image_shape[1])),
                          patch_threshold=float(patch_threshold))
+
+
+def cell_coverage(fov: Fov, crop: Crop, image_shape: tuple[int, int], grid: int) -> np.ndarray:
+    """(grid, grid) fraction of each map cell inside the FOV and the photo: what ``coverage`` holds."""
+    return _geometry(grid, _key(fov, crop, image_shape))[0].astype(np.float32)
 
 
 def _key(fov: Fov, crop: Crop, image_shape: tuple[int, int]) -> tuple:

@@ -157,7 +157,7 @@ def test_calibration_set_for_another_bundle_is_refused(photo_dirs, tiny_bundle, 
 
 
 def test_gate_failure_names_worst_layers(tiny_bundle, photo_dirs):
-    from efiqa.build.precision import to_fp16
+    from efiqa.build.fp16 import to_fp16
     from efiqa.build.variants import verification_tensors
     from efiqa.build.verify import compare, run_maps, worst_layers
 
