@@ -176,3 +176,12 @@ def test_an_unexpected_failure_is_one_line_not_a_traceback(monkeypatch, capsys, 
     monkeypatch.setenv("EFIQA_DEBUG", "1")
     with pytest.raises(OSError):
         main(["assess", str(retina_file)])
+
+
+def test_teacher_json_stdout_is_only_json(capsys, retina_file, tmp_path):
+    pytest.importorskip("torch")
+    missing = tmp_path / "missing.png"
+    assert main(["teacher", str(retina_file), str(missing), "--json"]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    records = [json.loads(line) for line in lines]  # every stdout line is a JSON object
+    assert len(records) == 2 and "score" in records[0] and records[1]["error"]["type"] == "ImageReadError"
