@@ -29,12 +29,12 @@ from machine import stamp  # noqa: E402
 from efiqa import QualityAssessor  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
 from efiqa.imageio import read_image  # noqa: E402
-from efiqa.synth import degrade, patch_truth  # noqa: E402
+from efiqa.eval.synth import degrade, patch_truth  # noqa: E402
 from efiqa.train import vessels as vessel_stage  # noqa: E402
 from efiqa.train.baseline import ClassicalBaseline  # noqa: E402
 from efiqa.train.distill import working_copy  # noqa: E402
 from efiqa.train.data import HELD_OUT, REAL_DEGRADED, TEACHER_TRAIN, data_root, resolve, to_geometry  # noqa: E402
-from efiqa.train.metrics import auroc  # noqa: E402
+from efiqa.eval.metrics import auroc  # noqa: E402
 from efiqa.train.teacher import Teacher, pool_cells  # noqa: E402
 
 RESULTS = HERE / "results"

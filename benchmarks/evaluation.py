@@ -13,8 +13,8 @@ import numpy as np
 from efiqa.errors import EfiqaError
 from efiqa.fov import find_fov
 from efiqa.preprocess import Crop
-from efiqa.synth import DEGRADATIONS, degrade, patch_truth
-from efiqa.train.metrics import auroc, best_f1
+from efiqa.eval.synth import DEGRADATIONS, degrade, patch_truth
+from efiqa.eval.metrics import auroc, best_f1
 
 #: Jobs a method refused (filled by :func:`run`).
 failures: list[dict] = []

@@ -28,7 +28,7 @@ from machine import stamp  # noqa: E402
 from efiqa.errors import NotFundusError  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
 from efiqa.imageio import read_image, to_bgr8  # noqa: E402
-from efiqa.synth import DEGRADATIONS, degrade  # noqa: E402
+from efiqa.eval.synth import DEGRADATIONS, degrade  # noqa: E402
 from efiqa.train.data import data_root, resolve  # noqa: E402
 
 RESULTS = HERE / "results"

@@ -5,7 +5,7 @@ picture refused (or at least scored ungradable)?
   refused (NotFundusError), scored ungradable, mean score, reason counts, FOV sources, image-level
   AUROC Bad-vs-Good (score; refused photos ranked worst), verdicts correct.
 * The other development photos (DRIVE, HRF, EyePACS) and preprocessed variants of them and of the
-  DRIMDB-dev Good/Bad photos (:data:`efiqa.synth.PREPROCESSINGS`: CLAHE, Graham-style background
+  DRIMDB-dev Good/Bad photos (:data:`efiqa.eval.synth.PREPROCESSINGS`: CLAHE, Graham-style background
   subtraction with and without its 0.9 r mask, 256-px thumbnails, ``img·0.08``, cropped to the FOV);
   photos over 1600 px are reduced to 1600 px on their long side first.
 * Non-fundus pictures: scikit-image's natural photos, text pages, faces, coins, uniform grey, white
@@ -35,7 +35,7 @@ from efiqa import QualityAssessor  # noqa: E402
 from efiqa.errors import NotFundusError  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
 from efiqa.imageio import read_image, to_bgr8  # noqa: E402
-from efiqa.synth import PREPROCESSINGS, preprocessed  # noqa: E402
+from efiqa.eval.synth import PREPROCESSINGS, preprocessed  # noqa: E402
 from efiqa.train.data import data_root  # noqa: E402
 
 RESULTS = HERE / "results"

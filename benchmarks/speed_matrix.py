@@ -35,7 +35,7 @@ def calibration_tensors(size: int) -> np.ndarray:
     from efiqa.fov import find_fov
     from efiqa.imageio import read_image
     from efiqa.preprocess import Preprocessor
-    from efiqa.synth import degrade
+    from efiqa.eval.synth import degrade
 
     img = read_image(retina_path())
     pre = Preprocessor(size)

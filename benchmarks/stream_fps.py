@@ -27,8 +27,9 @@ from efiqa import QualityAssessor  # noqa: E402
 from efiqa.data import retina_path  # noqa: E402
 from efiqa.guidance import Guide  # noqa: E402
 from efiqa.imageio import read_image  # noqa: E402
-from efiqa.stream import FrameSource, draw_stream_overlay  # noqa: E402
-from efiqa.synth import alignment_sequence  # noqa: E402
+from efiqa.draw import draw_stream_overlay  # noqa: E402
+from efiqa.stream import FrameSource  # noqa: E402
+from efiqa.eval.synth import alignment_sequence  # noqa: E402
 
 
 def percentiles(v: list[float]) -> dict:

@@ -33,7 +33,7 @@ from machine import stamp  # noqa: E402
 
 from efiqa.build.export import export_onnx  # noqa: E402
 from efiqa.train import distill  # noqa: E402
-from efiqa.train.metrics import auroc  # noqa: E402
+from efiqa.eval.metrics import auroc  # noqa: E402
 from efiqa.train.teacher import Teacher  # noqa: E402
 
 VARIANTS = [(size, feats, head, target) for size in (512, 384) for feats in ("three-scale", "all", "two-scale", "s32")

@@ -84,12 +84,12 @@ def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = N
 
 
 def degraded_tensors(bundle: Bundle, images: list, severity: int = 2, seed: int = 0):  # paths or BGR arrays
-    """Each verification photo once per evaluation degradation (``efiqa.synth``), with its patch
+    """Each verification photo once per evaluation degradation (``efiqa.eval.synth``), with its patch
     ground truth: (tensors, valid, truth). For the AUROC-change report only; nothing trains on it."""
     from efiqa.errors import EfiqaError
     from efiqa.fov import find_fov
     from efiqa.imageio import read_image
-    from efiqa.synth import DEGRADATIONS, degrade, patch_truth
+    from efiqa.eval.synth import DEGRADATIONS, degrade, patch_truth
 
     m = bundle.manifest
     pre = Preprocessor(m.input_size, color=m.color)
@@ -124,7 +124,7 @@ def gate(bundle: Bundle, variant: bytes, precision: str, tensors: np.ndarray, va
     var = run_maps(variant, tensors, m.input_name, simulate_int8=int8)
     fid = compare(ref, var, valid, precision, m.patch_threshold, m.gradable_threshold, gates)
     if degraded is not None:
-        from efiqa.train.metrics import auroc  # numpy only
+        from efiqa.eval.metrics import auroc  # numpy only
 
         dt, dv, y = degraded
         a = auroc(run_maps(bundle.onnx_bytes, dt, m.input_name)[dv], y[dv])

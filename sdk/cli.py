@@ -517,7 +517,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     from .assessor import QualityAssessor
     from .guidance import Guide
-    from .stream import FrameSource, SourceError, draw_stream_overlay, run_stream
+    from .draw import draw_stream_overlay
+    from .stream import FrameSource, SourceError, run_stream
 
     try:
         source = FrameSource(args.source, realtime=args.realtime or None)

@@ -194,35 +194,3 @@ def _step(frame, ts, guide: Guide, on_state, report: StreamReport) -> None:
     report.latency_ms.append(state.latency_ms)
     if on_state is not None:
         on_state(frame, state)
-
-
-def draw_stream_overlay(frame: np.ndarray, state: GuidanceState, threshold: float, max_side: int = 960) -> np.ndarray:
-    """Heat map + FOV circle (via the still overlay), score bar, hints, capture marker."""
-    from dataclasses import replace
-
-    h, w = frame.shape[:2]
-    k = min(1.0, max_side / max(h, w))
-    if state.result is not None:
-        res = state.result if state.map is None else replace(state.result, map=state.map.astype(np.float32),
-                                                             score=float(state.score))
-        out = res.overlay(frame, max_side=max_side)
-    else:
-        out = cv2.resize(frame, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA) if k < 1 else frame.copy()
-    oh, ow = out.shape[:2]
-    bar_w = max(12, ow // 40)
-    cv2.rectangle(out, (ow - bar_w - 10, 10), (ow - 10, oh - 10), (40, 40, 40), -1)
-    if state.score is not None:
-        level = int((oh - 20) * min(max(state.score, 0.0), 1.0))
-        colour = (80, 220, 80) if state.score < threshold else (60, 60, 255)
-        cv2.rectangle(out, (ow - bar_w - 10, oh - 10 - level), (ow - 10, oh - 10), colour, -1)
-        ty = oh - 10 - int((oh - 20) * threshold)
-        cv2.line(out, (ow - bar_w - 16, ty), (ow - 4, ty), (255, 255, 255), 2)
-    scale = max(0.45, ow / 1800)
-    for i, hint in enumerate(state.hints[:4]):
-        cv2.putText(out, hint.text, (10, oh - 15 - i * int(30 * scale * 1.6)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), 2, cv2.LINE_AA)
-    if state.ready_to_capture:
-        cv2.putText(out, "READY", (10, int(60 * scale * 1.6)), cv2.FONT_HERSHEY_SIMPLEX, scale * 1.4, (80, 255, 80), 3)
-    if state.captured:
-        cv2.rectangle(out, (2, 2), (ow - 3, oh - 3), (80, 255, 80), 8)
-    return out

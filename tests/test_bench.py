@@ -367,16 +367,22 @@ def test_missing_engine_file_is_a_model_error(tmp_path):
     assert len(str(exc.value).splitlines()) == 1
 
 
-def test_engine_for_another_gpu_is_refused(monkeypatch, tmp_path):
-    """A TensorRT-RTX engine built for sm 8.6 on an H200 (9.0), through the TensorRT double."""
+def _rtx_engine_on(monkeypatch, tmp_path, built_for: str, gpu: tuple[str, str]):
+    """A TensorRT-RTX 'engine' (the double runs the ONNX) built for ``built_for``, on ``gpu``."""
     bundle = load_bundle()
     engine = tmp_path / "rtx.engine"
     engine.write_bytes(bundle.onnx_bytes)
-    EngineManifest(bundle.root_sha256, "fp16", "1.7.1.116", "", "8.6", bundle.sha256, max_batch=4,
+    EngineManifest(bundle.root_sha256, "fp16", "1.7.1.116", "", built_for, bundle.sha256, max_batch=4,
                    target="tensorrt-rtx").save(engine)
-    cuda = FakeCuda(("NVIDIA H200", "9.0"))
+    cuda = FakeCuda(gpu)
     monkeypatch.setitem(sys.modules, "tensorrt_rtx", fake_tensorrt(cuda, version="1.7.1.116", rtx=True))
     monkeypatch.setattr("efiqa.backends.tensorrt.load_cuda", lambda: cuda)
+    return engine, cuda
+
+
+def test_engine_for_another_gpu_is_refused(monkeypatch, tmp_path):
+    """A TensorRT-RTX engine built for sm 8.6 on an H200 (9.0), through the TensorRT double."""
+    engine, _ = _rtx_engine_on(monkeypatch, tmp_path, "8.6", ("NVIDIA H200", "9.0"))
     with pytest.raises(EngineMismatchError, match=r"compute capabilities 8\.6, this GPU is 9\.0 \(NVIDIA H200\)") as e:
         run_bench(["--engine", str(engine), *FAST])
     assert len(str(e.value).splitlines()) == 1 and "efiqa build --target tensorrt-rtx" in str(e.value)
@@ -384,14 +390,7 @@ def test_engine_for_another_gpu_is_refused(monkeypatch, tmp_path):
 
 def test_engine_on_the_double_is_timed(monkeypatch, tmp_path):
     """The same engine on a GPU it was built for runs (through the double) and the JSON names it."""
-    bundle = load_bundle()
-    engine = tmp_path / "rtx.engine"
-    engine.write_bytes(bundle.onnx_bytes)
-    EngineManifest(bundle.root_sha256, "fp16", "1.7.1.116", "", "8.6,8.9", bundle.sha256, max_batch=4,
-                   target="tensorrt-rtx").save(engine)
-    cuda = FakeCuda(("NVIDIA GeForce RTX 4090", "8.9"))
-    monkeypatch.setitem(sys.modules, "tensorrt_rtx", fake_tensorrt(cuda, version="1.7.1.116", rtx=True))
-    monkeypatch.setattr("efiqa.backends.tensorrt.load_cuda", lambda: cuda)
+    engine, cuda = _rtx_engine_on(monkeypatch, tmp_path, "8.6,8.9", ("NVIDIA GeForce RTX 4090", "8.9"))
     report = bench.run(bench.BenchSettings(engine=str(engine), backend="tensorrt", frames=2, warmup=0, batch=1,
                                            cold_start=False))
     d = report.to_dict()

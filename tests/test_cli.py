@@ -115,6 +115,8 @@ sys.meta_path.insert(0, Block())
 from efiqa.cli import main
 code = main(sys.argv[1:])
 assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorrt', 'pycuda')]
+if sys.argv[1:2] == ['assess']:
+    assert not [m for m in sys.modules if m.startswith('efiqa.eval')], 'the runtime imported the evaluation package'
 sys.exit(code)
 """
 

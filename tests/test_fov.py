@@ -85,7 +85,7 @@ def test_damaged_fundus_is_still_a_fundus(retina_file, kind):
     """Damage lowers quality; it does not make a photo 'not a fundus', nor move its circle. Dark
     sectors (vignetting, lid shadow) and clipped bright areas were refused before the circle was fitted
     by RANSAC to the FOV edge alone (benchmarks/fov_robustness.py: 15.6 % of damaged photos refused)."""
-    from efiqa.synth import degrade
+    from efiqa.eval.synth import degrade
 
     img = cv2.resize(read_image(retina_file), (700, 700), interpolation=cv2.INTER_AREA)
     fov = find_fov(img)

@@ -9,7 +9,7 @@ import pytest
 from efiqa.errors import NotFundusError
 from efiqa.fov import find_fov
 from efiqa.imageio import read_image
-from efiqa.synth import PREPROCESSINGS, preprocessed
+from efiqa.eval.synth import PREPROCESSINGS, preprocessed
 
 
 def _drimdb(shared_data, label):

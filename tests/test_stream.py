@@ -156,7 +156,7 @@ def test_latest_frame_wins_drops_instead_of_queueing(tmp_path):
 def test_cli_stream_on_video_writes_outputs(tmp_path):
     from efiqa.data import retina_path
     from efiqa.imageio import read_image
-    from efiqa.synth import alignment_sequence
+    from efiqa.eval.synth import alignment_sequence
 
     seq = alignment_sequence(read_image(retina_path()), fps=5, size=256)
     _write_video(tmp_path / "align.mp4", seq.frames, fps=5)
@@ -197,11 +197,11 @@ def test_memory_stays_flat_over_5000_frames(tiny_bundle):
 
 @pytest.fixture(scope="module")
 def scripted_run():
-    """The shipped bundle on the scripted alignment sequence (see efiqa.synth.alignment_sequence)."""
+    """The shipped bundle on the scripted alignment sequence (see efiqa.eval.synth.alignment_sequence)."""
     from efiqa import QualityAssessor
     from efiqa.data import retina_path
     from efiqa.imageio import read_image
-    from efiqa.synth import alignment_sequence
+    from efiqa.eval.synth import alignment_sequence
 
     seq = alignment_sequence(read_image(retina_path()), fps=5, size=320)
     # threshold 1.0: every map score counts as good, so what gates the trigger here is the frame

@@ -3,7 +3,7 @@ import pytest
 
 from efiqa.fov import find_fov
 from efiqa.preprocess import Crop
-from efiqa.synth import DEGRADATIONS, degrade, patch_truth
+from efiqa.eval.synth import DEGRADATIONS, degrade, patch_truth
 
 from .conftest import synthetic_fundus
 

@@ -10,7 +10,7 @@ from efiqa.train import masking  # noqa: E402
 from efiqa.train import teacher as teacher_mod  # noqa: E402
 from efiqa.train import vessels as vessel_mod  # noqa: E402
 from efiqa.train.data import to_geometry  # noqa: E402
-from efiqa.train.metrics import auroc, best_f1  # noqa: E402
+from efiqa.eval.metrics import auroc, best_f1  # noqa: E402
 
 from .conftest import synthetic_fundus, synthetic_fundus_with_vessels  # noqa: E402
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from .augment import photometric
 from .data import VESSEL_TRAIN, VESSEL_VAL, Photo, data_root, load_drive_label, load_photo
-from .metrics import auroc, best_f1, f1_at
+from efiqa.eval.metrics import auroc, best_f1, f1_at
 from .nets.unet import UNet
 
 #: Side of the FOV crop the extractor works at: vessel calibre as in DRIVE at native resolution.

@@ -14,7 +14,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .fov import Fov
+from efiqa.fov import Fov
 
 
 @dataclass
@@ -232,7 +232,7 @@ def alignment_sequence(photo: np.ndarray, fps: float = 10.0, size: int = 480, se
     Events: "no_fundus" (0-0.6 s), "off_centre" (0.6-1.5 s), "defocus" (1.5-2.5 s), "lash_shadow"
     (2.5-3.2 s), "dark" (3.2-3.8 s), "good" (3.8-6 s).
     """
-    from .fov import find_fov
+    from efiqa.fov import find_fov
 
     rng = np.random.default_rng(seed)
     fov = find_fov(photo)
