@@ -3,7 +3,7 @@
 Generic photometric and geometric perturbations of whole photos, many spatially varying through
 smooth random fields (illumination, blur, veil, noise, compression blocks, camera shake), so the
 teacher sees regions of differing quality and labels them itself.
-This is deliberately separate from (and simpler than) ``efiqa.synth``, the evaluation generator,
+This is deliberately separate from (and simpler than) ``efiqa.eval.synth``, the evaluation generator,
 which is never a training input and whose masks are never seen in training.
 """
 from __future__ import annotations
