@@ -3,7 +3,7 @@
 A residual U-Net learns to fill hidden regions of *vessel maps of good photographs* from their
 context (grid cells and soft free-form blobs, hidden by zeros, grey or a smear: see masking.py).
 
-Inference (v3.4) compares what should be there with what is visible:
+Inference compares what should be there with what is visible:
 - expected x̂: the prior's reconstruction (one pass, the authors' inference) of the *anatomy*
   extractor's vessel map — that extractor was trained to see vessels through label-free
   perturbations, so x̂ is the vasculature the photo should show;
@@ -15,9 +15,8 @@ Inference (v3.4) compares what should be there with what is visible:
   the larger of the two scales': where the photo shows less, the share of its expected vessels it
   does not show; where it shows more, the share of its visible "vessels" that anatomy does not
   explain (block edges, streaks).
-No quality label or degradation mask is ever used. (v2.1 took x̂ from the prior alone: it draws
-only a faint uniform density from 64-px holes, so the score was nearly the inverted vessel map;
-the model card has the measured comparison.)
+No quality label or degradation mask is ever used. Why each part is there, with the measured
+alternatives: models/teacher/MODEL_CARD.md and CHANGELOG.md.
 
     efiqa train teacher [--data DIR] [--steps N] [--device cuda]
 """
@@ -45,7 +44,7 @@ BASE, LEVELS = 16, 5
 GRID = 16               # patch grid of the runtime
 HOLE = 64               # px (of MAP_SIZE): side of the hidden checkerboard cells at inference
 MISSING_SIGMA = 10.0    # px: expected and visible vasculature are compared as local densities
-EXPECTED_FLOOR = 0.02   # keeps the relative deficit finite where the prior expects no vessels (v3.3: 0.05)
+EXPECTED_FLOOR = 0.02   # keeps the relative deficit finite where the prior expects no vessels
 DEPTH_KERNELS = (7, 17)  # px (of the 512-px photo): closing elements of the vessel-depth measure
 VISIBLE_K = 0.6         # a vessel counts as fully visible from 0.6× the clean photos' median vessel depth
 
