@@ -93,11 +93,16 @@ def main() -> None:
                        f"p95 {r['total']['p95']:.0f}, p99 {r['total']['p99']:.0f}")
         out.append("")
     if peers:
-        peak, how = nominal_peak_gflops(peers.get("threads", 2))
+        # the nominal peak reads this machine's cpuinfo: only meaningful on the machine that ran peers.py
+        same_cpu = peers.get("cpu") in (None, (lat or {}).get("machine", {}).get("cpu"))
+        peak, how = nominal_peak_gflops(peers.get("threads", 2)) if same_cpu else (
+            peers["peak_gflops_s_measured"], f"measured in the same run ({peers['peak_method']}); "
+            f"peers.py ran on {peers.get('date', 'an earlier date')} (cpu recorded as {peers.get('cpu')!r}), "
+            "not on the machine of this report's latency run")
         out += ["## Compute vs the peers (`benchmarks/peers.py`, random weights)", "",
                 f"Peak: {how}. Measured float32 3072³ MatMul in ONNX Runtime: "
                 f"{peers['peak_gflops_s_measured']:.0f} GFLOP/s.", "",
-                "| network | ms p50 | params (M) | GFLOPs | achieved GFLOP/s | % of nominal peak | ours faster by |",
+                "| network | ms p50 | params (M) | GFLOPs | achieved GFLOP/s | % of peak | ours faster by |",
                 "|---|---|---|---|---|---|---|"]
         out += [f"| {r['model']} | {r['ms_p50']:.0f} | {r['params'] / 1e6:.1f} | {r['gflops']:.1f} | "
                 f"{r['achieved_gflops_s']:.0f} | {r['achieved_gflops_s'] / peak:.0%} | {r['speedup_vs_ours']:.1f}× |"
