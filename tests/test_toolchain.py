@@ -261,3 +261,31 @@ def test_shipped_precision_variants_match_fp32_on_onnxruntime(variant, retina_fi
     with QualityAssessor() as fp32, QualityAssessor(variant) as var:
         a, b = fp32.assess(retina_file), var.assess(retina_file)
     assert np.abs(a.map - b.map).max() < 0.02 and a.gradable == b.gradable
+
+
+def test_verify_without_a_readable_photo_is_one_line(tmp_path, capsys):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a photo")
+    code = main(["verify", "--precision", "fp16", "--images", str(tmp_path), "--out", str(tmp_path / "v")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "no usable verification photo" in err[0]
+
+
+def test_distillation_counts_refused_photos_and_does_not_swallow_bugs(capsys):
+    from efiqa.errors import NotFundusError
+    from efiqa.train.distill import teacher_labels
+
+    class Refusing:  # refuses every perturbed copy, as a hidden FOV would
+        def __call__(self, img):
+            raise NotFundusError("scripted: no field of view")
+
+    photos = [synthetic_fundus(64, 64, seed=s) for s in range(2)]
+    labels = teacher_labels(photos, Refusing(), augmentations=3, progress=False)
+    assert not labels.samples and len(labels.skipped) == 6 and "NotFundusError" in labels.skipped[0]
+    assert "skipped 6 of 6" in capsys.readouterr().err
+
+    class Broken:
+        def __call__(self, img):
+            raise ZeroDivisionError("a bug, not a photo problem")
+
+    with pytest.raises(ZeroDivisionError):
+        teacher_labels(photos, Broken(), augmentations=2, progress=False)
