@@ -41,11 +41,9 @@ VARIANTS = [(size, feats, head, target) for size in (512, 384) for feats in ("th
 
 
 def ort_latency(model: torch.nn.Module, size: int, runs: int = 60) -> float:
-    import onnxruntime as ort
+    from efiqa.backends.onnxruntime import make_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    sess = ort.InferenceSession(export_onnx(model, size), opts, providers=["CPUExecutionProvider"])
+    sess = make_session(export_onnx(model, size), threads=2, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, size, size)).astype(np.float32)
     for _ in range(5):
         sess.run(None, {"image": x})

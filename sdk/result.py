@@ -78,7 +78,9 @@ class QualityResult:
         }
 
     def overlay(self, image: np.ndarray, max_side: int = 1024) -> np.ndarray:
-        """The photo (8-bit BGR, any scale of the original) with the map as a heat map, FOV outline and score."""
+        """The photo (8-bit BGR, any scale of the original) with the map as a heat map, FOV outline and score.
+        A convenience kept for the public API: drawing lives in :mod:`efiqa.draw` (imported only here,
+        only when called), which reads results and is never read by them."""
         from .draw import draw_overlay
 
         return draw_overlay(image, self, max_side=max_side)
