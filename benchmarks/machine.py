@@ -8,22 +8,13 @@ import subprocess
 from pathlib import Path
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def stamp() -> dict:
     import cv2
     import numpy
     import onnxruntime
 
     import efiqa
+    from efiqa.bench import cpu_model
 
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -24,7 +24,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +33,7 @@ from machine import stamp  # noqa: E402
 from efiqa import QualityAssessor  # noqa: E402
 from efiqa.errors import NotFundusError  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
-from efiqa.imageio import read_image, to_bgr8  # noqa: E402
+from efiqa.imageio import at_most, read_image, to_bgr8  # noqa: E402
 from efiqa.eval.synth import PREPROCESSINGS, preprocessed  # noqa: E402
 from efiqa.train.data import data_root  # noqa: E402
 
@@ -50,13 +49,6 @@ def auroc(pos: list[float], neg: list[float]) -> float | None:
         return None
     p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
     return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
-
-
-def reduced(img: np.ndarray) -> np.ndarray:
-    if max(img.shape[:2]) > MAX_SIDE:
-        k = MAX_SIDE / max(img.shape[:2])
-        img = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
-    return img
 
 
 class Tally:
@@ -128,7 +120,7 @@ def main() -> None:
     variant_scores = {k: {"Good": [], "Bad": []} for k in PREPROCESSINGS}
     for p in tqdm(others, desc="dev photos"):
         name = str(p.relative_to(root))
-        img = reduced(read_image(p))
+        img = at_most(read_image(p), MAX_SIDE)
         plain.add(qa, img, name)
         ref = find_fov(img, name)
         for kind in PREPROCESSINGS:

@@ -75,7 +75,7 @@ def register(sub, parser_class) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     distill = training_module("distill")
-    build = training_module("student_bundle", "efiqa.build")
+    build = training_module("efiqa.build.student_bundle")
     student, meta = distill.load_student(args.adapter)
     path, err = build.export_student(student, meta, args.out)
     print(f"exported {path} (max |Δ| vs torch {err:.1e})")
@@ -83,7 +83,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    calibset = training_module("calibset", "efiqa.calibration")
+    from efiqa.calibration import calibset
     m = calibset.build(args.paths, args.out, args.model, size=args.size, progress=sys.stderr.isatty())
     counts = ", ".join(f"{k} {len(v)}" for k, v in m.strata.items())
     print(f"calibration set: {len(m.images)} photos ({counts}); {len(m.skipped)} skipped; sha256 {m.sha256[:16]}… "
@@ -95,7 +95,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from efiqa.bundle import load_bundle
 
     require("onnx", "build")
-    variants = training_module("variants", "efiqa.build")
+    from efiqa.build import variants
     if args.perturbations < 0:
         print("efiqa: error: --perturbations must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
@@ -105,7 +105,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not args.calib:
             print("efiqa: error: --calib is required for int8", file=sys.stderr)
             return EXIT_USAGE
-        calibset = training_module("calibset", "efiqa.calibration")
+        from efiqa.calibration import calibset
         calib, cm = calibset.load(args.calib, bundle)
         calib_sha, calib_images = cm.sha256, set(cm.images)
     files, _ = collect_inputs(args.images)
@@ -147,7 +147,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from efiqa.bundle import load_bundle
 
-    trt_build = training_module("trt_build", "efiqa.build")
+    from efiqa.build import trt_build
     target, trt = trt_build.resolve_target(args.target)  # before any work: exit 3 where none is installed
     if target == "tensorrt-rtx":
         try:
@@ -168,13 +168,15 @@ def cmd_build(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         if args.precision != "fp32":  # convenience: make the variant here, without the fidelity gate
             require("onnx", "build")
-            variants = training_module("variants", "efiqa.build")
+            from efiqa.build import variants
             calib = None
             if args.precision == "int8":
                 if not args.calib:
                     print("efiqa: error: int8 needs --calib, or a verified int8 bundle via --model", file=sys.stderr)
                     return EXIT_USAGE
-                calib, cm = training_module("calibset", "efiqa.calibration").load(args.calib, bundle)
+                from efiqa.calibration import calibset
+
+                calib, cm = calibset.load(args.calib, bundle)
                 calib_sha = cm.sha256
             onnx_bytes, _ = variants.make_variant(bundle, args.precision, calib)
             print("efiqa: warning: this variant has not passed 'efiqa verify'", file=sys.stderr)

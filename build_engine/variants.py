@@ -8,7 +8,7 @@ import numpy as np
 
 from efiqa.bundle import Bundle, write_bundle
 from efiqa.preprocess import Preprocessor
-from efiqa.result import cell_coverage
+from efiqa.result import MIN_COVERAGE, cell_coverage
 
 from . import fp16
 from .verify import Fidelity, compare, run_maps, worst_layers
@@ -36,13 +36,6 @@ def make_variant(bundle: Bundle, precision: str, calib: np.ndarray | None = None
 PERTURB_SIDE = 1024
 
 
-def _at_most(bgr: np.ndarray, side: int) -> np.ndarray:
-    import cv2
-
-    f = side / max(bgr.shape[:2])
-    return bgr if f >= 1 else cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-
-
 def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = None, perturbations: int = 0,
                          seed: int = 0, progress: bool = False):
     """(tensors, valid-cell masks, names, decoded BGR photos) of photos preprocessed as the runtime
@@ -53,7 +46,7 @@ def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = N
     from tqdm import tqdm
 
     from efiqa.errors import EfiqaError, ImageReadError
-    from efiqa.imageio import read_image
+    from efiqa.imageio import at_most, read_image
     from efiqa.train.augment import augment
 
     m = bundle.manifest
@@ -69,14 +62,14 @@ def verification_tensors(bundle: Bundle, images: list, skip: set[str] | None = N
         except EfiqaError:
             continue
         photos.append(bgr)
-        small = _at_most(bgr, PERTURB_SIDE) if perturbations else bgr
+        small = at_most(bgr, PERTURB_SIDE) if perturbations else bgr
         for k in range(perturbations + 1):
             try:
                 prep = pre(bgr if k == 0 else augment(small, rng), name)
             except EfiqaError:  # the original, or a perturbation that hid the FOV: not scored
                 continue
             tensors.append(prep.tensor)
-            valid.append(cell_coverage(prep.fov, prep.crop, prep.image_shape, m.grid) >= 0.5)
+            valid.append(cell_coverage(prep.fov, prep.crop, prep.image_shape, m.grid) >= MIN_COVERAGE)
             names.append(name if k == 0 else f"{name}#{k}")
     if not tensors:
         raise ImageReadError("no usable verification photo", " ".join(map(str, images[:3])) or "(none given)")
@@ -107,7 +100,7 @@ def degraded_tensors(bundle: Bundle, images: list, severity: int = 2, seed: int 
             except EfiqaError:  # a degradation can hide the FOV: not scored
                 continue
             tensors.append(prep.tensor)
-            valid.append(cell_coverage(prep.fov, prep.crop, prep.image_shape, m.grid) >= 0.5)
+            valid.append(cell_coverage(prep.fov, prep.crop, prep.image_shape, m.grid) >= MIN_COVERAGE)
             truth.append(patch_truth(d.mask, prep.crop, m.grid))
     if not tensors:
         return None
@@ -117,7 +110,8 @@ def degraded_tensors(bundle: Bundle, images: list, severity: int = 2, seed: int 
 def gate(bundle: Bundle, variant: bytes, precision: str, tensors: np.ndarray, valid: np.ndarray,
          degraded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, gates: dict | None = None) -> Fidelity:
     """Compare the variant with FP32 on ``tensors``; with ``degraded`` (see :func:`degraded_tensors`)
-    also report the patch AUROC of both against the evaluation ground truth (reported, not gated)."""
+    also report the patch AUROC of both against the evaluation ground truth, which the gate's
+    ``max_auroc_drop`` then judges."""
     m = bundle.manifest
     int8 = precision == "int8"
     ref = run_maps(bundle.onnx_bytes, tensors, m.input_name)

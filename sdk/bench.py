@@ -483,7 +483,8 @@ class NvmlSampler:
         }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (x86 'model name', Arm/Jetson 'Model'), else what platform knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") or line.startswith("Model"):
@@ -573,7 +574,7 @@ def device_info(load_avg: list[float] | None = None) -> dict:
     if load_avg is None and hasattr(os, "getloadavg"):
         load_avg = [round(x, 2) for x in os.getloadavg()]
     return {
-        "cpu": _cpu_model(), "cores": os.cpu_count(), "load_avg": load_avg, "platform": platform.platform(),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "load_avg": load_avg, "platform": platform.platform(),
         "python": platform.python_version(), "gpu": _gpu_info(), "jetson": jetson,
         "versions": {"efiqa": efiqa.__version__, "onnxruntime": _module_version("onnxruntime"),
                      "numpy": np.__version__, "opencv": _module_version("cv2"),
@@ -718,16 +719,14 @@ def _fp32_reference(bundle: Any) -> Any | None:
 
 def check_maps(qa: Any, frames: Sequence[np.ndarray], limit: int = 16) -> dict:
     """Maps of ``qa``'s backend vs ONNX Runtime FP32 on the same preprocessed frames."""
-    from .backends.onnxruntime import OnnxRuntimeBackend
+    from .backends import create_backend
     from .result import MIN_COVERAGE
 
     ref_bundle = _fp32_reference(qa.bundle)
     if ref_bundle is None:
         return {"skipped": f"no FP32 bundle found for {qa.bundle.manifest.name} ({qa.bundle.manifest.precision}; "
                            f"variant of {qa.bundle.root_sha256[:12]}…) among the shipped bundles"}
-    ref = OnnxRuntimeBackend(ref_bundle, providers=["CPUExecutionProvider"])
-    if hasattr(ref, "activate"):  # backends acquire their session on activate()
-        ref.activate()
+    ref = create_backend("onnxruntime", ref_bundle, providers=["CPUExecutionProvider"])  # active
     post = default_postprocess(qa)
     dps, dscore, same_gradable, same_patch, cells = [], [], 0, 0, 0
     try:

@@ -64,19 +64,20 @@ def write_outputs(out: Path, path: Path, res, record: dict, used: set[str]) -> N
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
-def training_module(name: str, package: str = "efiqa.train"):
-    """Import a torch-side module, or explain which extra is missing (exit 3)."""
+#: How to install the training side (torch pinned: a bare "torch" pulls a multi-GB CUDA build).
+TRAIN_INSTALL = "pip install torch==2.13.0 && pip install 'efiqa[train,build]'"
+
+
+def require(module: str, extra: str, install: str | None = None):
+    """Import ``module``, or raise :class:`BackendUnavailableError` naming what is missing and how to
+    install it (``install``, default ``pip install 'efiqa[extra]'``): the CLI's one line, exit 3."""
     try:
-        return importlib.import_module(f"{package}.{name}")
+        return importlib.import_module(module)
     except ImportError as exc:
-        raise BackendUnavailableError(
-            f"this command needs torch and the [train,build] extras ({exc.name} missing): "
-            "pip install torch==2.13.0 && pip install 'efiqa[train,build]'") from None
+        how = install or f"pip install 'efiqa[{extra}]'"
+        raise BackendUnavailableError(f"this command needs {exc.name or module} ({how})") from None
 
 
-def require(module: str, extra: str) -> None:
-    """Raise :class:`BackendUnavailableError` naming the extra to install if ``module`` is missing."""
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise BackendUnavailableError(f"this command needs {module} (pip install 'efiqa[{extra}]')") from None
+def training_module(name: str):
+    """A torch-side module: ``name`` in ``efiqa.train``, or a full module name."""
+    return require(name if "." in name else f"efiqa.train.{name}", "train,build", TRAIN_INSTALL)

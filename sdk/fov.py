@@ -53,7 +53,7 @@ def find_fov(bgr: np.ndarray, source: str | None = None) -> Fov:
     h, w = bgr.shape[:2]
     k = min(WORK_SIDE / max(h, w), 1.0)
     small = _shrink(bgr, max(1, round(w * k)), max(1, round(h * k)))
-    lum = cv2.medianBlur(small.max(axis=2), 5)
+    lum = cv2.medianBlur(_brightest(small), 5)
     fg = _percentile_u8(lum, 95)
     if fg < DARK:
         return _find_dark(small, lum, k, source)
@@ -81,7 +81,7 @@ def _find_dark(small: np.ndarray, lum: np.ndarray, k: float, source: str | None)
         raise NotFundusError(black, source)
     gain = min(200.0 / max(hi, 1.0), 60.0)
     bright = cv2.convertScaleAbs(small, alpha=gain)
-    blum = cv2.medianBlur(bright.max(axis=2), 5)
+    blum = cv2.medianBlur(_brightest(bright), 5)
     h, w = small.shape[:2]
     try:
         cx, cy, r, kind = _locate(bright, blum, source, strict_colour=False)
@@ -110,9 +110,7 @@ def _locate(small: np.ndarray, lum: np.ndarray, source: str | None,
     whose colours are lost)."""
     sh, sw = lum.shape
     fg = _percentile_u8(lum, 95)
-    c = max(3, min(sh, sw) // 20)
-    corners = np.concatenate([lum[:c, :c].ravel(), lum[:c, -c:].ravel(), lum[-c:, :c].ravel(), lum[-c:, -c:].ravel()])
-    bg = float(np.median(corners))
+    bg = _corner_level(lum)
     washed = _percentile_u8(lum, 50) >= WASHED and bg < 0.7 * fg
     if bg > 0.35 * fg and not washed:
         # No dark surround in the corners: the fundus fills the frame (or it is not a fundus), or it
@@ -223,9 +221,7 @@ def _outline_step(lum: np.ndarray) -> float:
     happens to be round."""
     h, w = lum.shape
     fg = _percentile_u8(lum, 95)
-    c = max(3, min(h, w) // 20)
-    bg = float(np.median(np.concatenate([lum[:c, :c].ravel(), lum[:c, -c:].ravel(), lum[-c:, :c].ravel(),
-                                         lum[-c:, -c:].ravel()])))
+    bg = _corner_level(lum)
     mask = cv2.morphologyEx((lum > bg + 0.2 * (fg - bg)).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n < 2:
@@ -281,6 +277,20 @@ def _graham_disc(small: np.ndarray) -> tuple[float, float, float] | None:
     except NotFundusError:
         return None
     return cx, cy, r
+
+
+def _brightest(img: np.ndarray) -> np.ndarray:
+    """Per-pixel brightest channel of an 8-bit 3-channel image (OpenCV: numpy's axis-2 max is ~10× slower)."""
+    b, g, r = cv2.split(img)
+    return cv2.max(cv2.max(b, g), r)
+
+
+def _corner_level(lum: np.ndarray) -> float:
+    """Median brightness of the four corner squares (side 1/20 of the short side): the surround."""
+    h, w = lum.shape
+    c = max(3, min(h, w) // 20)
+    return float(np.median(np.concatenate([lum[:c, :c].ravel(), lum[:c, -c:].ravel(), lum[-c:, :c].ravel(),
+                                           lum[-c:, -c:].ravel()])))
 
 
 def _percentile_u8(values: np.ndarray, q: float) -> float:

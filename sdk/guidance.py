@@ -63,11 +63,7 @@ class Capture:
     timestamp: float
 
 
-#: Thresholds live in :mod:`efiqa.reasons` (one implementation for stills and live guidance);
-#: re-exported here for compatibility.
-DARK_LUMINANCE = reasons.DARK_LUMINANCE
-SHARPNESS_BLURRED = reasons.SHARPNESS_BLURRED
-SHADOW_RATIO = reasons.SHADOW_RATIO
+#: Thresholds live in :mod:`efiqa.reasons` (one implementation for stills and live guidance).
 #: Hints that veto a capture whatever the map says: the frame statistics already show a problem.
 BLOCKING = frozenset({"fov_off_centre", "fov_cut_off", "too_dark", "overexposed", "blurred", "shadow", "artefact"})
 

@@ -96,6 +96,12 @@ def _jpeg_complete(data: bytes) -> bool:
     return b"\xff\xd9" in data[-4096:]
 
 
+def at_most(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` reduced (area interpolation) so its long side is at most ``side``; unchanged if it is."""
+    f = side / max(image.shape[:2])
+    return image if f >= 1 else cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+
+
 def to_bgr8(image: np.ndarray, color: str = "bgr", source: str | None = None) -> np.ndarray:
     """Convert an array of any supported layout and depth to contiguous 8-bit BGR.
 

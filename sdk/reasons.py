@@ -114,7 +114,6 @@ def prepared_stats(prep: "Prepared") -> FrameStats | None:
 
 def _stats(small: np.ndarray, fov: Fov, in_image: np.ndarray) -> FrameStats | None:
     """Statistics of a 256-px-scale 8-bit image; ``fov`` in its pixels; ``in_image``: pixels of the photo."""
-    k = 1.0
     yy, xx = np.ogrid[0:small.shape[0], 0:small.shape[1]]
     u, v = xx - fov.cx, yy - fov.cy
     inside = (u * u + v * v <= (0.95 * fov.r) ** 2) & in_image if fov.source == "circle" else in_image
@@ -132,7 +131,7 @@ def _stats(small: np.ndarray, fov: Fov, in_image: np.ndarray) -> FrameStats | No
              "left": (u < 0) & (np.abs(u) > np.abs(v)), "right": (u > 0) & (np.abs(u) > np.abs(v))}
     levels = {z: float(np.median(lum_img[m & inside])) for z, m in sides.items() if (m & inside).sum() > 50}
     # glare away from the FOV edge (its rim: flare, and the bright ring background subtraction leaves)
-    core = (u * u + v * v <= (0.85 * fov.r * k) ** 2) & in_image if fov.source == "circle" else inside
+    core = (u * u + v * v <= (0.85 * fov.r) ** 2) & in_image if fov.source == "circle" else inside
     # a background-subtracted photo (Graham-style: every channel's median near grey 128) clips its
     # strongest edges to white by construction: that is the publisher's processing, not glare
     subtracted = all(abs(float(np.median(c[inside])) - 128) < GREY_TOLERANCE for c in (b, g, r))

@@ -2,13 +2,12 @@
 refused or ungradable, preprocessed variants accepted. DRIMDB-dev labels are for checking only."""
 import csv
 
-import cv2
 import numpy as np
 import pytest
 
 from efiqa.errors import NotFundusError
 from efiqa.fov import find_fov
-from efiqa.imageio import read_image
+from efiqa.imageio import at_most, read_image
 from efiqa.eval.synth import PREPROCESSINGS, preprocessed
 
 
@@ -60,10 +59,7 @@ def test_nearly_black_photo_is_a_too_dark_result(assessor, shared_data):
                                    "EyePACS/images/15_left.jpeg", "DRIMDB-dev/Good/drimdb_good (34).jpg",
                                    "DRIMDB-dev/Bad/drimdb_bad (7).jpg"])
 def test_preprocessed_variants_accepted(shared_data, photo):
-    img = read_image(shared_data / photo)
-    if max(img.shape[:2]) > 1600:
-        k = 1600 / max(img.shape[:2])
-        img = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+    img = at_most(read_image(shared_data / photo), 1600)
     ref = find_fov(img, photo)
     for kind in PREPROCESSINGS:
         find_fov(preprocessed(img, ref, kind), f"{photo} [{kind}]")  # raises NotFundusError if refused
@@ -80,9 +76,6 @@ def test_clipped_drimdb_masks_assessed_over_their_region(shared_data):
 def test_background_subtracted_photo_is_not_called_glare(assessor, shared_data, photo):
     """Graham-style preprocessing clips its strongest edges to white: the publisher's processing,
     not an artefact of capture (8 of 39 dev photos were vetoed as glare before)."""
-    img = read_image(shared_data / photo)
-    if max(img.shape[:2]) > 1600:
-        k = 1600 / max(img.shape[:2])
-        img = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+    img = at_most(read_image(shared_data / photo), 1600)
     res = assessor.assess(preprocessed(img, find_fov(img), "graham"))
     assert "artefact" not in [r.code for r in res.reasons]
