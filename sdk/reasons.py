@@ -98,7 +98,7 @@ def frame_stats(bgr: np.ndarray, fov: Fov) -> FrameStats | None:
 def prepared_stats(prep: "Prepared") -> FrameStats | None:
     """:func:`frame_stats` from the runtime's preprocessed crop instead of the whole frame: the crop
     (already small) is brought to the same 256-px-frame scale, so the thresholds hold, without
-    touching the full-size photo again (a 15-MP frame took over 100 ms the other way)."""
+    touching the full-size photo again (on multi-megapixel frames that was the slow part)."""
     h, w = prep.image_shape
     c = prep.crop
     s = 256 / max(h, w)  # pixels per original pixel at the scale the thresholds were set at
@@ -120,7 +120,7 @@ def _stats(small: np.ndarray, fov: Fov, in_image: np.ndarray) -> FrameStats | No
     if inside.sum() < 50:
         return None
     b, g, r = cv2.split(small)
-    lum_img = cv2.max(cv2.max(b, g), r)  # brightest channel (numpy's axis-2 reduction is ~10× slower)
+    lum_img = cv2.max(cv2.max(b, g), r)  # brightest channel (OpenCV: much faster than numpy's axis-2 max)
     lum = lum_img[inside]
     green = small[..., 1].astype(np.float32)
     sharp = float(np.abs(cv2.Laplacian(green, cv2.CV_32F))[inside].mean())
