@@ -1,16 +1,28 @@
-"""Accuracy of the maps: teacher (stage 1), student (stage 2, the shipped bundle) and a classical
-per-patch baseline, on held-out photographs with the evaluation degradations (10 kinds × 3
-severities), plus real photos of reduced quality; vessel-extractor metrics; and the frame→map
-latency of student vs teacher measured in the same run.
+"""Accuracy of the maps: teacher (stage 1), student (stage 2, the shipped bundle) and two classical
+per-patch baselines, on held-out photographs with two independent evaluation generators — ``synth``
+(:mod:`efiqa.eval.synth`, 10 kinds) and ``soft`` (:mod:`efiqa.eval.soft_regions`, soft-edged regions,
+7 kinds) — × 3 severities; real photos (reduced-quality EyePACS vs the clean held-out ones, DRIMDB-dev
+Bad vs Good, HRF healthy / DR / glaucoma); vessel-extractor metrics; and the frame→map latency of
+student vs teacher measured in the same run.
 
-    python benchmarks/accuracy.py [--data DIR] [--severities 1 2 3] [--model BUNDLE --tag T]
+    python benchmarks/accuracy.py [--data DIR] [--generators synth soft] [--severities 1 2 3] [--photos N]
+                                  [--no-teacher-real] [--model BUNDLE --tag T]
+
+Methods: ``teacher`` (share of anomalous pixels per cell), ``student``, ``classical`` (the baseline
+fitted to clean training photos, :mod:`efiqa.train.baseline`), ``patch_classical`` (a fixed rule
+against the photo's own cells, :mod:`efiqa.eval.patch_baseline`); for ``synth`` only, the diagnostic
+``teacher_mean`` and ``vessels_only``.
 
 Writes benchmarks/results/accuracy.json, accuracy.md and accuracy_examples.png (with ``--tag T``:
-accuracy_T.json, …, e.g. ``--tag 512`` for a student trained with ``--size 512``).
+accuracy_T.json, …, e.g. ``--tag 512`` for a student trained with ``--size 512``). The JSON holds
+``summary[GENERATOR]`` (per kind, per severity, per kind × severity, overall, ranking, clean FPR,
+refused, distillation) beside the generator-free ``latency_ms_p50``, ``real_degraded``, ``drimdb``,
+``hrf`` and ``vessels``.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -23,21 +35,29 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import evaluation  # noqa: E402
-from evaluation import image_score, markdown_table, run, summarise  # noqa: E402
+from evaluation import GENERATORS, image_score, markdown_table, run, severity_table, side_by_side, summarise  # noqa: E402
 from machine import stamp  # noqa: E402
 
 from efiqa import QualityAssessor  # noqa: E402
+from efiqa.errors import EfiqaError  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
 from efiqa.imageio import read_image  # noqa: E402
+from efiqa.result import MIN_COVERAGE  # noqa: E402
+from efiqa.eval.patch_baseline import patch_scores  # noqa: E402
 from efiqa.eval.synth import degrade, patch_truth  # noqa: E402
 from efiqa.train import vessels as vessel_stage  # noqa: E402
 from efiqa.train.baseline import ClassicalBaseline  # noqa: E402
 from efiqa.train.distill import working_copy  # noqa: E402
-from efiqa.train.data import HELD_OUT, REAL_DEGRADED, TEACHER_TRAIN, data_root, resolve, to_geometry  # noqa: E402
+from efiqa.train.data import (HELD_OUT, REAL_DEGRADED, TEACHER_TRAIN, data_root, resolve, to_geometry,  # noqa: E402
+                              training_pool)
 from efiqa.eval.metrics import auroc  # noqa: E402
 from efiqa.train.teacher import Teacher, pool_cells  # noqa: E402
 
 RESULTS = HERE / "results"
+#: the four methods scored on every generator; the diagnostic two only on synth
+MAIN_METHODS = ["teacher", "classical", "patch_classical", "student"]
+DIAGNOSTIC = {"synth": ["teacher_mean", "vessels_only"]}
+HRF_GROUPS = {"h": "healthy", "dr": "diabetic retinopathy", "g": "glaucoma"}
 
 
 class Timed:
@@ -58,16 +78,23 @@ def main() -> None:
     ap.add_argument("--data")
     ap.add_argument("--teacher", default="models/teacher")
     ap.add_argument("--model", help="student bundle (default: the shipped one)")
+    ap.add_argument("--generators", nargs="+", choices=list(GENERATORS), default=list(GENERATORS),
+                    help="evaluation generators to run (default: all)")
     ap.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--photos", type=int, help="only the first N held-out photos (quick runs)")
+    ap.add_argument("--no-teacher-real", action="store_true",
+                    help="skip the teacher on DRIMDB-dev (about 1 s a photo)")
     ap.add_argument("--tag", help="suffix of the result files (accuracy_TAG.json …)")
     args = ap.parse_args()
     stem = "accuracy" + (f"_{args.tag}" if args.tag else "")
+    generators = list(dict.fromkeys(args.generators))
     torch.set_num_threads(2)
     root = data_root(args.data)
     teacher = Teacher.load(args.teacher)
     base = ClassicalBaseline.load(Path(args.teacher) / "baseline.json")
     qa = QualityAssessor(args.model, backend="onnxruntime", threads=2)
-    photos = {n: working_copy(read_image(resolve(n, root))) for n in HELD_OUT}
+    held = HELD_OUT[:args.photos] if args.photos else HELD_OUT
+    photos = {n: working_copy(read_image(resolve(n, root))) for n in held}
 
     memo: dict = {}
 
@@ -89,6 +116,11 @@ def main() -> None:
         fov = cv2.resize(p.fov_mask.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST) > 0
         return base(p), p.crop, pool_cells(np.zeros((256, 256), np.float32), fov, 16, 0.0)[2]
 
+    def m_patch_classical(bgr):
+        p = to_geometry(bgr, 512)
+        scores, coverage = patch_scores(p)
+        return scores, p.crop, coverage
+
     def m_student(bgr):
         r = qa.assess(bgr)
         return r.map, r.crop, r.coverage
@@ -97,53 +129,49 @@ def main() -> None:
         t = teacher_out(bgr)
         return -t.vessel_density, t.crop, t.coverage
 
-    methods = {"teacher": Timed(m_teacher), "teacher_mean": m_teacher_mean, "vessels_only": m_vessels_only,
-               "classical": Timed(m_classical), "student": Timed(m_student)}
-    names = list(methods)
-    records = run(photos, methods, severities=tuple(args.severities))
-    summary = summarise(records, names, flag_thresholds={"teacher": teacher.config["phi"],
-                                                          "teacher_mean": teacher.config["mean_threshold"],
-                                                          "student": qa.manifest.patch_threshold})
-    summary["refused"] = list(evaluation.failures)
-    # distillation: the student against the teacher's own labels
-    s = np.concatenate([r.scores["student"][r.valid] for r in records])
-    t = np.concatenate([r.scores["teacher"][r.valid] for r in records])
-    tm = np.concatenate([r.scores["teacher_mean"][r.valid] for r in records])
-    summary["distillation"] = {"auroc_vs_teacher_labels": auroc(s, t >= teacher.config["phi"]),
-                               "pearson_vs_teacher": float(np.corrcoef(s, t)[0, 1]),
-                               "pearson_vs_teacher_mean": float(np.corrcoef(s, tm)[0, 1])}
-    summary["latency_ms_p50"] = {n: float(np.median(m.ms)) for n, m in methods.items() if isinstance(m, Timed)}
+    every = {"teacher": Timed(m_teacher), "teacher_mean": m_teacher_mean, "vessels_only": m_vessels_only,
+             "classical": Timed(m_classical), "patch_classical": Timed(m_patch_classical), "student": Timed(m_student)}
+    thresholds = {"teacher": teacher.config["phi"], "teacher_mean": teacher.config["mean_threshold"],
+                  "student": qa.manifest.patch_threshold}
+
+    summary: dict = {}
+    clean: dict[str, dict[str, float]] = {}   # clean photo → method → image score (the same under every generator)
+    all_names: list[str] = []
+    for gen in generators:
+        # teacher first: the first method's crop and coverage define the truth and the cells that count
+        names = [m for m in every if m in MAIN_METHODS or m in DIAGNOSTIC.get(gen, [])]
+        all_names += [m for m in names if m not in all_names]
+        records = run(photos, {m: every[m] for m in names}, severities=tuple(args.severities), generator=gen)
+        g = summarise(records, names, flag_thresholds={m: v for m, v in thresholds.items() if m in names})
+        g["refused"] = list(evaluation.failures)
+        g["methods"] = names
+        g["kinds"] = list(GENERATORS[gen][1])
+        g["distillation"] = distillation(records, teacher.config["phi"])
+        summary[gen] = g
+        for r in records:
+            if r.kind == "clean":
+                clean.setdefault(r.photo, {}).update({m: image_score(r.scores[m], r.valid) for m in names})
+    summary["latency_ms_p50"] = {n: float(np.median(m.ms)) for n, m in every.items() if isinstance(m, Timed) and m.ms}
     summary["speedup_student_over_teacher"] = summary["latency_ms_p50"]["teacher"] / summary["latency_ms_p50"]["student"]
 
     real = {}
     for n in REAL_DEGRADED:
         bgr = working_copy(read_image(resolve(n, root)))
-        real[n] = {m: image_score(sc, cov >= 0.5) for m in names for sc, _, cov in [methods[m](bgr)]}
-    clean = {r.photo: {m: image_score(r.scores[m], r.valid) for m in names} for r in records if r.kind == "clean"}
+        real[n] = {m: image_score(sc, cov >= 0.5) for m in all_names for sc, _, cov in [every[m](bgr)]}
     summary["real_degraded"] = {"degraded": real, "clean": clean, "auroc": {
         m: auroc(np.array([v[m] for v in real.values()] + [v[m] for v in clean.values()]),
-                 np.array([1] * len(real) + [0] * len(clean))) for m in names}}
+                 np.array([1] * len(real) + [0] * len(clean))) for m in all_names}}
+    summary["drimdb"] = drimdb(root, qa, None if args.no_teacher_real else teacher)
+    summary["hrf"] = hrf(root, qa)
     summary["vessels"] = vessel_stage.evaluate(teacher.extractor, root)
 
     result = {"benchmark": "accuracy", "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
-              "machine": stamp(), "held_out": HELD_OUT, "teacher_train": TEACHER_TRAIN, "real_degraded": REAL_DEGRADED,
+              "machine": stamp(), "held_out": held, "teacher_train": TEACHER_TRAIN, "real_degraded": REAL_DEGRADED,
               "teacher_config": teacher.config, "student_model": qa.manifest.name, "severities": args.severities,
-              "summary": summary}
+              "generators": generators, "summary": summary}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    md = markdown_table(summary, names)
-    lat = summary["latency_ms_p50"]
-    extra = ["Frame→map latency p50 (ms, this run): " + ", ".join(f"{k} {v:.0f}" for k, v in lat.items())]
-    d = summary["distillation"]
-    extra.append(f"Student vs teacher: AUROC vs teacher labels {d['auroc_vs_teacher_labels']:.3f}, "
-                 f"Pearson {d['pearson_vs_teacher']:.3f} (vs its mean score {d['pearson_vs_teacher_mean']:.3f}), "
-                 f"speed-up {summary['speedup_student_over_teacher']:.0f}×")
-    extra.append(f"Real degraded vs clean photos (image-level AUROC, {len(real)} vs {len(clean)}): "
-                 + ", ".join(f"{m} {v:.3f}" for m, v in summary["real_degraded"]["auroc"].items()))
-    v = summary["vessels"]
-    extra.append(f"Vessels (DRIVE 37-40, in FOV): U-Net AUROC {v['unet']['auroc']:.4f} F1 {v['unet']['best_f1']:.4f}; "
-                 f"Frangi AUROC {v['frangi']['auroc']:.4f} F1 {v['frangi']['best_f1']:.4f}")
-    text = "# Map accuracy on held-out photos with evaluation degradations\n\n" + md + "\n\n" + "\n\n".join(extra) + "\n"
+    text = render(summary, generators, all_names, len(photos))
     (RESULTS / f"{stem}.md").write_text(text)
     print(text)
     # the committed figure shows the CC0 example photo only: no research-use photograph is redistributed
@@ -151,6 +179,174 @@ def main() -> None:
 
     figure({"retina (CC0)": read_image(retina_path())}, teacher, qa,
            RESULTS / f"{stem}_examples.png")
+
+
+def distillation(records: list, phi: float) -> dict:
+    """The student against the teacher's own labels (and its mean score, where it was run)."""
+    s = np.concatenate([r.scores["student"][r.valid] for r in records])
+    t = np.concatenate([r.scores["teacher"][r.valid] for r in records])
+    out = {"auroc_vs_teacher_labels": auroc(s, t >= phi), "pearson_vs_teacher": float(np.corrcoef(s, t)[0, 1])}
+    if all("teacher_mean" in r.scores for r in records):
+        tm = np.concatenate([r.scores["teacher_mean"][r.valid] for r in records])
+        out["pearson_vs_teacher_mean"] = float(np.corrcoef(s, tm)[0, 1])
+    return out
+
+
+def _auroc(pos: list[float], neg: list[float]) -> float:
+    """P(score of a positive > score of a negative), ties counted half; refused photos are +inf."""
+    if not pos or not neg:
+        return float("nan")
+    p, n = np.asarray(pos, np.float64)[:, None], np.asarray(neg, np.float64)[None, :]
+    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
+
+
+def drimdb(root: Path, qa: QualityAssessor, teacher: Teacher | None) -> dict:
+    """DRIMDB-dev image AUROC Bad vs Good (Outliers excluded; the dataset's labels, checking only).
+
+    Image scores, higher = worse: the student's ``result.score`` (the shipped pipeline on the file),
+    the teacher's mean patch_fraction and patch_classical's mean cell score over cells with FOV
+    coverage ≥ 0.5. A photo a method refuses (not a fundus photo to it) is ranked worst."""
+    folder = root / "DRIMDB-dev"
+    if not (folder / "labels.csv").is_file():
+        return {"skipped": f"{folder} not found"}
+    rows = [r for r in csv.DictReader(open(folder / "labels.csv")) if r["label"] in ("Good", "Bad")]
+
+    def m_student(path, bgr):
+        return qa.assess(path).score
+
+    def m_teacher(path, bgr):
+        t = teacher(bgr)
+        return image_score(t.patch_fraction, t.coverage >= 0.5)
+
+    def m_patch(path, bgr):
+        sc, cov = patch_scores(to_geometry(bgr, 512))
+        return image_score(sc, cov >= 0.5)
+
+    methods = {"student": m_student, "patch_classical": m_patch}
+    if teacher is not None:
+        methods["teacher"] = m_teacher
+    scores = {m: {"Good": [], "Bad": []} for m in methods}
+    refused: dict[str, list[str]] = {m: [] for m in methods}
+    from tqdm import tqdm
+
+    for row in tqdm(rows, desc="DRIMDB-dev"):
+        path = folder / row["image"]
+        bgr = working_copy(read_image(path))
+        for m, fn in methods.items():
+            try:
+                v = fn(path, bgr)
+            except EfiqaError:
+                refused[m].append(row["image"])
+                v = float("inf")
+            scores[m][row["label"]].append(float(v))
+    out = {"n": {lab: sum(r["label"] == lab for r in rows) for lab in ("Good", "Bad")},
+           "auroc_bad_vs_good": {m: _auroc(s["Bad"], s["Good"]) for m, s in scores.items()},
+           "refused": refused,
+           "mean_score": {m: {lab: (float(np.mean([v for v in s[lab] if np.isfinite(v)]))
+                                    if any(np.isfinite(v) for v in s[lab]) else None) for lab in s}
+                          for m, s in scores.items()}}
+    if teacher is None:
+        out["teacher"] = "skipped (--no-teacher-real)"
+    return out
+
+
+def hrf(root: Path, qa: QualityAssessor) -> dict:
+    """HRF healthy / DR / glaucoma: per group the share the student calls ungradable and the mean share of
+    in-FOV patches at or above the manifest's patch threshold; 01 and 02 are in the training pool, 03 held out."""
+    folder = root / "HRF" / "images"
+    if not folder.is_dir():
+        return {"skipped": f"{folder} not found"}
+    pool = set(training_pool(root))
+    photos, groups = {}, {}
+    for p in sorted(folder.glob("0?_*.*")):
+        code = p.stem.split("_", 1)[1].lower()
+        if code not in HRF_GROUPS:
+            continue
+        name = str(p.relative_to(root))
+        try:
+            r = qa.assess(p)
+        except EfiqaError as err:
+            photos[name] = {"group": code, "in_training_pool": name in pool, "refused": err.message}
+            continue
+        valid = r.coverage >= MIN_COVERAGE
+        photos[name] = {"group": code, "in_training_pool": name in pool, "gradable": bool(r.gradable),
+                        "score": float(r.score), "flagged_share": float(r.flagged[valid].mean()) if valid.any() else None}
+    for code, label in HRF_GROUPS.items():
+        rows = [v for v in photos.values() if v["group"] == code]
+        scored = [v for v in rows if "gradable" in v]
+        groups[code] = {"label": label, "n": len(rows), "refused": len(rows) - len(scored),
+                        "ungradable_share": (float(np.mean([not v["gradable"] for v in scored])) if scored else None),
+                        "mean_flagged_share": (float(np.mean([v["flagged_share"] for v in scored])) if scored else None),
+                        "mean_score": float(np.mean([v["score"] for v in scored])) if scored else None}
+    return {"patch_threshold": qa.manifest.patch_threshold, "gradable_threshold": qa.threshold,
+            "groups": groups, "photos": photos}
+
+
+def _f(v) -> str:
+    return "—" if v is None or v != v else f"{v:.3f}"
+
+
+def render(summary: dict, generators: list[str], names: list[str], n_photos: int) -> str:
+    """accuracy.md: the generators side by side, then each generator's tables, then real photos."""
+    about = {"synth": "efiqa.eval.synth: blob and band masks, 10 kinds",
+             "soft": "efiqa.eval.soft_regions: soft-edged Gaussian-bump / eyelid / glow regions, 7 kinds"}
+    out = ["# Map accuracy on held-out photos with evaluation degradations", "",
+           f"{n_photos} held-out photos; generators: " + "; ".join(f"`{g}` ({about.get(g, g)})" for g in generators)
+           + ". Patch AUROC and best Dice over cells with FOV coverage ≥ 0.5; ranking = share of degraded copies "
+           "whose image score exceeds their clean photo's; clean FPR = share of clean photos' cells at or above "
+           "the method's own flag threshold (— : the method has none).", "",
+           "## Generators side by side (overall)", "", side_by_side({g: summary[g] for g in generators}, names), ""]
+    for g in generators:
+        s = summary[g]
+        out += [f"## Generator `{g}`: per kind", "", markdown_table(s, s["methods"]), "",
+                f"### Generator `{g}`: patch AUROC per kind × severity", "", severity_table(s, s["methods"]), ""]
+        if s["refused"]:
+            out += [f"Refused ({len(s['refused'])}): " + "; ".join(
+                f"{r['photo']} {r['kind']} {r['severity']}" for r in s["refused"]), ""]
+        d = s["distillation"]
+        out.append(f"Student vs teacher (`{g}`): AUROC vs teacher labels {_f(d['auroc_vs_teacher_labels'])}, "
+                   f"Pearson {_f(d['pearson_vs_teacher'])}"
+                   + (f" (vs its mean score {_f(d['pearson_vs_teacher_mean'])})" if "pearson_vs_teacher_mean" in d else "")
+                   + ".")
+        out.append("")
+    lat = summary["latency_ms_p50"]
+    out += ["Frame→map latency p50 (ms, this run): " + ", ".join(f"{k} {v:.0f}" for k, v in lat.items())
+            + f"; student speed-up over the teacher {summary['speedup_student_over_teacher']:.0f}×", ""]
+    rd = summary["real_degraded"]
+    out += ["## Real photographs", "",
+            f"Real degraded EyePACS vs the clean held-out photos (image-level AUROC, {len(rd['degraded'])} vs "
+            f"{len(rd['clean'])}): " + ", ".join(f"{m} {_f(v)}" for m, v in rd["auroc"].items()), ""]
+    dr = summary["drimdb"]
+    if "skipped" in dr:
+        out += [f"DRIMDB-dev: {dr['skipped']}", ""]
+    else:
+        out += [f"DRIMDB-dev, image AUROC Bad vs Good ({dr['n']['Bad']} vs {dr['n']['Good']}, Outliers excluded; "
+                "refused photos ranked worst):", "",
+                "| method | AUROC | refused | mean score Good | mean score Bad |", "|---|---|---|---|---|"]
+        out += [f"| {m} | {_f(a)} | {len(dr['refused'][m])} | {_f(dr['mean_score'][m]['Good'])} | "
+                f"{_f(dr['mean_score'][m]['Bad'])} |" for m, a in dr["auroc_bad_vs_good"].items()]
+        if "teacher" in dr:
+            out.append(f"| teacher | {dr['teacher']} | | | |")
+        out.append("")
+    h = summary["hrf"]
+    if "skipped" in h:
+        out += [f"HRF: {h['skipped']}", ""]
+    else:
+        out += [f"HRF, student (patch threshold {h['patch_threshold']:.3f}, gradable below {h['gradable_threshold']:.3f}); "
+                "01 and 02 are in the training pool, 03 is held out:", "",
+                "| group | n | refused | ungradable | mean share of flagged patches | mean score |", "|---|---|---|---|---|---|"]
+        out += [f"| {g['label']} | {g['n']} | {g['refused']} | {_f(g['ungradable_share'])} | "
+                f"{_f(g['mean_flagged_share'])} | {_f(g['mean_score'])} |" for g in h["groups"].values()]
+        out += ["", "| photo | training pool | gradable | flagged share | score |", "|---|---|---|---|---|"]
+        out += [f"| {n} | {'yes' if v['in_training_pool'] else 'held out'} | "
+                + (f"refused: {v['refused']} | | |" if "refused" in v else
+                   f"{'yes' if v['gradable'] else 'no'} | {_f(v['flagged_share'])} | {_f(v['score'])} |")
+                for n, v in h["photos"].items()]
+        out.append("")
+    v = summary["vessels"]
+    out.append(f"Vessels (DRIVE 37-40, in FOV): U-Net AUROC {v['unet']['auroc']:.4f} F1 {v['unet']['best_f1']:.4f}; "
+               f"Frangi AUROC {v['frangi']['auroc']:.4f} F1 {v['frangi']['best_f1']:.4f}")
+    return "\n".join(out) + "\n"
 
 
 def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> None:

@@ -2,24 +2,36 @@
 
 A *method* maps an 8-bit BGR photo to (G×G patch scores, Crop, coverage). Ground truth comes from
 the degradation masks (evaluation only; nothing here feeds training).
+
+A *generator* is a ``degrade(img, fov, kind, severity, seed)`` callable returning an object with
+``.image`` and ``.mask``, with the kinds it knows: :data:`GENERATORS` holds the two the project has,
+``synth`` (:mod:`efiqa.eval.synth`, the default) and ``soft`` (:mod:`efiqa.eval.soft_regions`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from efiqa.errors import EfiqaError
 from efiqa.fov import find_fov
 from efiqa.preprocess import Crop
-from efiqa.eval.synth import DEGRADATIONS, degrade, patch_truth
+from efiqa.eval import soft_regions
+from efiqa.eval.synth import DEGRADATIONS, degrade as synth_degrade, patch_truth
 from efiqa.eval.metrics import auroc, best_f1
 
 #: Jobs a method refused (filled by :func:`run`).
 failures: list[dict] = []
 
 Method = Callable[[np.ndarray], tuple[np.ndarray, Crop, np.ndarray]]
+Degrade = Callable[..., object]
+
+#: name → (degrade callable, its kinds)
+GENERATORS: dict[str, tuple[Degrade, tuple[str, ...]]] = {
+    "synth": (synth_degrade, tuple(DEGRADATIONS)),
+    "soft": (soft_regions.degrade, tuple(soft_regions.KINDS)),
+}
 
 
 @dataclass
@@ -33,11 +45,22 @@ class Record:
 
 
 def run(photos: dict[str, np.ndarray], methods: dict[str, Method], severities=(1, 2, 3), seed: int = 0,
-        progress: bool = True, grid: int = 16) -> list[Record]:
+        progress: bool = True, grid: int = 16, generator: str | tuple[Degrade, Sequence[str]] = "synth",
+        kinds: Sequence[str] | None = None) -> list[Record]:
+    """Score every method on each photo as it is (``clean``) and on degraded copies of it.
+
+    ``generator``: a name in :data:`GENERATORS` or a ``(degrade, kinds)`` pair; ``kinds`` narrows
+    the generator's kinds (default: all of them, in its order).
+    """
     from tqdm import tqdm
 
+    degrade, all_kinds = GENERATORS[generator] if isinstance(generator, str) else generator
+    kinds = tuple(all_kinds if kinds is None else kinds)
+    unknown = set(kinds) - set(all_kinds)
+    if unknown:
+        raise ValueError(f"unknown kind(s) {', '.join(sorted(unknown))} for this generator: {', '.join(all_kinds)}")
     jobs = [(name, "clean", 0) for name in photos] + [
-        (name, kind, sev) for name in photos for kind in DEGRADATIONS for sev in severities]
+        (name, kind, sev) for name in photos for kind in kinds for sev in severities]
     records = []
     failures.clear()
     for k, (name, kind, sev) in enumerate(tqdm(jobs, desc="evaluate", disable=not progress)):
@@ -67,39 +90,86 @@ def image_score(scores: np.ndarray, valid: np.ndarray) -> float:
 
 
 def summarise(records: list[Record], methods: list[str], flag_thresholds: dict[str, float] | None = None) -> dict:
-    """Patch AUROC / best Dice per kind, severity and overall; ranking; clean false-positive rate."""
-    out: dict = {"per_kind": {}, "per_severity": {}, "overall": {}, "ranking": {}, "clean_fpr": {}}
+    """Patch AUROC / best Dice per kind, per severity, per (kind, severity) and overall; ranking
+    accuracy (a degraded copy's image score above its clean photo's); clean false-positive rate at
+    each method's own flag threshold (``flag_thresholds``)."""
+    out: dict = {"per_kind": {}, "per_severity": {}, "per_kind_severity": {}, "overall": {}, "ranking": {},
+                 "clean_fpr": {}}
     degraded = [r for r in records if r.kind != "clean"]
     clean = {r.photo: r for r in records if r.kind == "clean"}
+    kinds = sorted({r.kind for r in degraded})
+    sevs = sorted({r.severity for r in degraded})
 
     def pooled(recs, m):
+        if not recs:
+            return {"auroc": float("nan"), "best_dice": float("nan"), "positives": 0, "cells": 0}
         s = np.concatenate([r.scores[m][r.valid] for r in recs])
         y = np.concatenate([r.truth[r.valid] for r in recs])
         return {"auroc": auroc(s, y), "best_dice": best_f1(s, y)[0], "positives": int(y.sum()), "cells": int(len(y))}
 
     for m in methods:
         out["overall"][m] = pooled(degraded, m)
-        for kind in sorted({r.kind for r in degraded}):
-            out["per_kind"].setdefault(kind, {})[m] = pooled([r for r in degraded if r.kind == kind], m)
-        for sev in sorted({r.severity for r in degraded}):
+        for kind in kinds:
+            of_kind = [r for r in degraded if r.kind == kind]
+            out["per_kind"].setdefault(kind, {})[m] = pooled(of_kind, m)
+            for sev in sevs:
+                out["per_kind_severity"].setdefault(kind, {}).setdefault(str(sev), {})[m] = pooled(
+                    [r for r in of_kind if r.severity == sev], m)
+        for sev in sevs:
             out["per_severity"].setdefault(str(sev), {})[m] = pooled([r for r in degraded if r.severity == sev], m)
+        # a degraded copy whose clean original was refused has nothing to be ranked against
         wins = [image_score(r.scores[m], r.valid) > image_score(clean[r.photo].scores[m], clean[r.photo].valid)
-                for r in degraded]
-        out["ranking"][m] = float(np.mean(wins))
-        if flag_thresholds and m in flag_thresholds:
+                for r in degraded if r.photo in clean]
+        out["ranking"][m] = float(np.mean(wins)) if wins else float("nan")
+        if flag_thresholds and m in flag_thresholds and clean:
             cells = np.concatenate([c.scores[m][c.valid] for c in clean.values()])
             out["clean_fpr"][m] = float((cells >= flag_thresholds[m]).mean())
     return out
 
 
+def _f(v: float) -> str:
+    return "—" if v is None or v != v else f"{v:.3f}"
+
+
 def markdown_table(summary: dict, methods: list[str]) -> str:
+    """Per kind (and overall): patch AUROC and best Dice of each method; ranking accuracy; clean FPR."""
     head = "| degradation | " + " | ".join(f"{m} AUROC | {m} Dice" for m in methods) + " |"
     sep = "|---|" + "---|---|" * len(methods)
     rows = [head, sep]
     for kind, d in list(summary["per_kind"].items()) + [("**overall**", summary["overall"])]:
-        rows.append(f"| {kind} | " + " | ".join(f"{d[m]['auroc']:.3f} | {d[m]['best_dice']:.3f}" for m in methods) + " |")
-    rows.append("| ranking accuracy | " + " | ".join(f"{summary['ranking'][m]:.3f} | " for m in methods) + " |")
+        rows.append(f"| {kind} | " + " | ".join(f"{_f(d[m]['auroc'])} | {_f(d[m]['best_dice'])}" for m in methods) + " |")
+    rows.append("| ranking accuracy | " + " | ".join(f"{_f(summary['ranking'][m])} | " for m in methods) + " |")
     if summary["clean_fpr"]:
         rows.append("| clean false-positive rate | " + " | ".join(
-            f"{summary['clean_fpr'].get(m, float('nan')):.3f} | " for m in methods) + " |")
+            f"{_f(summary['clean_fpr'].get(m, float('nan')))} | " for m in methods) + " |")
+    return "\n".join(rows)
+
+
+def severity_table(summary: dict, methods: list[str]) -> str:
+    """Patch AUROC per (kind, severity): one row each, a column per method (— : no degraded cell)."""
+    rows = ["| degradation | severity | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for kind, per_sev in summary.get("per_kind_severity", {}).items():
+        for sev, d in per_sev.items():
+            rows.append(f"| {kind} | {sev} | " + " | ".join(_f(d[m]["auroc"]) for m in methods) + " |")
+    for sev, d in summary["per_severity"].items():
+        rows.append(f"| **all** | {sev} | " + " | ".join(_f(d[m]["auroc"]) for m in methods) + " |")
+    return "\n".join(rows)
+
+
+def side_by_side(summaries: dict[str, dict], methods: list[str]) -> str:
+    """One row per method, for each generator: overall patch AUROC, best Dice, ranking, clean FPR."""
+    gens = list(summaries)
+    head = "| method | " + " | ".join(f"{g} AUROC | {g} Dice | {g} ranking | {g} clean FPR" for g in gens) + " |"
+    rows = [head, "|---|" + "---|---|---|---|" * len(gens)]
+    for m in methods:
+        cells = []
+        for g in gens:
+            s = summaries[g]
+            if m not in s["overall"]:
+                cells.append("n/a | n/a | n/a | n/a")
+                continue
+            o = s["overall"][m]
+            cells.append(f"{_f(o['auroc'])} | {_f(o['best_dice'])} | {_f(s['ranking'].get(m))} | "
+                         f"{_f(s['clean_fpr'].get(m))}")
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

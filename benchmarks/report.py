@@ -37,20 +37,38 @@ def nominal_peak_gflops(threads: int) -> tuple[float, str]:
                   f" FMA, two units assumed)")
 
 
+def accuracy_block(acc: dict | None, generator: str = "synth") -> dict | None:
+    """One generator's results in ``accuracy*.json``: ``summary[generator]`` (since the second generator
+    was added) or, in files written before, the flat ``summary`` (synth only)."""
+    if not acc:
+        return None
+    s = acc["summary"]
+    if "overall" in s:  # the earlier layout: one generator, synth
+        return s if generator == "synth" else None
+    return s.get(generator)
+
+
 def merge_512(acc: dict | None, other: dict | None) -> None:
     """The same student at 512 px (``accuracy_512.json``: the run that chose 384 px for the default)
     as a ``student_512`` column of the default run (same photos, degradations and teacher; its
     latency is from its own run)."""
     if not (acc and other):
         return
-    s, f = acc["summary"], other["summary"]
-    for part in ("per_kind", "per_severity"):
-        for key, d in f[part].items():
-            s[part][key]["student_512"] = d["student"]
-    s["overall"]["student_512"] = f["overall"]["student"]
-    for part in ("ranking", "clean_fpr", "latency_ms_p50"):
-        if "student" in f.get(part, {}):
-            s[part]["student_512"] = f[part]["student"]
+    for gen in ("synth", "soft"):
+        s, f = accuracy_block(acc, gen), accuracy_block(other, gen)
+        if not (s and f):
+            continue
+        for part in ("per_kind", "per_severity"):
+            for key, d in f[part].items():
+                if key in s[part]:
+                    s[part][key]["student_512"] = d["student"]
+        s["overall"]["student_512"] = f["overall"]["student"]
+        for part in ("ranking", "clean_fpr"):
+            if "student" in f.get(part, {}):
+                s[part]["student_512"] = f[part]["student"]
+    lat, other_lat = acc["summary"].get("latency_ms_p50", {}), other["summary"].get("latency_ms_p50", {})
+    if "student" in other_lat:
+        lat["student_512"] = other_lat["student"]
 
 
 def main() -> None:
@@ -123,12 +141,14 @@ def main() -> None:
                 f"refused as not fundus ({f['refused_rate']:.1%}), {f['wrong_circle']} circles off by more than "
                 f"{fov['tolerance']:.0%} of the radius; natural photographs refused: {f['natural_refused']} of "
                 f"{f['natural_tried']}.", ""]
+    if acc and not (accuracy_block(acc, "synth") or accuracy_block(acc, "soft")):
+        acc = None  # a run without any generator's results
     if acc:
-        s = acc["summary"]
-        methods = [m for m in ("teacher", "teacher_mean", "vessels_only", "classical", "student", "student_512")
-                   if m in s["overall"]]
+        s = accuracy_block(acc, "synth") or accuracy_block(acc, "soft")
+        methods = [m for m in ("teacher", "teacher_mean", "vessels_only", "classical", "patch_classical", "student",
+                               "student_512") if m in s["overall"]]
         out += ["## Map accuracy (`benchmarks/accuracy.py`)", "",
-                "Held-out photos × 10 evaluation degradations × 3 severities; patch AUROC.", "",
+                "Held-out photos × 10 evaluation degradations (`efiqa.eval.synth`) × 3 severities; patch AUROC.", "",
                 "| degradation | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
         for kind, d in list(s["per_kind"].items()) + [("overall", s["overall"])]:
             out.append(f"| {kind} | " + " | ".join(f"{d[m]['auroc']:.3f}" for m in methods) + " |")
@@ -141,6 +161,19 @@ def main() -> None:
         if fpr:
             out += ["", "Clean false-positive rate (patches flagged on clean photos at each method's own rule): "
                     + ", ".join(f"{m} {v:.3f}" for m, v in fpr.items())]
+        soft = accuracy_block(acc, "soft")
+        if soft and soft is not s:
+            sm = [m for m in methods if m in soft["overall"]]
+            out += ["", "The independent second generator (`efiqa.eval.soft_regions`: soft-edged regions, "
+                    f"{len(soft['per_kind'])} kinds × 3 severities; patch AUROC):", "",
+                    "| degradation | " + " | ".join(sm) + " |", "|---|" + "---|" * len(sm)]
+            for kind, d in list(soft["per_kind"].items()) + [("overall", soft["overall"])]:
+                out.append(f"| {kind} | " + " | ".join(f"{d[m]['auroc']:.3f}" for m in sm) + " |")
+            out.append("| ranking accuracy | " + " | ".join(f"{soft['ranking'][m]:.3f}" for m in sm) + " |")
+        dr = acc["summary"].get("drimdb", {})
+        if dr.get("auroc_bad_vs_good"):
+            out += ["", "DRIMDB-dev image AUROC Bad vs Good: " + ", ".join(
+                f"{m} {v:.3f}" for m, v in dr["auroc_bad_vs_good"].items()) + " (details in `results/accuracy.md`)"]
         out += ["", "![auroc](results/report_auroc.png)", "", "![examples](results/accuracy_examples.png)", ""]
         fig, ax = plt.subplots(figsize=(9, 3.5))
         kinds = list(s["per_kind"])
@@ -236,10 +269,10 @@ def main() -> None:
 def scatter(acc: dict, speed: dict | None, prec: dict | None, peers: dict | None) -> list[str]:
     """Latency vs overall patch AUROC for every map we produce; peers (image-level grades, no map) on a
     separate strip at their latency."""
-    s = acc["summary"]
-    lat = s.get("latency_ms_p50", {})
-    pts = [(m, lat[m], s["overall"][m]["auroc"]) for m in ("teacher", "classical", "student", "student_512")
-           if m in lat]
+    s = accuracy_block(acc, "synth") or accuracy_block(acc, "soft")
+    lat = acc["summary"].get("latency_ms_p50", {})
+    pts = [(m, lat[m], s["overall"][m]["auroc"]) for m in ("teacher", "classical", "patch_classical", "student",
+                                                            "student_512") if m in lat and m in s["overall"]]
     if speed and prec and "student" in lat:
         # a precision variant: the student's frame→map time with the variant's network time swapped in, and
         # its AUROC moved by the change the fidelity gate measured (on its own degraded verification set)

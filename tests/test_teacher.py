@@ -168,6 +168,39 @@ def test_visibility_follows_vessel_contrast_not_the_extractor(kernel):
     assert np.all(clean <= vmap) and np.all(dark >= 0)
 
 
+@pytest.mark.parametrize("kernel", teacher_mod.DEPTH_KERNELS)
+def test_washed_out_vessels_lose_visibility_even_where_their_depth_grows(kernel):
+    """Over-exposure (gain + offset, clipped) deepens a vessel in grey levels, so depth alone calls it
+    more visible than before; its Weber contrast and the brightness term take it away (v3.5). A
+    darkening keeps the Weber contrast: depth still catches it."""
+    photo, label = _synthetic_photo_and_label()
+    depth, contrast = teacher_mod.vessel_depth(photo.rgb, kernel), teacher_mod.vessel_contrast(photo.rgb, kernel)
+    d_ref, c_ref = float(np.median(depth[label])), float(np.median(contrast[label]))
+    bright = np.clip(photo.rgb.astype(np.float32) * 1.8 + 90, 0, 255).astype(np.uint8)
+    assert np.median(teacher_mod.vessel_depth(bright, kernel)[label]) > d_ref   # depth alone is fooled
+    clean = teacher_mod.visibility(photo.rgb, kernel, d_ref, c_ref)[label].mean()
+    depth_only = teacher_mod.visibility(bright, kernel, d_ref)[label].mean()
+    with_contrast = teacher_mod.visibility(bright, kernel, d_ref, c_ref)[label].mean()
+    assert depth_only >= clean - 0.01
+    assert with_contrast < clean - 0.05
+    dark = (photo.rgb * 0.15).astype(np.uint8)
+    assert np.median(teacher_mod.visibility(dark, kernel, d_ref, c_ref)[label]) < 0.35
+
+
+def test_brightness_visibility_marks_a_region_brighter_than_the_rest_of_the_photo():
+    photo, _ = _synthetic_photo_and_label()
+    out = photo.rgb.astype(np.float32)
+    s = out.shape[0]
+    region = np.zeros(out.shape[:2], bool)
+    region[s // 4: s // 2, s // 4: s // 2] = True
+    out[region] = np.clip(out[region] * 2.6, 0, 255)
+    vis = teacher_mod.brightness_visibility(out.astype(np.uint8), photo.fov_mask)
+    inner = cv2.erode(region.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool) & photo.fov_mask
+    rest = cv2.erode((~region & photo.fov_mask).astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
+    assert np.median(vis[inner]) < 0.2 and np.median(vis[rest]) == pytest.approx(1.0)
+    assert np.all((vis >= 0) & (vis <= 1))
+
+
 def test_fine_depth_scale_sees_blur_first():
     """Why two scales: a slight blur takes more of the thin-vessel contrast (fine kernel) than of
     the all-calibre contrast (coarse kernel), so the fine scale flags it earlier."""

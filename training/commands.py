@@ -30,6 +30,9 @@ def register(sub, parser_class) -> None:
     tt.add_argument("--batch", type=int, default=6)
     tt.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda (default: cpu)")
     tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (one-cycle schedule)")
+    tt.add_argument("--init", type=Path, metavar="INPAINTER_PT",
+                    help="warm start: continue training these inpainter weights on the pool (e.g. the shipped prior)")
     tt.add_argument("--dir", type=Path, default=Path("models/teacher"), help="holds vessels.pt and anatomy.pt; receives the teacher")
     tt.add_argument("--calibrate-only", action="store_true",
                     help="keep inpainter.pt; only re-derive teacher.json and baseline.json from the clean photos")
@@ -82,7 +85,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
         print(f"teacher: clean-photo rule tau={config['tau']:.4f} phi={config['phi']:.3f} → {args.dir}")
         return EXIT_OK
     metrics = teacher.train(args.data, vessels_path=args.dir / "vessels.pt", steps=args.steps, batch=args.batch,
-                            seed=args.seed, out=args.dir / "inpainter.pt", device=args.device)
+                            seed=args.seed, out=args.dir / "inpainter.pt", device=args.device,
+                            init=args.init, lr=args.lr)
     teacher.write_json(metrics, args.dir / "inpainter.metrics.json")
     config = teacher.finish(args.dir, args.data)
     teacher.write_json({**metrics, "calibration": config}, args.dir / "inpainter.metrics.json")

@@ -33,6 +33,23 @@ TEACHER_TRAIN = (
     + ["EyePACS/images/15_right.jpeg", "EyePACS/images/16_left.jpeg", "EyePACS/images/9575_left.jpeg",
        "skimage:retina"]
 )
+#: Folder (under the data root) of unlabelled photos from further cameras (IDRiD, REFUGE, SCES; see its
+#: README): every photo in it joins the label-free training pool.
+UNLABELLED = "unlabelled"
+
+
+def training_pool(root: Path) -> list[str]:
+    """Every photo the label-free stages learn from: TEACHER_TRAIN plus each image under
+    ``root/UNLABELLED`` (names relative to ``root``, sorted; the folder may be absent). No quality
+    label is read; HELD_OUT, REAL_DEGRADED and DRIMDB-dev never enter it."""
+    from efiqa.imageio import IMAGE_SUFFIXES
+
+    folder = root / UNLABELLED
+    extra = sorted(str(p.relative_to(root)) for p in folder.rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    return list(TEACHER_TRAIN) + extra
+
+
 #: Held out from every training stage: clean originals for the evaluation degradations.
 HELD_OUT = VESSEL_VAL + [f"HRF/images/03_{g}.{'JPG' if g == 'dr' else 'jpg'}" for g in ("h", "dr", "g")] + [
     "EyePACS/images/15_left.jpeg", "EyePACS/images/16_right.jpeg"]
@@ -99,4 +116,4 @@ def load_drive_label(name: str, photo: Photo, root: Path) -> np.ndarray:
 
 
 __all__ = ["Photo", "data_root", "load_photo", "load_drive_label", "to_geometry", "find_fov", "fov_disc",
-           "VESSEL_TRAIN", "VESSEL_VAL", "TEACHER_TRAIN", "HELD_OUT", "REAL_DEGRADED"]
+           "VESSEL_TRAIN", "VESSEL_VAL", "TEACHER_TRAIN", "UNLABELLED", "training_pool", "HELD_OUT", "REAL_DEGRADED"]

@@ -241,7 +241,7 @@ def photo_list(images: list[str] | None, data: str | None) -> list[tuple[str, np
     """Unlabelled photos: every image under ``images`` folders/files, or the project's teacher set."""
     from efiqa.imageio import IMAGE_SUFFIXES, read_image
 
-    from .data import TEACHER_TRAIN, data_root, resolve
+    from .data import data_root, resolve, training_pool
 
     if images:
         paths: list[Path] = []
@@ -251,8 +251,8 @@ def photo_list(images: list[str] | None, data: str | None) -> list[tuple[str, np
         names = [str(p) for p in paths]
     else:
         root = data_root(data)
-        paths = [resolve(n, root) for n in TEACHER_TRAIN]
-        names = list(TEACHER_TRAIN)
+        names = training_pool(root)
+        paths = [resolve(n, root) for n in names]
     return [(n, working_copy(read_image(p))) for n, p in zip(names, paths)]
 
 

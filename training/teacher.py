@@ -22,6 +22,7 @@ alternatives: models/teacher/MODEL_CARD.md and CHANGELOG.md.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from efiqa.fov import Fov
 from efiqa.preprocess import Crop
 
 from . import vessels as vessel_stage
-from .data import TEACHER_TRAIN, Photo, data_root, load_photo, to_geometry
+from .data import Photo, data_root, load_photo, to_geometry, training_pool
 from .masking import APPLY_P, BLOB_P, FILLS, blob_mask, fill, random_grid_mask
 from .nets.unet import ResidualInpainter, UNet
 
@@ -47,6 +48,8 @@ MISSING_SIGMA = 10.0    # px: expected and visible vasculature are compared as l
 EXPECTED_FLOOR = 0.02   # keeps the relative deficit finite where the prior expects no vessels
 DEPTH_KERNELS = (7, 17)  # px (of the 512-px photo): closing elements of the vessel-depth measure
 VISIBLE_K = 0.6         # a vessel counts as fully visible from 0.6× the clean photos' median vessel depth
+WEBER_OFFSET = 10.0     # grey levels added to the background: Weber contrast stays finite where it is dark
+WASHED_OUT = (1.4, 2.2)  # local green / the photo's median: vessels fully visible below 1.4×, not at all from 2.2×
 
 
 def hole_patterns(size: int = MAP_SIZE, cell: int = HOLE) -> list[np.ndarray]:
@@ -108,27 +111,73 @@ def vessel_depth(rgb: np.ndarray, kernel: int) -> np.ndarray:
     (black-hat with a ``kernel``-px disc): absolute contrast, which shadow, haze and glare take away
     even where the extractor, which standardises the photo, still traces a vessel. A kernel just
     wider than thin vessels measures only them (blur, JPEG and noise change them first)."""
+    return _depth_and_background(rgb, kernel)[0]
+
+
+def _depth_and_background(rgb: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
-    return cv2.morphologyEx(rgb[..., 1].astype(np.float32), cv2.MORPH_BLACKHAT, k)
+    green = rgb[..., 1].astype(np.float32)
+    background = cv2.morphologyEx(green, cv2.MORPH_CLOSE, k)  # the surround with the vessels closed over
+    return background - green, background
+
+
+def vessel_contrast(rgb: np.ndarray, kernel: int) -> np.ndarray:
+    """Weber contrast of the vessels: depth over the local background (+ WEBER_OFFSET grey levels).
+    A veil or an over-exposure lifts the background, so a vessel whose depth in grey levels survives
+    (or grows, under a gain) still loses contrast here; a plain darkening keeps it (depth catches that)."""
+    depth, background = _depth_and_background(rgb, kernel)
+    return depth / (background + WEBER_OFFSET)
+
+
+def brightness_visibility(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """1 where the green channel (smoothed σ 4 px) is at most WASHED_OUT[0] × the photo's in-FOV
+    median, falling linearly to 0 at WASHED_OUT[1] ×: a region that much brighter than the rest of
+    the same photo is washed out (over-exposure, flare, haze, clipping), its vessels' contrast
+    compressed even where they are still faintly traceable."""
+    green = rgb[..., 1].astype(np.float32)
+    median = float(np.median(green[fov_mask])) + 1.0 if fov_mask.any() else 1.0
+    lo, hi = WASHED_OUT
+    return np.clip((hi - cv2.GaussianBlur(green, (0, 0), 4) / median) / (hi - lo), 0, 1)
+
+
+def visibility(rgb: np.ndarray, kernel: int, depth_ref: float, contrast_ref: float | None = None) -> np.ndarray:
+    """How visible a vessel at each pixel is, in [0, 1], at one DEPTH_KERNELS scale: its depth, full
+    from VISIBLE_K × the clean photos' median depth; with ``contrast_ref`` (teacher v3.5) also its
+    Weber contrast, full from VISIBLE_K × their median contrast; the smaller of the two."""
+    depth, background = _depth_and_background(rgb, kernel)
+    vis = np.clip(depth / (VISIBLE_K * depth_ref), 0, 1)
+    if contrast_ref is not None:
+        vis = np.minimum(vis, np.clip(depth / (background + WEBER_OFFSET) / (VISIBLE_K * contrast_ref), 0, 1))
+    return vis
 
 
 def visible_vessels(vmap: np.ndarray, depth: np.ndarray, reference_depth: float) -> np.ndarray:
     """Vessel probability weighted by how visible the vessel is: full from VISIBLE_K × the clean
-    photos' median vessel depth, fading linearly to 0 at no contrast."""
+    photos' median vessel depth, fading linearly to 0 at no contrast (depth only: teacher ≤ v3.4)."""
     return (vmap * np.clip(depth / (VISIBLE_K * reference_depth), 0, 1)).astype(np.float32)
 
 
-def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float]) -> list[np.ndarray]:
-    """The visible-vessel map (MAP_SIZE²) weighted by the contrast at each DEPTH_KERNELS scale."""
-    return [to_map(visible_vessels(prob, vessel_depth(rgb, k), ref)) for k, ref in zip(DEPTH_KERNELS, references)]
+def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float],
+                      contrasts: list[float] | None = None, fov: np.ndarray | None = None) -> list[np.ndarray]:
+    """The visible-vessel map (MAP_SIZE²) at each DEPTH_KERNELS scale. With ``contrasts`` (v3.5):
+    weighted by depth and Weber contrast, and by :func:`brightness_visibility` (``fov``: the FOV
+    mask at any size, default the whole frame); without: by depth only."""
+    if contrasts is None:
+        return [to_map(visible_vessels(prob, vessel_depth(rgb, k), ref)) for k, ref in zip(DEPTH_KERNELS, references)]
+    h, w = rgb.shape[:2]
+    inside = np.ones((h, w), bool) if fov is None else \
+        cv2.resize(fov.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    bright = brightness_visibility(rgb, inside)
+    return [to_map(prob * visibility(rgb, k, ref, c) * bright) for k, ref, c in zip(DEPTH_KERNELS, references, contrasts)]
 
 
 def disagreement(expected: np.ndarray, traced: np.ndarray, rgb: np.ndarray, fov: np.ndarray,
-                 references: list[float], floor: float = EXPECTED_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+                 references: list[float], floor: float = EXPECTED_FLOOR,
+                 contrasts: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(anomaly, visible map), both MAP_SIZE²: the traced vessels (photo resolution) weighted by
-    their contrast at each scale, compared with ``expected``; the larger anomaly of the scales is
+    their visibility at each scale, compared with ``expected``; the larger anomaly of the scales is
     kept, and the visible map is what shows at every scale."""
-    seen_at = visible_at_scales(traced, rgb, references)
+    seen_at = visible_at_scales(traced, rgb, references, contrasts, fov)
     return (np.maximum.reduce([vessel_anomaly(expected, v, fov, floor=floor) for v in seen_at]),
             np.minimum.reduce(seen_at))
 
@@ -180,20 +229,26 @@ def _augment(vmap: np.ndarray, fov: np.ndarray, rng: np.random.Generator) -> tup
 
 def train(data: str | None = None, vessels_path: str | Path = "models/teacher/vessels.pt", steps: int = 1500,
           batch: int = 6, seed: int = 0, out: str | Path = "models/teacher/inpainter.pt",
-          progress: bool = True, device: str = "cpu") -> dict:
-    """Vessel maps of TEACHER_TRAIN photos → inpainter weights at ``out``; returns training metrics."""
+          progress: bool = True, device: str = "cpu", init: str | Path | None = None, lr: float = 1e-3) -> dict:
+    """Vessel maps of the training pool (``data.training_pool``) → inpainter weights at ``out``;
+    returns training metrics. ``init``: continue from an existing prior's weights (a warm start:
+    a larger pool at a fraction of the CPU time of training from scratch)."""
     from tqdm import tqdm
 
     root = data_root(data)
     extractor = vessel_stage.load_model(vessels_path)
+    names = training_pool(root)
     maps = [vessel_map(extractor, load_photo(n, vessel_stage.SIZE, root)) for n in
-            tqdm(TEACHER_TRAIN, desc="vessel maps", disable=not progress)]
+            tqdm(names, desc="vessel maps", disable=not progress)]
     t0 = time.time()
-    model, loss = fit(maps, steps=steps, batch=batch, seed=seed, progress=progress, device=device)
+    start = load_model(init) if init else None
+    init_sha = hashlib.sha256(Path(init).read_bytes()).hexdigest() if init else None
+    model, loss = fit(maps, steps=steps, batch=batch, seed=seed, progress=progress, device=device, lr=lr, init=start)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
-    return {"hole_recovery": hole_recovery(model, maps), "train_images": TEACHER_TRAIN, "steps": steps, "batch": batch, "seed": seed, "map_size": MAP_SIZE,
+    return {"hole_recovery": hole_recovery(model, maps), "train_images": names, "steps": steps, "batch": batch, "seed": seed, "lr": lr,
+            "init": {"path": str(init), "sha256": init_sha} if init else None, "map_size": MAP_SIZE,
             "base": BASE, "levels": LEVELS, "final_mse": loss, "device": device, "fills": list(FILLS),
             "apply_p": APPLY_P, "blob_p": BLOB_P,
             "params": sum(p.numel() for p in model.parameters()), "train_seconds": round(time.time() - t0, 1)}
@@ -201,7 +256,7 @@ def train(data: str | None = None, vessels_path: str | Path = "models/teacher/ve
 
 def fit(maps: list[tuple[np.ndarray, np.ndarray]], steps: int, batch: int = 6, seed: int = 0,
         progress: bool = True, base: int = BASE, fills: tuple[str, ...] = FILLS, device: str = "cpu",
-        lr: float = 1e-3, blob_p: float = BLOB_P) -> tuple[ResidualInpainter, float]:
+        lr: float = 1e-3, blob_p: float = BLOB_P, init: ResidualInpainter | None = None) -> tuple[ResidualInpainter, float]:
     """Masked-inpainting training on (vessel map, FOV) pairs; MSE inside the FOV. Returns (model, last loss).
 
     Each sample is masked with probability APPLY_P (grid N∈[4, 32], ratio schedule), its hidden
@@ -210,7 +265,7 @@ def fit(maps: list[tuple[np.ndarray, np.ndarray]], steps: int, batch: int = 6, s
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    model = build_model(base).to(device)
+    model = (init if init is not None else build_model(base)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     bar = tqdm(range(steps), desc="teacher", disable=not progress, mininterval=2)
@@ -302,8 +357,9 @@ class Teacher:
     relative disagreement (:func:`vessel_anomaly`), mostly the share of the expected vasculature
     the photo does not show.
 
-    ``config`` holds what was calibrated on clean training photos: ``vessel_depth`` (their median
-    vessel contrast, one per DEPTH_KERNELS scale), ``tau`` (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that
+    ``config`` holds what was calibrated on clean training photos: ``vessel_depth`` and
+    ``vessel_contrast`` (their median vessel depth and Weber contrast, one per DEPTH_KERNELS scale;
+    a config without ``vessel_contrast`` gives teacher v3.4's depth-only visibility), ``tau`` (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that
     flags a patch) and ``mean_threshold`` (the same false-positive budget for the mean score).
     """
 
@@ -327,7 +383,8 @@ class Teacher:
         # a vessel counts as visible only as far as anatomy puts one there: a slight blur makes the
         # visible extractor *more* confident of thin vessels, which would hide the contrast it takes
         traced = np.minimum(vessel_stage.predict(self.extractor, photo), anatomy)
-        anomaly, seen = disagreement(expected, traced, photo.rgb, fov, self.config["vessel_depth"])
+        anomaly, seen = disagreement(expected, traced, photo.rgb, fov, self.config["vessel_depth"],
+                                     contrasts=self.config.get("vessel_contrast"))
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
         density = pool_cells(seen, fov, GRID, 0.0)[0]
         return TeacherOutput(seen, expected, anomaly, fov, score, frac, density, cov, photo.crop, photo.fov)
@@ -339,15 +396,21 @@ class Teacher:
         return cls(folder / "vessels.pt", folder / "anatomy.pt", folder / "inpainter.pt", config)
 
 
-def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) -> list[float]:
-    """Median vessel depth (grey levels) at confidently traced vessels of clean photos, per scale."""
+def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) -> tuple[list[float], list[float]]:
+    """Median vessel depth (grey levels) and Weber contrast at confidently traced vessels of clean
+    photos, per scale."""
     depths: list[list[np.ndarray]] = [[] for _ in DEPTH_KERNELS]
+    contrasts: list[list[np.ndarray]] = [[] for _ in DEPTH_KERNELS]
     for name, bgr in photos:
         photo = to_geometry(bgr, vessel_stage.SIZE, name)
         traced = (vessel_stage.predict(teacher.extractor, photo) > 0.5) & photo.fov_mask
-        for acc, k in zip(depths, DEPTH_KERNELS):
-            acc.append(vessel_depth(photo.rgb, k)[traced])
-    return [float(np.median(np.concatenate(d))) if sum(map(len, d)) else DEFAULT_DEPTH for d in depths]
+        for d_acc, c_acc, k in zip(depths, contrasts, DEPTH_KERNELS):
+            depth, background = _depth_and_background(photo.rgb, k)
+            d_acc.append(depth[traced])
+            c_acc.append((depth / (background + WEBER_OFFSET))[traced])
+    median = lambda parts, default: float(np.median(np.concatenate(parts))) if sum(map(len, parts)) else default  # noqa: E731
+    return ([median(d, DEFAULT_DEPTH) for d in depths],
+            [median(c, DEFAULT_DEPTH / (100 + WEBER_OFFSET)) for c in contrasts])
 
 
 def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budget: float = 0.05,
@@ -358,7 +421,7 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     patches, so tau and phi are re-derived from clean photos: tau = 90th percentile of clean pixel
     anomalies, phi = (1 − budget) quantile of clean patch fractions.
     """
-    teacher.config["vessel_depth"] = reference_depth(teacher, photos)
+    teacher.config["vessel_depth"], teacher.config["vessel_contrast"] = reference_depth(teacher, photos)
     outs = [teacher(bgr, name) for name, bgr in photos]
     pixels = np.concatenate([o.anomaly[o.fov] for o in outs])
     recipe = np.concatenate([pool_cells(o.anomaly, o.fov, GRID, tau)[1][o.coverage >= 0.5] for o in outs])
@@ -369,7 +432,8 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     f = np.concatenate(fracs)
     m = np.concatenate([o.patch_score[o.coverage >= 0.5] for o in outs])
     phi = max(float(np.quantile(f, 1 - fp_budget)), 0.01)  # never "≥ 0": that would flag every patch
-    return {"vessel_depth": teacher.config["vessel_depth"], "tau": tau_clean, "phi": phi,
+    return {"vessel_depth": teacher.config["vessel_depth"], "vessel_contrast": teacher.config["vessel_contrast"],
+            "tau": tau_clean, "phi": phi,
             "mean_threshold": float(np.quantile(m, 1 - fp_budget)),
             "image_threshold": float(np.quantile([x.mean() for x in fracs], 0.95)), "fp_budget": fp_budget,
             "recipe_tau": tau, "clean_fpr_recipe_rule": float((recipe >= 0.9).mean()),
@@ -400,7 +464,7 @@ def finish(folder: Path, data: str | None = None) -> dict:
     from .data import resolve, to_geometry
 
     root = data_root(data)
-    originals = [(n, read_image(resolve(n, root))) for n in TEACHER_TRAIN]
+    originals = [(n, read_image(resolve(n, root))) for n in training_pool(root)]
     model = Teacher(folder / "vessels.pt", folder / "anatomy.pt", folder / "inpainter.pt")
     config = calibrate(model, originals)
     write_json(config, folder / CONFIG)
