@@ -6,7 +6,7 @@ Bad vs Good, HRF healthy / DR / glaucoma); vessel-extractor metrics; and the fra
 student vs teacher measured in the same run.
 
     python benchmarks/accuracy.py [--data DIR] [--generators synth soft] [--severities 1 2 3] [--photos N]
-                                  [--no-teacher-real] [--model BUNDLE --tag T]
+                                  [--no-teacher-real] [--model BUNDLE --tag T] [--previous BUNDLE]
 
 Methods: ``teacher`` (share of anomalous pixels per cell), ``student``, ``classical`` (the baseline
 fitted to clean training photos, :mod:`efiqa.train.baseline`), ``patch_classical`` (a fixed rule
@@ -48,7 +48,7 @@ from efiqa.eval.synth import degrade, patch_truth  # noqa: E402
 from efiqa.train import vessels as vessel_stage  # noqa: E402
 from efiqa.train.baseline import ClassicalBaseline  # noqa: E402
 from efiqa.train.distill import working_copy  # noqa: E402
-from efiqa.train.data import (HELD_OUT, REAL_DEGRADED, TEACHER_TRAIN, data_root, resolve, to_geometry,  # noqa: E402
+from efiqa.train.data import (HELD_OUT, REAL_DEGRADED, data_root, resolve, to_geometry,  # noqa: E402
                               training_pool)
 from efiqa.eval.metrics import auroc  # noqa: E402
 from efiqa.train.teacher import Teacher, pool_cells  # noqa: E402
@@ -83,7 +83,9 @@ def main() -> None:
     ap.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--photos", type=int, help="only the first N held-out photos (quick runs)")
     ap.add_argument("--no-teacher-real", action="store_true",
-                    help="skip the teacher on DRIMDB-dev (about 1 s a photo)")
+                    help="skip the teacher on DRIMDB-dev (its slowest section)")
+    ap.add_argument("--previous", metavar="BUNDLE",
+                    help="a previous student bundle, scored beside the current one as student_previous")
     ap.add_argument("--tag", help="suffix of the result files (accuracy_TAG.json …)")
     args = ap.parse_args()
     stem = "accuracy" + (f"_{args.tag}" if args.tag else "")
@@ -125,6 +127,12 @@ def main() -> None:
         r = qa.assess(bgr)
         return r.map, r.crop, r.coverage
 
+    prev = QualityAssessor(args.previous, backend="onnxruntime", threads=2) if args.previous else None
+
+    def m_student_previous(bgr):
+        r = prev.assess(bgr)
+        return r.map, r.crop, r.coverage
+
     def m_vessels_only(bgr):  # the vessel map alone, no prior: low vessel density = bad (what the prior adds)
         t = teacher_out(bgr)
         return -t.vessel_density, t.crop, t.coverage
@@ -133,13 +141,16 @@ def main() -> None:
              "classical": Timed(m_classical), "patch_classical": Timed(m_patch_classical), "student": Timed(m_student)}
     thresholds = {"teacher": teacher.config["phi"], "teacher_mean": teacher.config["mean_threshold"],
                   "student": qa.manifest.patch_threshold}
+    if prev:
+        every["student_previous"] = m_student_previous
+        thresholds["student_previous"] = prev.manifest.patch_threshold
 
     summary: dict = {}
     clean: dict[str, dict[str, float]] = {}   # clean photo → method → image score (the same under every generator)
     all_names: list[str] = []
     for gen in generators:
         # teacher first: the first method's crop and coverage define the truth and the cells that count
-        names = [m for m in every if m in MAIN_METHODS or m in DIAGNOSTIC.get(gen, [])]
+        names = [m for m in every if m in MAIN_METHODS + ["student_previous"] or m in DIAGNOSTIC.get(gen, [])]
         all_names += [m for m in names if m not in all_names]
         records = run(photos, {m: every[m] for m in names}, severities=tuple(args.severities), generator=gen)
         g = summarise(records, names, flag_thresholds={m: v for m, v in thresholds.items() if m in names})
@@ -154,10 +165,15 @@ def main() -> None:
     summary["latency_ms_p50"] = {n: float(np.median(m.ms)) for n, m in every.items() if isinstance(m, Timed) and m.ms}
     summary["speedup_student_over_teacher"] = summary["latency_ms_p50"]["teacher"] / summary["latency_ms_p50"]["student"]
 
-    real = {}
+    real: dict[str, dict[str, float]] = {}
     for n in REAL_DEGRADED:
         bgr = working_copy(read_image(resolve(n, root)))
-        real[n] = {m: image_score(sc, cov >= 0.5) for m in all_names for sc, _, cov in [every[m](bgr)]}
+        for m in all_names:
+            try:
+                sc, _, cov = every[m](bgr)
+                real.setdefault(n, {})[m] = image_score(sc, cov >= 0.5)
+            except EfiqaError:  # refused: ranked worst, as in the DRIMDB section
+                real.setdefault(n, {})[m] = float("inf")
     summary["real_degraded"] = {"degraded": real, "clean": clean, "auroc": {
         m: auroc(np.array([v[m] for v in real.values()] + [v[m] for v in clean.values()]),
                  np.array([1] * len(real) + [0] * len(clean))) for m in all_names}}
@@ -166,8 +182,9 @@ def main() -> None:
     summary["vessels"] = vessel_stage.evaluate(teacher.extractor, root)
 
     result = {"benchmark": "accuracy", "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
-              "machine": stamp(), "held_out": held, "teacher_train": TEACHER_TRAIN, "real_degraded": REAL_DEGRADED,
-              "teacher_config": teacher.config, "student_model": qa.manifest.name, "severities": args.severities,
+              "machine": stamp(), "held_out": held, "training_pool": training_pool(root), "real_degraded": REAL_DEGRADED,
+              "teacher_config": teacher.config, "student_model": qa.manifest.name,
+              "previous_model": str(args.previous) if prev else None, "severities": args.severities,
               "generators": generators, "summary": summary}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
@@ -183,6 +200,8 @@ def main() -> None:
 
 def distillation(records: list, phi: float) -> dict:
     """The student against the teacher's own labels (and its mean score, where it was run)."""
+    if not records:
+        return {"auroc_vs_teacher_labels": float("nan"), "pearson_vs_teacher": float("nan")}
     s = np.concatenate([r.scores["student"][r.valid] for r in records])
     t = np.concatenate([r.scores["teacher"][r.valid] for r in records])
     out = {"auroc_vs_teacher_labels": auroc(s, t >= phi), "pearson_vs_teacher": float(np.corrcoef(s, t)[0, 1])}
@@ -209,7 +228,8 @@ def drimdb(root: Path, qa: QualityAssessor, teacher: Teacher | None) -> dict:
     folder = root / "DRIMDB-dev"
     if not (folder / "labels.csv").is_file():
         return {"skipped": f"{folder} not found"}
-    rows = [r for r in csv.DictReader(open(folder / "labels.csv")) if r["label"] in ("Good", "Bad")]
+    with open(folder / "labels.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["label"] in ("Good", "Bad")]
 
     def m_student(path, bgr):
         return qa.assess(path).score

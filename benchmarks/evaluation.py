@@ -63,13 +63,16 @@ def run(photos: dict[str, np.ndarray], methods: dict[str, Method], severities=(1
         (name, kind, sev) for name in photos for kind in kinds for sev in severities]
     records = []
     failures.clear()
-    for k, (name, kind, sev) in enumerate(tqdm(jobs, desc="evaluate", disable=not progress)):
+    order = {name: i for i, name in enumerate(photos)}
+    for name, kind, sev in tqdm(jobs, desc="evaluate", disable=not progress):
         img = photos[name]
         rec = Record(name, kind, sev)
         if kind == "clean":
             test, mask = img, np.zeros(img.shape[:2], bool)
         else:
-            d = degrade(img, find_fov(img), kind, sev, seed=seed + k)
+            # one region per (photo, kind), whatever the severities or the number of photos run:
+            # severities then differ only in amount, and a quick run is a subset of the full one
+            d = degrade(img, find_fov(img), kind, sev, seed=seed + 100 * order[name] + all_kinds.index(kind))
             test, mask = d.image, d.mask
         try:
             for mname, method in methods.items():
@@ -86,7 +89,8 @@ def run(photos: dict[str, np.ndarray], methods: dict[str, Method], severities=(1
 
 
 def image_score(scores: np.ndarray, valid: np.ndarray) -> float:
-    return float(scores[valid].mean())
+    """Mean cell score over the cells that count; +inf (ranked worst) where none does."""
+    return float(scores[valid].mean()) if valid.any() else float("inf")
 
 
 def summarise(records: list[Record], methods: list[str], flag_thresholds: dict[str, float] | None = None) -> dict:

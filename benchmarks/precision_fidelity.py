@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -34,9 +33,8 @@ from efiqa.build import variants  # noqa: E402
 from efiqa.build.verify import run_maps  # noqa: E402
 from efiqa.bundle import load_bundle  # noqa: E402
 from efiqa.calibration import calibset  # noqa: E402
-from efiqa.calibration.int8 import adapter_nodes, conv_nodes, quantize  # noqa: E402
-from efiqa.imageio import IMAGE_SUFFIXES  # noqa: E402
-from efiqa.train.data import HELD_OUT, REAL_DEGRADED, TEACHER_TRAIN, data_root, resolve  # noqa: E402
+from efiqa.calibration.int8 import conv_nodes, quantize  # noqa: E402
+from efiqa.train.data import HELD_OUT, REAL_DEGRADED, data_root, resolve, training_pool  # noqa: E402
 
 
 #: The variants written by --write-bundles when they pass (the CLI's defaults).
@@ -73,8 +71,7 @@ def main() -> None:
     root = data_root(args.data)
     bundle = load_bundle(args.model)
     m = bundle.manifest
-    unlabelled = sorted(f for f in (root / "unlabelled").rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-    calib_files = [resolve(n, root) for n in TEACHER_TRAIN] + unlabelled
+    calib_files = [resolve(n, root) for n in training_pool(root)]  # the student's own (label-free) training pool
     verify_files = [resolve(n, root) for n in HELD_OUT + REAL_DEGRADED]
     rows, t0 = [], time.perf_counter()
     macs = conv_macs(bundle.onnx_bytes, m.input_size)
@@ -131,7 +128,7 @@ def main() -> None:
     result = {"benchmark": "precision_fidelity", "command": "python benchmarks/precision_fidelity.py "
               + " ".join(sys.argv[1:]), "machine": stamp(), "model": m.name, "bundle_sha256": bundle.sha256,
               "calibration": {"photos": len(cm.images), "strata": {k: len(v) for k, v in cm.strata.items()},
-                              "skipped": cm.skipped, "sha256": cm.sha256, "sources": "teacher-training photos + unlabelled/"},
+                              "skipped": cm.skipped, "sha256": cm.sha256, "sources": "the training pool: teacher-training photos + unlabelled/"},
               "verification": {"photos": len(photos), "perturbations_per_photo": args.perturbations,
                                "inputs": len(tensors), "names": names},
               "fp32_onnx_mb": round(len(bundle.onnx_bytes) / 2**20, 2), "fp32_seconds": fp32_s,

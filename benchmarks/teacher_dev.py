@@ -1,4 +1,5 @@
-"""Teacher model selection on *training* photos (never the held-out ones): the shipped v3.4 rule and
+"""Teacher model selection on *training* photos (never the held-out ones): the v3.4 rule (v3.5 adds
+Weber contrast and a washed-out term: models/teacher/MODEL_CARD.md) and
 its ablations, each a patch score on the 16×16 grid.
 
 - ``neg_visible``: the visible-vessel map alone (inverted density), no expectation;
@@ -65,7 +66,7 @@ def maps(bgr):
         v32 = T.disagreement(recon_a, visible, photo.rgb, fov, refs, V33_FLOOR)[0]
         capped = np.minimum(visible, anatomy)
         v33 = T.disagreement(recon_a, capped, photo.rgb, fov, refs, V33_FLOOR)[0]
-        shipped = T.disagreement(recon_a, capped, photo.rgb, fov, refs)[0]  # = teacher(bgr)
+        shipped = T.disagreement(recon_a, capped, photo.rgb, fov, refs)[0]  # v3.4 (no vessel_contrast)
         memo.update(img=bgr, v=v, seen=seen, anat=anat, prior_v=prior_v, recon_a=recon_a, fov=fov,
                     crop=photo.crop, v32=v32, v33=v33, shipped=shipped)
     return memo

@@ -276,3 +276,41 @@ def test_tiny_end_to_end_training(tmp_path):
     student = distill.assemble(res)
     with torch.no_grad():
         assert student(torch.zeros(1, 3, 128, 128)).shape == (1, 1, 16, 16)
+
+
+def test_training_pool_is_the_teacher_set_plus_every_unlabelled_photo_and_nothing_held_out(tmp_path):
+    from efiqa.train.data import HELD_OUT, REAL_DEGRADED, TEACHER_TRAIN, training_pool
+
+    assert training_pool(tmp_path) == list(TEACHER_TRAIN)  # no unlabelled/ folder: the teacher set alone
+    for rel in ("unlabelled/B/2.JPG", "unlabelled/A/1.png", "unlabelled/README.md", "DRIMDB-dev/Bad/x.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    pool = training_pool(tmp_path)
+    assert pool == list(TEACHER_TRAIN) + ["unlabelled/A/1.png", "unlabelled/B/2.JPG"]
+    assert not set(pool) & set(HELD_OUT + REAL_DEGRADED)
+
+
+def test_visible_map_fades_a_washed_out_region_only_with_v35_references():
+    """teacher.json without ``vessel_contrast`` keeps v3.4's depth-only map; with it, vessels in a
+    region much brighter than the rest of the photo count as (mostly) not visible, elsewhere they stay."""
+    photo, label = _synthetic_photo_and_label()
+    prob = label.astype(np.float32)
+    kernels = teacher_mod.DEPTH_KERNELS
+    depth = [float(np.median(teacher_mod.vessel_depth(photo.rgb, k)[label])) for k in kernels]
+    contrast = [float(np.median(teacher_mod.vessel_contrast(photo.rgb, k)[label])) for k in kernels]
+    old = teacher_mod.visible_at_scales(prob, photo.rgb, depth)
+    for k, ref, got in zip(kernels, depth, old):
+        want = teacher_mod.to_map(teacher_mod.visible_vessels(prob, teacher_mod.vessel_depth(photo.rgb, k), ref))
+        np.testing.assert_array_equal(got, want)
+    s = photo.rgb.shape[0]
+    bright = photo.rgb.astype(np.float32)
+    bright[: s // 2, : s // 2] = np.clip(bright[: s // 2, : s // 2] * 2.6, 0, 255)
+    bright = bright.astype(np.uint8)
+    fov = teacher_mod.map_fov(photo)
+    v34 = teacher_mod.visible_at_scales(prob, bright, depth)
+    v35 = teacher_mod.visible_at_scales(prob, bright, depth, contrast, fov)
+    m = teacher_mod.MAP_SIZE
+    region, rest = (slice(m // 16, m // 2 - m // 16),) * 2, (slice(m // 2 + m // 16, m - m // 16),) * 2
+    for a, b in zip(v34, v35):
+        assert b[region].sum() < 0.3 * a[region].sum()
+        assert b[rest].sum() > 0.9 * a[rest].sum()

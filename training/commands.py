@@ -24,7 +24,7 @@ def register(sub, parser_class) -> None:
     tv.add_argument("--dir", type=Path, default=Path("models/teacher"), help="receives vessels.pt and anatomy.pt")
     tv.set_defaults(func=cmd_train_vessels)
 
-    tt = tsub.add_parser("teacher", help="stage 1b: masked vessel-inpainting teacher on good photos")
+    tt = tsub.add_parser("teacher", help="stage 1b: masked vessel-inpainting teacher on the training pool")
     tt.add_argument("--data", help="fundus photographs folder (default: $EFIQA_DATA or ../shared/data/fundus)")
     tt.add_argument("--steps", type=int, default=1500)
     tt.add_argument("--batch", type=int, default=6)
@@ -41,8 +41,9 @@ def register(sub, parser_class) -> None:
     ts = tsub.add_parser("student", help="stage 2: distil the teacher into an adapter on a frozen backbone",
                          description="Distil the teacher into the student adapter from unlabelled photos "
                                      "(adapting to a new camera needs only its photos).")
-    ts.add_argument("--images", nargs="+", help="folders/files of unlabelled photos (default: the project's set)")
-    ts.add_argument("--data", help="fundus photographs folder for the default set")
+    ts.add_argument("--images", nargs="+", help="folders/files of unlabelled photos (default: the training pool, "
+                         "the teacher-training photos + DATA/unlabelled/)")
+    ts.add_argument("--data", help="fundus photographs folder for the default pool")
     ts.add_argument("--teacher", type=Path, default=Path("models/teacher"))
     ts.add_argument("--backbone", type=Path, metavar="CHECKPOINT",
                     help="a foundation ViT checkpoint you have (DINOv2, RETFound, …; .pth/.safetensors) "

@@ -238,7 +238,8 @@ def load_student(folder: str | Path = "models/student") -> tuple[Student, dict]:
 
 
 def photo_list(images: list[str] | None, data: str | None) -> list[tuple[str, np.ndarray]]:
-    """Unlabelled photos: every image under ``images`` folders/files, or the project's teacher set."""
+    """Unlabelled photos: every image under ``images`` folders/files, or the training pool
+    (``data.training_pool``: the teacher-training photos and everything under ``unlabelled/``)."""
     from efiqa.imageio import IMAGE_SUFFIXES, read_image
 
     from .data import data_root, resolve, training_pool

@@ -8,9 +8,11 @@ Inference compares what should be there with what is visible:
   extractor's vessel map — that extractor was trained to see vessels through label-free
   perturbations, so x̂ is the vasculature the photo should show;
 - visible x: the *visible-vessel* extractor's map (mild augmentation: it loses degraded vessels),
-  capped by the anatomy map, weighted by the vessels' measured contrast (black-hat depth relative to clean photos) at two
-  scales of the 512-px photo: a fine one (thin vessels: what blur and JPEG take first) and a
-  coarse one (all calibres: what veils and shadows take);
+  capped by the anatomy map, weighted by how visible each vessel is at two scales of the 512-px
+  photo, a fine one (thin vessels: what blur and JPEG take first) and a coarse one (all calibres:
+  what veils and shadows take): the smaller of its depth (black-hat, grey levels) and its Weber
+  contrast (depth over the local background), each relative to the training pool's median, times
+  a washed-out term that fades vessels where the photo is much brighter than its own median;
 - anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.02), G a Gaussian over a few vessel spacings,
   the larger of the two scales': where the photo shows less, the share of its expected vessels it
   does not show; where it shows more, the share of its visible "vessels" that anatomy does not
@@ -18,7 +20,7 @@ Inference compares what should be there with what is visible:
 No quality label or degradation mask is ever used. Why each part is there, with the measured
 alternatives: models/teacher/MODEL_CARD.md and CHANGELOG.md.
 
-    efiqa train teacher [--data DIR] [--steps N] [--device cuda]
+    efiqa train teacher [--data DIR] [--steps N] [--init INPAINTER_PT] [--device cuda]
 """
 from __future__ import annotations
 
@@ -231,8 +233,7 @@ def train(data: str | None = None, vessels_path: str | Path = "models/teacher/ve
           batch: int = 6, seed: int = 0, out: str | Path = "models/teacher/inpainter.pt",
           progress: bool = True, device: str = "cpu", init: str | Path | None = None, lr: float = 1e-3) -> dict:
     """Vessel maps of the training pool (``data.training_pool``) → inpainter weights at ``out``;
-    returns training metrics. ``init``: continue from an existing prior's weights (a warm start:
-    a larger pool at a fraction of the CPU time of training from scratch)."""
+    returns training metrics. ``init``: continue from an existing prior's weights (a warm start)."""
     from tqdm import tqdm
 
     root = data_root(data)
@@ -249,7 +250,7 @@ def train(data: str | None = None, vessels_path: str | Path = "models/teacher/ve
     torch.save(model.state_dict(), out)
     return {"hole_recovery": hole_recovery(model, maps), "train_images": names, "steps": steps, "batch": batch, "seed": seed, "lr": lr,
             "init": {"path": str(init), "sha256": init_sha} if init else None, "map_size": MAP_SIZE,
-            "base": BASE, "levels": LEVELS, "final_mse": loss, "device": device, "fills": list(FILLS),
+            "base": int(model.net.down[0][0].weight.shape[0]), "levels": LEVELS, "final_mse": loss, "device": device, "fills": list(FILLS),
             "apply_p": APPLY_P, "blob_p": BLOB_P,
             "params": sum(p.numel() for p in model.parameters()), "train_seconds": round(time.time() - t0, 1)}
 
@@ -345,6 +346,8 @@ class TeacherOutput:
 CONFIG = "teacher.json"
 #: median vessel depth (grey levels) of clean photos until ``calibrate`` measures it
 DEFAULT_DEPTH = 10.0
+#: a typical green level behind the vessels: gives the default Weber contrast with DEFAULT_DEPTH
+DEFAULT_BACKGROUND = 100.0
 
 
 class Teacher:
@@ -370,9 +373,11 @@ class Teacher:
         self.inpainter = inpainter.eval() if isinstance(inpainter, ResidualInpainter) else load_model(inpainter)
         self.config = {"tau": 0.02, "phi": 0.9, "mean_threshold": float("inf"),
                        "vessel_depth": [DEFAULT_DEPTH] * len(DEPTH_KERNELS), **(config or {})}
-        if len(np.atleast_1d(self.config["vessel_depth"])) != len(DEPTH_KERNELS):
-            raise ValueError(f"teacher.json holds {self.config['vessel_depth']!r} as vessel_depth: one reference "
-                             f"per depth scale {DEPTH_KERNELS} is needed (recalibrate: efiqa train teacher --calibrate-only)")
+        for key in ("vessel_depth", "vessel_contrast"):
+            value = self.config.get(key)
+            if value is not None and len(np.atleast_1d(value)) != len(DEPTH_KERNELS):
+                raise ValueError(f"teacher.json holds {value!r} as {key}: one reference per depth scale "
+                                 f"{DEPTH_KERNELS} is needed (recalibrate: efiqa train teacher --calibrate-only)")
         self.tau = float(self.config["tau"])
 
     @torch.no_grad()
@@ -410,7 +415,7 @@ def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) ->
             c_acc.append((depth / (background + WEBER_OFFSET))[traced])
     median = lambda parts, default: float(np.median(np.concatenate(parts))) if sum(map(len, parts)) else default  # noqa: E731
     return ([median(d, DEFAULT_DEPTH) for d in depths],
-            [median(c, DEFAULT_DEPTH / (100 + WEBER_OFFSET)) for c in contrasts])
+            [median(c, DEFAULT_DEPTH / (DEFAULT_BACKGROUND + WEBER_OFFSET)) for c in contrasts])
 
 
 def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budget: float = 0.05,
@@ -456,8 +461,9 @@ def write_json(obj: dict, path: Path) -> None:
 
 
 def finish(folder: Path, data: str | None = None) -> dict:
-    """After training: calibrate the decision rule and fit the classical baseline on the clean
-    training photos; writes teacher.json and baseline.json into ``folder``."""
+    """After training: calibrate the decision rule and fit the classical baseline on the training
+    pool's photos as they are (gradable by eye, not known to be flawless: every IDRiD photo shows
+    diabetic retinopathy); writes teacher.json and baseline.json into ``folder``."""
     from efiqa.imageio import read_image
 
     from .baseline import ClassicalBaseline
