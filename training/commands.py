@@ -122,7 +122,10 @@ def cmd_train_student(args: argparse.Namespace) -> int:
                                 seed=args.seed, target=cfg["target"])
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(res.head.state_dict(), args.out / "adapter.pt")
-    meta = {**cfg, **distill.clean_thresholds(res, fs), "phi": teacher.config["phi"], "epochs": args.epochs,
+    reference = distill.reference_photos([n for n, _ in named])
+    meta = {**cfg, **distill.clean_thresholds(res, fs, reference=reference),
+            "threshold_photos": sorted(named[i][0] for i in reference) if reference else "all",
+            "phi": teacher.config["phi"], "epochs": args.epochs,
             "augmentations": args.augmentations,
             "seed": args.seed, "photos": [n for n, _ in named], "samples": len(fs.photo), "loss_history": res.history,
             "params": res.params, "positive_fraction": float(np.mean([(s >= teacher.config["phi"])[v].mean()

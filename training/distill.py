@@ -203,11 +203,14 @@ def predict(result: AdapterResult, fs: FeatureSet, photos: set[int] | None = Non
     return prob, np.stack(fs.soft)[idx], np.stack(fs.score)[idx], np.stack(fs.valid)[idx]
 
 
-def clean_thresholds(result: AdapterResult, fs: FeatureSet, fp_budget: float = 0.05) -> dict:
+def clean_thresholds(result: AdapterResult, fs: FeatureSet, fp_budget: float = 0.05,
+                     reference: set[int] | None = None) -> dict:
     """Label-free decision thresholds from the student's outputs on the *unperturbed* photos (the
-    first sample of each): a patch or a photo is flagged above the (1 − budget) quantile."""
+    first sample of each; ``reference``: only these photo indices): a patch or a photo is flagged
+    above the (1 − budget) quantile."""
     # perturbations() yields each photo's unperturbed sample first
-    first = np.array([n for n, p in enumerate(fs.photo) if n == 0 or fs.photo[n - 1] != p])
+    first = np.array([n for n, p in enumerate(fs.photo) if (n == 0 or fs.photo[n - 1] != p)
+                      and (reference is None or p in reference)])
     prob, _, _, valid = predict(result, fs, samples=first)
     patch = float(np.quantile(prob[valid], 1 - fp_budget))
     image = float(np.quantile([p[v].mean() for p, v in zip(prob, valid)], 1 - fp_budget))
@@ -235,6 +238,17 @@ def load_student(folder: str | Path = "models/student") -> tuple[Student, dict]:
     head = make_head(meta["head"], channels)
     head.load_state_dict(state)
     return assemble(AdapterResult(head, meta["features"], meta["size"], [], 0), meta.get("backbone_checkpoint")), meta
+
+
+def reference_photos(names: list[str]) -> set[int] | None:
+    """Which photos set the student's decision thresholds: those of the pool judged good by eye
+    (``data.TEACHER_TRAIN``), where the pool has them; otherwise (a user's own photos) all. The
+    unlabelled cameras' photos train the adapter but are not known to be flawless (every IDRiD photo
+    shows diabetic retinopathy), and a 5 % budget over them would call clearly bad photos gradable."""
+    from .data import TEACHER_TRAIN
+
+    chosen = {i for i, n in enumerate(names) if n in TEACHER_TRAIN}
+    return chosen or None
 
 
 def photo_list(images: list[str] | None, data: str | None) -> list[tuple[str, np.ndarray]]:
