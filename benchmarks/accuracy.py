@@ -35,7 +35,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import evaluation  # noqa: E402
-from evaluation import GENERATORS, image_score, markdown_table, run, severity_table, side_by_side, summarise  # noqa: E402
+from evaluation import GENERATORS, fmt, image_score, markdown_table, run, severity_table, side_by_side, summarise  # noqa: E402
 from machine import stamp  # noqa: E402
 
 from efiqa import QualityAssessor  # noqa: E402
@@ -43,7 +43,7 @@ from efiqa.errors import EfiqaError  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
 from efiqa.imageio import read_image  # noqa: E402
 from efiqa.result import MIN_COVERAGE  # noqa: E402
-from efiqa.eval.patch_baseline import patch_scores  # noqa: E402
+from efiqa.eval.patch_baseline import patch_classical  # noqa: E402
 from efiqa.eval.synth import degrade, patch_truth  # noqa: E402
 from efiqa.train import vessels as vessel_stage  # noqa: E402
 from efiqa.train.baseline import ClassicalBaseline  # noqa: E402
@@ -118,31 +118,24 @@ def main() -> None:
         fov = cv2.resize(p.fov_mask.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST) > 0
         return base(p), p.crop, pool_cells(np.zeros((256, 256), np.float32), fov, 16, 0.0)[2]
 
-    def m_patch_classical(bgr):
-        p = to_geometry(bgr, 512)
-        scores, coverage = patch_scores(p)
-        return scores, p.crop, coverage
-
-    def m_student(bgr):
-        r = qa.assess(bgr)
-        return r.map, r.crop, r.coverage
+    def assessed(assessor: QualityAssessor):
+        def method(bgr):
+            r = assessor.assess(bgr)
+            return r.map, r.crop, r.coverage
+        return method
 
     prev = QualityAssessor(args.previous, backend="onnxruntime", threads=2) if args.previous else None
-
-    def m_student_previous(bgr):
-        r = prev.assess(bgr)
-        return r.map, r.crop, r.coverage
 
     def m_vessels_only(bgr):  # the vessel map alone, no prior: low vessel density = bad (what the prior adds)
         t = teacher_out(bgr)
         return -t.vessel_density, t.crop, t.coverage
 
     every = {"teacher": Timed(m_teacher), "teacher_mean": m_teacher_mean, "vessels_only": m_vessels_only,
-             "classical": Timed(m_classical), "patch_classical": Timed(m_patch_classical), "student": Timed(m_student)}
+             "classical": Timed(m_classical), "patch_classical": Timed(patch_classical), "student": Timed(assessed(qa))}
     thresholds = {"teacher": teacher.config["phi"], "teacher_mean": teacher.config["mean_threshold"],
                   "student": qa.manifest.patch_threshold}
     if prev:
-        every["student_previous"] = m_student_previous
+        every["student_previous"] = assessed(prev)
         thresholds["student_previous"] = prev.manifest.patch_threshold
 
     summary: dict = {}
@@ -211,14 +204,6 @@ def distillation(records: list, phi: float) -> dict:
     return out
 
 
-def _auroc(pos: list[float], neg: list[float]) -> float:
-    """P(score of a positive > score of a negative), ties counted half; refused photos are +inf."""
-    if not pos or not neg:
-        return float("nan")
-    p, n = np.asarray(pos, np.float64)[:, None], np.asarray(neg, np.float64)[None, :]
-    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
-
-
 def drimdb(root: Path, qa: QualityAssessor, teacher: Teacher | None) -> dict:
     """DRIMDB-dev image AUROC Bad vs Good (Outliers excluded; the dataset's labels, checking only).
 
@@ -239,7 +224,7 @@ def drimdb(root: Path, qa: QualityAssessor, teacher: Teacher | None) -> dict:
         return image_score(t.patch_fraction, t.coverage >= 0.5)
 
     def m_patch(path, bgr):
-        sc, cov = patch_scores(to_geometry(bgr, 512))
+        sc, _, cov = patch_classical(bgr)
         return image_score(sc, cov >= 0.5)
 
     methods = {"student": m_student, "patch_classical": m_patch}
@@ -260,7 +245,9 @@ def drimdb(root: Path, qa: QualityAssessor, teacher: Teacher | None) -> dict:
                 v = float("inf")
             scores[m][row["label"]].append(float(v))
     out = {"n": {lab: sum(r["label"] == lab for r in rows) for lab in ("Good", "Bad")},
-           "auroc_bad_vs_good": {m: _auroc(s["Bad"], s["Good"]) for m, s in scores.items()},
+           # refused photos score +inf: ranked worst; ties count half (rank-based AUROC)
+           "auroc_bad_vs_good": {m: auroc(np.array(s["Bad"] + s["Good"]), np.array([1] * len(s["Bad"]) + [0] * len(s["Good"])))
+                                 for m, s in scores.items()},
            "refused": refused,
            "mean_score": {m: {lab: (float(np.mean([v for v in s[lab] if np.isfinite(v)]))
                                     if any(np.isfinite(v) for v in s[lab]) else None) for lab in s}
@@ -302,10 +289,6 @@ def hrf(root: Path, qa: QualityAssessor) -> dict:
             "groups": groups, "photos": photos}
 
 
-def _f(v) -> str:
-    return "—" if v is None or v != v else f"{v:.3f}"
-
-
 def render(summary: dict, generators: list[str], names: list[str], n_photos: int) -> str:
     """accuracy.md: the generators side by side, then each generator's tables, then real photos."""
     about = {"synth": "efiqa.eval.synth: blob and band masks, 10 kinds",
@@ -324,9 +307,9 @@ def render(summary: dict, generators: list[str], names: list[str], n_photos: int
             out += [f"Refused ({len(s['refused'])}): " + "; ".join(
                 f"{r['photo']} {r['kind']} {r['severity']}" for r in s["refused"]), ""]
         d = s["distillation"]
-        out.append(f"Student vs teacher (`{g}`): AUROC vs teacher labels {_f(d['auroc_vs_teacher_labels'])}, "
-                   f"Pearson {_f(d['pearson_vs_teacher'])}"
-                   + (f" (vs its mean score {_f(d['pearson_vs_teacher_mean'])})" if "pearson_vs_teacher_mean" in d else "")
+        out.append(f"Student vs teacher (`{g}`): AUROC vs teacher labels {fmt(d['auroc_vs_teacher_labels'])}, "
+                   f"Pearson {fmt(d['pearson_vs_teacher'])}"
+                   + (f" (vs its mean score {fmt(d['pearson_vs_teacher_mean'])})" if "pearson_vs_teacher_mean" in d else "")
                    + ".")
         out.append("")
     lat = summary["latency_ms_p50"]
@@ -335,7 +318,7 @@ def render(summary: dict, generators: list[str], names: list[str], n_photos: int
     rd = summary["real_degraded"]
     out += ["## Real photographs", "",
             f"Real degraded EyePACS vs the clean held-out photos (image-level AUROC, {len(rd['degraded'])} vs "
-            f"{len(rd['clean'])}): " + ", ".join(f"{m} {_f(v)}" for m, v in rd["auroc"].items()), ""]
+            f"{len(rd['clean'])}): " + ", ".join(f"{m} {fmt(v)}" for m, v in rd["auroc"].items()), ""]
     dr = summary["drimdb"]
     if "skipped" in dr:
         out += [f"DRIMDB-dev: {dr['skipped']}", ""]
@@ -343,8 +326,8 @@ def render(summary: dict, generators: list[str], names: list[str], n_photos: int
         out += [f"DRIMDB-dev, image AUROC Bad vs Good ({dr['n']['Bad']} vs {dr['n']['Good']}, Outliers excluded; "
                 "refused photos ranked worst):", "",
                 "| method | AUROC | refused | mean score Good | mean score Bad |", "|---|---|---|---|---|"]
-        out += [f"| {m} | {_f(a)} | {len(dr['refused'][m])} | {_f(dr['mean_score'][m]['Good'])} | "
-                f"{_f(dr['mean_score'][m]['Bad'])} |" for m, a in dr["auroc_bad_vs_good"].items()]
+        out += [f"| {m} | {fmt(a)} | {len(dr['refused'][m])} | {fmt(dr['mean_score'][m]['Good'])} | "
+                f"{fmt(dr['mean_score'][m]['Bad'])} |" for m, a in dr["auroc_bad_vs_good"].items()]
         if "teacher" in dr:
             out.append(f"| teacher | {dr['teacher']} | | | |")
         out.append("")
@@ -355,12 +338,12 @@ def render(summary: dict, generators: list[str], names: list[str], n_photos: int
         out += [f"HRF, student (patch threshold {h['patch_threshold']:.3f}, gradable below {h['gradable_threshold']:.3f}); "
                 "01 and 02 are in the training pool, 03 is held out:", "",
                 "| group | n | refused | ungradable | mean share of flagged patches | mean score |", "|---|---|---|---|---|---|"]
-        out += [f"| {g['label']} | {g['n']} | {g['refused']} | {_f(g['ungradable_share'])} | "
-                f"{_f(g['mean_flagged_share'])} | {_f(g['mean_score'])} |" for g in h["groups"].values()]
+        out += [f"| {g['label']} | {g['n']} | {g['refused']} | {fmt(g['ungradable_share'])} | "
+                f"{fmt(g['mean_flagged_share'])} | {fmt(g['mean_score'])} |" for g in h["groups"].values()]
         out += ["", "| photo | training pool | gradable | flagged share | score |", "|---|---|---|---|---|"]
         out += [f"| {n} | {'yes' if v['in_training_pool'] else 'held out'} | "
                 + (f"refused: {v['refused']} | | |" if "refused" in v else
-                   f"{'yes' if v['gradable'] else 'no'} | {_f(v['flagged_share'])} | {_f(v['score'])} |")
+                   f"{'yes' if v['gradable'] else 'no'} | {fmt(v['flagged_share'])} | {fmt(v['score'])} |")
                 for n, v in h["photos"].items()]
         out.append("")
     v = summary["vessels"]

@@ -131,7 +131,8 @@ def summarise(records: list[Record], methods: list[str], flag_thresholds: dict[s
     return out
 
 
-def _f(v: float) -> str:
+def fmt(v: float | None) -> str:
+    """Three decimals; — for a missing (None) or undefined (NaN) value."""
     return "—" if v is None or v != v else f"{v:.3f}"
 
 
@@ -141,11 +142,11 @@ def markdown_table(summary: dict, methods: list[str]) -> str:
     sep = "|---|" + "---|---|" * len(methods)
     rows = [head, sep]
     for kind, d in list(summary["per_kind"].items()) + [("**overall**", summary["overall"])]:
-        rows.append(f"| {kind} | " + " | ".join(f"{_f(d[m]['auroc'])} | {_f(d[m]['best_dice'])}" for m in methods) + " |")
-    rows.append("| ranking accuracy | " + " | ".join(f"{_f(summary['ranking'][m])} | " for m in methods) + " |")
+        rows.append(f"| {kind} | " + " | ".join(f"{fmt(d[m]['auroc'])} | {fmt(d[m]['best_dice'])}" for m in methods) + " |")
+    rows.append("| ranking accuracy | " + " | ".join(f"{fmt(summary['ranking'][m])} | " for m in methods) + " |")
     if summary["clean_fpr"]:
         rows.append("| clean false-positive rate | " + " | ".join(
-            f"{_f(summary['clean_fpr'].get(m, float('nan')))} | " for m in methods) + " |")
+            f"{fmt(summary['clean_fpr'].get(m, float('nan')))} | " for m in methods) + " |")
     return "\n".join(rows)
 
 
@@ -154,9 +155,9 @@ def severity_table(summary: dict, methods: list[str]) -> str:
     rows = ["| degradation | severity | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for kind, per_sev in summary.get("per_kind_severity", {}).items():
         for sev, d in per_sev.items():
-            rows.append(f"| {kind} | {sev} | " + " | ".join(_f(d[m]["auroc"]) for m in methods) + " |")
+            rows.append(f"| {kind} | {sev} | " + " | ".join(fmt(d[m]["auroc"]) for m in methods) + " |")
     for sev, d in summary["per_severity"].items():
-        rows.append(f"| **all** | {sev} | " + " | ".join(_f(d[m]["auroc"]) for m in methods) + " |")
+        rows.append(f"| **all** | {sev} | " + " | ".join(fmt(d[m]["auroc"]) for m in methods) + " |")
     return "\n".join(rows)
 
 
@@ -173,7 +174,7 @@ def side_by_side(summaries: dict[str, dict], methods: list[str]) -> str:
                 cells.append("n/a | n/a | n/a | n/a")
                 continue
             o = s["overall"][m]
-            cells.append(f"{_f(o['auroc'])} | {_f(o['best_dice'])} | {_f(s['ranking'].get(m))} | "
-                         f"{_f(s['clean_fpr'].get(m))}")
+            cells.append(f"{fmt(o['auroc'])} | {fmt(o['best_dice'])} | {fmt(s['ranking'].get(m))} | "
+                         f"{fmt(s['clean_fpr'].get(m))}")
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

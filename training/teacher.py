@@ -165,7 +165,7 @@ def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float]
     weighted by depth and Weber contrast, and by :func:`brightness_visibility` (``fov``: the FOV
     mask at any size, default the whole frame); without: by depth only."""
     if contrasts is None:
-        return [to_map(visible_vessels(prob, vessel_depth(rgb, k), ref)) for k, ref in zip(DEPTH_KERNELS, references)]
+        return [to_map(prob * visibility(rgb, k, ref)) for k, ref in zip(DEPTH_KERNELS, references)]
     h, w = rgb.shape[:2]
     inside = np.ones((h, w), bool) if fov is None else \
         cv2.resize(fov.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
