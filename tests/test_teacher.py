@@ -201,6 +201,24 @@ def test_brightness_visibility_marks_a_region_brighter_than_the_rest_of_the_phot
     assert np.all((vis >= 0) & (vis <= 1))
 
 
+def test_brightness_visibility_marks_an_under_exposed_region_and_v35_does_not(monkeypatch):
+    """Teacher v3.6: a region at 0.2× the photo's brightness keeps its Weber contrast on paper but is
+    under-exposed; the exposure term fades it (0 below 0.3× the median), the rest stays visible."""
+    photo, _ = _synthetic_photo_and_label()
+    out = photo.rgb.astype(np.float32)
+    s = out.shape[0]
+    region = np.zeros(out.shape[:2], bool)
+    region[s // 4: s // 2, s // 4: s // 2] = True
+    out[region] *= 0.2
+    dark = out.astype(np.uint8)
+    inner = cv2.erode(region.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool) & photo.fov_mask
+    rest = cv2.erode((~region & photo.fov_mask).astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
+    vis = teacher_mod.brightness_visibility(dark, photo.fov_mask)
+    assert np.median(vis[inner]) < 0.2 and np.median(vis[rest]) == pytest.approx(1.0)
+    monkeypatch.setattr(teacher_mod, "UNDEREXPOSED", None)   # v3.5: only the washed-out side
+    assert np.median(teacher_mod.brightness_visibility(dark, photo.fov_mask)[inner]) == pytest.approx(1.0)
+
+
 def test_fine_depth_scale_sees_blur_first():
     """Why two scales: a slight blur takes more of the thin-vessel contrast (fine kernel) than of
     the all-calibre contrast (coarse kernel), so the fine scale flags it earlier."""
@@ -271,6 +289,21 @@ def test_tiny_end_to_end_training(tmp_path):
     res = distill.train_adapter(fs, "two-scale", "linear", epochs=2, batch=2)  # soft target, the default
     th = distill.clean_thresholds(res, fs)
     assert th["clean_photos"] == 2 and 0 < th["patch_threshold"] < 1 and 0 < th["gradable_threshold"] < 1
+    # out of fold: each photo scored by an adapter trained without it (two folds: one photo each)
+    small = {"feature_kind": "two-scale", "head": "linear", "epochs": 1, "batch": 2}
+    trained_on, scored = [], []
+    real_train, real_predict = distill.train_adapter, distill.predict
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill, "train_adapter", lambda fs_, train_photos=None, **kw:
+                   trained_on.append(set(train_photos)) or real_train(fs_, train_photos=train_photos, **kw))
+        mp.setattr(distill, "predict", lambda res_, fs_, photos=None, samples=None:
+                   scored.append({fs_.photo[n] for n in samples}) or real_predict(res_, fs_, photos, samples))
+        oof = distill.crossfit_thresholds(fs, small, folds=2)
+    assert oof["clean_photos"] == 2 and 0 < oof["patch_threshold"] < 1 and oof["threshold_method"] == "out-of-fold (2 adapters)"
+    assert len(trained_on) == len(scored) == 2 and all(not (t & s) for t, s in zip(trained_on, scored))
+    assert set().union(*scored) == {0, 1}          # every reference photo scored once, never by its own adapter
+    with pytest.raises(ValueError, match="no reference photo"):
+        distill.crossfit_thresholds(fs, small, reference={7})
     with pytest.raises(ValueError, match="unknown target"):
         distill.train_adapter(fs, target="regression")
     student = distill.assemble(res)

@@ -52,7 +52,9 @@ def register(sub, parser_class) -> None:
                     help="input side of the EfficientNet-Lite0 student: 384 (models/default) or 512 (~1.6x the "
                          "network time, no more accurate on our held-out photos); both give a 16x16 map")
     ts.add_argument("--augmentations", type=int, default=24, help="label-free perturbations per photo")
-    ts.add_argument("--epochs", type=int, default=20)
+    ts.add_argument("--epochs", type=int, default=20,
+                    help="adapter epochs (the decision thresholds are set out of fold: 5 more adapters are "
+                         "trained, each without a fifth of the reference photos)")
     ts.add_argument("--seed", type=int, default=0)
     ts.add_argument("--out", type=Path, default=Path("models/student"), help="adapter weights + config")
     ts.add_argument("--cache", type=Path, default=Path("benchmarks/.cache"), help="feature cache folder")
@@ -118,12 +120,13 @@ def cmd_train_student(args: argparse.Namespace) -> int:
                                    (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
                                    backbone_id=cfg.get("backbone_checkpoint", "lite0"))
     fs = sets[cfg["size"]]
-    res = distill.train_adapter(fs, cfg["features"], cfg["head"], phi=teacher.config["phi"], epochs=args.epochs,
-                                seed=args.seed, target=cfg["target"])
+    train = {"feature_kind": cfg["features"], "head": cfg["head"], "phi": teacher.config["phi"],
+             "epochs": args.epochs, "target": cfg["target"]}
+    res = distill.train_adapter(fs, seed=args.seed, **train)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(res.head.state_dict(), args.out / "adapter.pt")
     reference = distill.reference_photos([n for n, _ in named])
-    meta = {**cfg, **distill.clean_thresholds(res, fs, reference=reference),
+    meta = {**cfg, **distill.crossfit_thresholds(fs, train, reference=reference, seed=args.seed),
             "threshold_photos": sorted(named[i][0] for i in reference) if reference else "all",
             "phi": teacher.config["phi"], "epochs": args.epochs,
             "augmentations": args.augmentations,

@@ -12,7 +12,8 @@ Inference compares what should be there with what is visible:
   photo, a fine one (thin vessels: what blur and JPEG take first) and a coarse one (all calibres:
   what veils and shadows take): the smaller of its depth (black-hat, grey levels) and its Weber
   contrast (depth over the local background), each relative to the training pool's median, times
-  a washed-out term that fades vessels where the photo is much brighter than its own median;
+  an exposure term that fades vessels where the photo is much brighter (washed out, v3.5) or much
+  darker (under-exposed, v3.6) than its own median;
 - anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.02), G a Gaussian over a few vessel spacings,
   the larger of the two scales': where the photo shows less, the share of its expected vessels it
   does not show; where it shows more, the share of its visible "vessels" that anatomy does not
@@ -52,6 +53,7 @@ DEPTH_KERNELS = (7, 17)  # px (of the 512-px photo): closing elements of the ves
 VISIBLE_K = 0.6         # a vessel counts as fully visible from 0.6× the clean photos' median vessel depth
 WEBER_OFFSET = 10.0     # grey levels added to the background: Weber contrast stays finite where it is dark
 WASHED_OUT = (1.4, 2.2)  # local green / the photo's median: vessels fully visible below 1.4×, not at all from 2.2×
+UNDEREXPOSED = (0.3, 0.7)  # local green / the photo's median: vessels not visible at all below 0.3×, fully from 0.7×
 
 
 def hole_patterns(size: int = MAP_SIZE, cell: int = HOLE) -> list[np.ndarray]:
@@ -132,14 +134,22 @@ def vessel_contrast(rgb: np.ndarray, kernel: int) -> np.ndarray:
 
 
 def brightness_visibility(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
-    """1 where the green channel (smoothed σ 4 px) is at most WASHED_OUT[0] × the photo's in-FOV
-    median, falling linearly to 0 at WASHED_OUT[1] ×: a region that much brighter than the rest of
-    the same photo is washed out (over-exposure, flare, haze, clipping), its vessels' contrast
-    compressed even where they are still faintly traceable."""
+    """How well exposed each pixel is, in [0, 1], from the green channel (smoothed σ 4 px) relative
+    to the photo's in-FOV median. Washed out: 1 up to WASHED_OUT[0] × the median, falling linearly
+    to 0 at WASHED_OUT[1] × (over-exposure, flare, haze, clipping compress the vessels' contrast
+    even where they are still faintly traceable). Under-exposed (teacher v3.6): 0 below
+    UNDEREXPOSED[0] × the median, rising to 1 at UNDEREXPOSED[1] × (a shadowed or darkened region
+    keeps its Weber contrast on paper, but its detail sits in a few grey levels under sensor noise
+    and compression, and graders call it badly illuminated). ``UNDEREXPOSED = None``: v3.5."""
     green = rgb[..., 1].astype(np.float32)
     median = float(np.median(green[fov_mask])) + 1.0 if fov_mask.any() else 1.0
+    level = cv2.GaussianBlur(green, (0, 0), 4) / median
     lo, hi = WASHED_OUT
-    return np.clip((hi - cv2.GaussianBlur(green, (0, 0), 4) / median) / (hi - lo), 0, 1)
+    vis = np.clip((hi - level) / (hi - lo), 0, 1)
+    if UNDEREXPOSED is not None:
+        dark_lo, dark_hi = UNDEREXPOSED
+        vis = np.minimum(vis, np.clip((level - dark_lo) / (dark_hi - dark_lo), 0, 1))
+    return vis
 
 
 def visibility(rgb: np.ndarray, kernel: int, depth_ref: float, contrast_ref: float | None = None) -> np.ndarray:

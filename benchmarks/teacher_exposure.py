@@ -1,0 +1,88 @@
+"""Teacher selection on *training* photos (never the held-out ones): the exposure terms.
+
+Compares, on the same six pool photos as ``teacher_dev.py`` and the ``synth`` generator's kinds ×
+severities 1-3, the teacher's patch score (mean anomaly per cell) under
+- ``v3.4``: visibility from vessel depth only;
+- ``v3.5``: the smaller of depth and Weber contrast, times the washed-out term;
+- ``v3.6 (lo-hi)``: v3.5 times an under-exposure term, 0 below lo × the photo's median green, 1
+  from hi × (``teacher.UNDEREXPOSED``).
+The prior, the extractors and the references come from TEACHER_DIR (default models/teacher); only
+the visibility rule differs, so the expensive part runs once per frame.
+
+    python benchmarks/teacher_exposure.py [TEACHER_DIR]
+
+Writes benchmarks/results/teacher_exposure.json (per kind, per severity, overall, ranking).
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluation import run, summarise  # noqa: E402
+from machine import stamp  # noqa: E402
+
+from efiqa.imageio import read_image  # noqa: E402
+from efiqa.train import teacher as T  # noqa: E402
+from efiqa.train import vessels as vs  # noqa: E402
+from efiqa.train.data import TEACHER_TRAIN, data_root, resolve, to_geometry  # noqa: E402
+from efiqa.train.distill import working_copy  # noqa: E402
+
+torch.set_num_threads(2)
+root = data_root()
+teacher = T.Teacher.load(sys.argv[1] if len(sys.argv) > 1 else "models/teacher")
+dev = [TEACHER_TRAIN[i] for i in (0, 4, 16, 19, 22, 23)]
+photos = {n: working_copy(read_image(resolve(n, root))) for n in dev}
+RAMPS = {"v3.5": None, "v3.6 (0.3-0.7)": (0.3, 0.7), "v3.6 (0.25-0.55)": (0.25, 0.55), "v3.6 (0.4-0.85)": (0.4, 0.85)}
+memo: dict = {}
+
+
+def maps(bgr):
+    if memo.get("img") is not bgr:
+        photo = to_geometry(bgr, vs.SIZE)
+        with torch.no_grad():
+            anatomy, fov = vs.predict(teacher.anatomy, photo), T.map_fov(photo)
+            expected = T.reconstruct(teacher.inpainter, T.to_map(anatomy))
+            traced = np.minimum(vs.predict(teacher.extractor, photo), anatomy)
+        depth = teacher.config["vessel_depth"]
+        out = {"v3.4": T.disagreement(expected, traced, photo.rgb, fov, depth)[0]}
+        shipped = T.UNDEREXPOSED
+        try:
+            for name, ramp in RAMPS.items():
+                T.UNDEREXPOSED = ramp
+                out[name] = T.disagreement(expected, traced, photo.rgb, fov, depth,
+                                           contrasts=teacher.config["vessel_contrast"])[0]
+        finally:
+            T.UNDEREXPOSED = shipped
+        memo.update(img=bgr, fov=fov, crop=photo.crop, out=out)
+    return memo
+
+
+def method(name):
+    def m(bgr):
+        d = maps(bgr)
+        score, _, cov = T.pool_cells(d["out"][name], d["fov"], T.GRID, 0)
+        return score, d["crop"], cov
+    return m
+
+
+names = ["v3.4", *RAMPS]
+recs = run(photos, {n: method(n) for n in names}, severities=(1, 2, 3))
+s = summarise(recs, names)
+print(" " * 22, " ".join(f"{m[:16]:>16s}" for m in names))
+for k, v in s["per_kind"].items():
+    print(f"{k:22s}", " ".join(f"{v[m]['auroc']:16.3f}" for m in names))
+print(f"{'overall':22s}", " ".join(f"{s['overall'][m]['auroc']:16.3f}" for m in names))
+for sev, v in s["per_severity"].items():
+    print(f"{'severity ' + str(sev):22s}", " ".join(f"{v[m]['auroc']:16.3f}" for m in names))
+print(f"{'ranking':22s}", " ".join(f"{s['ranking'].get(m, float('nan')):16.3f}" for m in names))
+clean = {m: float(np.mean([r.scores[m][r.valid].mean() for r in recs if r.kind == "clean"])) for m in names}
+print(f"{'clean mean score':22s}", " ".join(f"{clean[m]:16.3f}" for m in names))
+
+out = Path(__file__).resolve().parent / "results" / "teacher_exposure.json"
+out.write_text(json.dumps({"benchmark": "teacher_exposure",
+                           "command": "python benchmarks/teacher_exposure.py " + " ".join(sys.argv[1:]),
+                           "machine": stamp(), "photos": dev, "methods": names, "ramps": RAMPS,
+                           "clean_mean_score": clean, "summary": s}, indent=2, default=float) + "\n")
