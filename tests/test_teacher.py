@@ -299,7 +299,7 @@ def test_tiny_end_to_end_training(tmp_path):
         mp.setattr(distill, "predict", lambda res_, fs_, photos=None, samples=None:
                    scored.append({fs_.photo[n] for n in samples}) or real_predict(res_, fs_, photos, samples))
         oof = distill.crossfit_thresholds(fs, small, folds=2)
-    assert oof["clean_photos"] == 2 and 0 < oof["patch_threshold"] < 1 and oof["threshold_method"] == "out-of-fold (2 adapters)"
+    assert oof["clean_photos"] == 2 and 0 < oof["patch_threshold"] < 1 and oof["threshold_method"] == "out-of-fold (2 folds)"
     assert len(trained_on) == len(scored) == 2 and all(not (t & s) for t, s in zip(trained_on, scored))
     assert set().union(*scored) == {0, 1}          # every reference photo scored once, never by its own adapter
     with pytest.raises(ValueError, match="no reference photo"):

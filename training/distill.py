@@ -257,7 +257,7 @@ def crossfit_thresholds(fs: FeatureSet, train: dict, fp_budget: float = 0.05, re
         valids.append(valid)
         trained += 1
     return {**_quantile_thresholds(np.concatenate(probs), np.concatenate(valids), fp_budget),
-            "threshold_method": f"out-of-fold ({trained} adapters)"}
+            "threshold_method": f"out-of-fold ({trained} folds)"}
 
 
 def assemble(result: AdapterResult, checkpoint: str | None = None) -> Student:
