@@ -109,8 +109,8 @@ def _locate(small: np.ndarray, lum: np.ndarray, source: str | None,
     without a circle must be clearly red-dominated (relaxed for brightened dark and washed-out frames,
     whose colours are lost)."""
     sh, sw = lum.shape
-    fg = _percentile_u8(lum, 95)
     bg = _corner_level(lum)
+    fg = _bright_level(lum, bg)
     washed = _percentile_u8(lum, 50) >= WASHED and bg < 0.7 * fg
     if bg > 0.35 * fg and not washed:
         # No dark surround in the corners: the fundus fills the frame (or it is not a fundus), or it
@@ -220,8 +220,8 @@ def _outline_step(lum: np.ndarray) -> float:
     a camera's sharp-edged field (circle or octagon), small for a blurred glow whose outline only
     happens to be round."""
     h, w = lum.shape
-    fg = _percentile_u8(lum, 95)
     bg = _corner_level(lum)
+    fg = _bright_level(lum, bg)
     mask = cv2.morphologyEx((lum > bg + 0.2 * (fg - bg)).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n < 2:
@@ -277,6 +277,24 @@ def _graham_disc(small: np.ndarray) -> tuple[float, float, float] | None:
     except NotFundusError:
         return None
     return cx, cy, r
+
+
+#: the bright level is at most this many times the field's median (both over the surround): fundus
+#: photos have 95th percentile / median 1.0-1.8, so the cap leaves them alone; a clipped over-exposed
+#: patch lifts the 95th percentile to ~4x the median
+FG_PER_MEDIAN = 2.0
+
+
+def _bright_level(lum: np.ndarray, bg: float) -> float:
+    """The field's bright level: the 95th percentile of brightness, capped at ``FG_PER_MEDIAN``
+    times the median of the field (pixels a tenth of the way up from the surround ``bg``). An
+    over-exposed patch clips the 95th percentile to ~255, and a fifth of the way up to it (the blob
+    threshold) would cut a dark photo's dim periphery off its field of view."""
+    fg = _percentile_u8(lum, 95)
+    field = lum[lum > bg + 0.1 * (fg - bg)]
+    if fg > bg and field.size:
+        fg = min(fg, bg + FG_PER_MEDIAN * (_percentile_u8(field, 50) - bg))
+    return fg
 
 
 def _brightest(img: np.ndarray) -> np.ndarray:

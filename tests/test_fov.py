@@ -113,3 +113,22 @@ def test_bright_square_is_not_a_fov():
     img[150:450, 250:550] = (40, 90, 200)
     with pytest.raises(NotFundusError, match="circular"):
         find_fov(img)
+
+
+def test_over_exposed_dark_fundus_keeps_its_circle(shared_data):
+    """REFUGE g0001 is a dark photo whose circle the frame cuts: an over-exposed patch clipped the
+    95th-percentile brightness to 255, the blob threshold (a fifth of the way up to it) cut off the
+    dim periphery, and the circle came out ~18 % small or was refused as "too much sharp structure".
+    The bright level is now capped at twice the field's median."""
+    from efiqa.eval.synth import degrade
+
+    path = shared_data / "unlabelled/REFUGE/g0001.jpg"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    img = read_image(path)
+    img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    fov = find_fov(img)
+    for severity, seed in ((2, 1), (2, 3), (3, 2)):
+        got = find_fov(degrade(img, fov, "overexposure", severity, seed=seed).image)
+        assert got.source == "circle"
+        assert np.hypot(got.cx - fov.cx, got.cy - fov.cy) < 0.03 * fov.r and abs(got.r - fov.r) < 0.03 * fov.r
