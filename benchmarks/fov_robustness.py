@@ -1,7 +1,8 @@
 """Does the runtime still find the field of view of a *damaged* fundus photo, and still refuse
 photos that are not fundus at all?
 
-Every development photograph (clean circle as reference) × the 10 evaluation degradations × 3
+Every development photograph and the unlabelled cameras' REFUGE and SCES photos with every ninth
+IDRiD one (clean circle as reference) × the 10 evaluation degradations × 3
 severities: refusals (NotFundusError) and circle error (centre shift and radius change relative
 to the clean photo's radius), photos reduced to 1600 px on their long side first. Natural photographs from scikit-image must all be refused.
 
@@ -39,6 +40,18 @@ TOLERANCE = 0.05
 MAX_SIDE = 1600
 
 
+def other_cameras(root: Path) -> list[str]:
+    """The unlabelled cameras' photos: REFUGE and SCES (dark photos whose circle the frame cuts) and
+    every ninth IDRiD photo (54 alike, from one camera)."""
+    from efiqa.imageio import IMAGE_SUFFIXES
+
+    def listed(sub: str) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in (root / "unlabelled" / sub).glob("*")
+                      if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    return listed("REFUGE") + listed("SCES") + listed("IDRiD")[::9]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", help="fundus photographs (default: EFIQA_DATA or ../shared/data/fundus)")
@@ -47,7 +60,7 @@ def main() -> None:
     import skimage.data as skdata
 
     root = data_root(args.data)
-    names = sorted(str(p.relative_to(root)) for p in root.rglob("images/*")) + ["skimage:retina"]
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("images/*")) + ["skimage:retina"] + other_cameras(root)
     per_kind: dict[str, Counter] = {k: Counter() for k in DEGRADATIONS}
     refused, wrong = [], []
     errors = []
