@@ -304,6 +304,10 @@ def test_tiny_end_to_end_training(tmp_path):
     assert set().union(*scored) == {0, 1}          # every reference photo scored once, never by its own adapter
     with pytest.raises(ValueError, match="no reference photo"):
         distill.crossfit_thresholds(fs, small, reference={7})
+    # the shipped rule: patches out of fold, photos the lower (stricter) of in-sample and out of fold
+    shipped = distill.decision_thresholds(res, fs, small)
+    assert shipped["patch_threshold"] == pytest.approx(oof["patch_threshold"])
+    assert shipped["gradable_threshold"] == min(th["gradable_threshold"], shipped["gradable_threshold_out_of_fold"])
     with pytest.raises(ValueError, match="unknown target"):
         distill.train_adapter(fs, target="regression")
     student = distill.assemble(res)

@@ -126,7 +126,7 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(res.head.state_dict(), args.out / "adapter.pt")
     reference = distill.reference_photos([n for n, _ in named])
-    meta = {**cfg, **distill.crossfit_thresholds(fs, train, reference=reference, seed=args.seed),
+    meta = {**cfg, **distill.decision_thresholds(res, fs, train, reference=reference, seed=args.seed),
             "threshold_photos": sorted(named[i][0] for i in reference) if reference else "all",
             "phi": teacher.config["phi"], "epochs": args.epochs,
             "augmentations": args.augmentations,

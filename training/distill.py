@@ -9,8 +9,9 @@
 4. The adapter learns the teacher's labels from features (BCE: soft targets, or binary ones with
    positive weighting), AdamW, seeded.
 5. Decision thresholds of the student come from its own outputs on the unperturbed reference photos
-   (the same 5 % false-positive budget as the teacher's rule), each scored by an adapter trained
-   without it (out-of-fold), so no label is needed anywhere and the budget holds on new photos.
+   (the same 5 % false-positive budget as the teacher's rule), no label needed: the patch threshold
+   with each photo scored by an adapter trained without it (out of fold), as a new photo would be;
+   the gradable threshold the lower of that and the in-sample one (:func:`decision_thresholds`).
 
     efiqa train student --images DIR... [--augmentations 24] [--epochs 20]
 """
@@ -258,6 +259,20 @@ def crossfit_thresholds(fs: FeatureSet, train: dict, fp_budget: float = 0.05, re
         trained += 1
     return {**_quantile_thresholds(np.concatenate(probs), np.concatenate(valids), fp_budget),
             "threshold_method": f"out-of-fold ({trained} folds)"}
+
+
+def decision_thresholds(result: AdapterResult, fs: FeatureSet, train: dict, fp_budget: float = 0.05,
+                        reference: set[int] | None = None, seed: int = 0) -> dict:
+    """The shipped rule. Patches: out of fold (:func:`crossfit_thresholds`), so a new clean photo's
+    cells are flagged at about the budget. Photos: the stricter (lower) of that and the in-sample
+    quantile (:func:`clean_thresholds`), on purpose: for capture guidance a bad photo called gradable
+    (a missed retake, a patient recalled) costs more than a good one retaken; the out-of-fold value
+    is recorded beside it."""
+    oof = crossfit_thresholds(fs, train, fp_budget, reference, seed=seed)
+    inside = clean_thresholds(result, fs, fp_budget, reference)
+    return {**oof, "gradable_threshold": min(inside["gradable_threshold"], oof["gradable_threshold"]),
+            "gradable_threshold_out_of_fold": oof["gradable_threshold"],
+            "threshold_method": f"patch: {oof['threshold_method']}; gradable: the lower of in-sample and out-of-fold"}
 
 
 def assemble(result: AdapterResult, checkpoint: str | None = None) -> Student:
