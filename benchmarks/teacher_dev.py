@@ -30,18 +30,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluation import run, summarise  # noqa: E402
 from machine import stamp  # noqa: E402
+from teacher_selection import DEV as dev, print_table, setup  # noqa: E402
 
-from efiqa.imageio import read_image  # noqa: E402
 from efiqa.train import teacher as T  # noqa: E402
 from efiqa.train import vessels as vs  # noqa: E402
-from efiqa.train.data import TEACHER_TRAIN, data_root, resolve, to_geometry  # noqa: E402
-from efiqa.train.distill import working_copy  # noqa: E402
+from efiqa.train.data import to_geometry  # noqa: E402
 
-torch.set_num_threads(2)
-root = data_root()
-teacher = T.Teacher.load(sys.argv[1] if len(sys.argv) > 1 else "models/teacher")
-dev = [TEACHER_TRAIN[i] for i in (0, 4, 16, 19, 22, 23)]
-photos = {n: working_copy(read_image(resolve(n, root))) for n in dev}
+teacher, photos = setup()
 memo: dict = {}
 V31_DEPTH = 10.448  # v3.1's calibrated reference vessel depth (models/teacher/teacher.json at a91b94c)
 V33_FLOOR = 0.05    # the relative measures' floor up to v3.3 (v3.4: T.EXPECTED_FLOOR)
@@ -93,13 +88,7 @@ methods = {
 }
 recs = run(photos, methods, severities=(1, 2, 3))
 s = summarise(recs, list(methods))
-print(" " * 22, " ".join(f"{m[:12]:>12s}" for m in methods))
-for k, v in s["per_kind"].items():
-    print(f"{k:22s}", " ".join(f"{v[m]['auroc']:12.3f}" for m in methods))
-print(f"{'overall':22s}", " ".join(f"{s['overall'][m]['auroc']:12.3f}" for m in methods))
-for sev, v in s["per_severity"].items():
-    print(f"{'severity ' + str(sev):22s}", " ".join(f"{v[m]['auroc']:12.3f}" for m in methods))
-print(f"{'ranking':22s}", " ".join(f"{s['ranking'].get(m, float('nan')):12.3f}" for m in methods))
+print_table(s, list(methods))
 
 out = Path(__file__).resolve().parent / "results" / "teacher_dev.json"
 out.write_text(json.dumps({"benchmark": "teacher_dev", "command": "python benchmarks/teacher_dev.py " + " ".join(sys.argv[1:]),

@@ -23,18 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluation import run, summarise  # noqa: E402
 from machine import stamp  # noqa: E402
+from teacher_selection import DEV as dev, print_table, setup  # noqa: E402
 
-from efiqa.imageio import read_image  # noqa: E402
 from efiqa.train import teacher as T  # noqa: E402
 from efiqa.train import vessels as vs  # noqa: E402
-from efiqa.train.data import TEACHER_TRAIN, data_root, resolve, to_geometry  # noqa: E402
-from efiqa.train.distill import working_copy  # noqa: E402
+from efiqa.train.data import to_geometry  # noqa: E402
 
-torch.set_num_threads(2)
-root = data_root()
-teacher = T.Teacher.load(sys.argv[1] if len(sys.argv) > 1 else "models/teacher")
-dev = [TEACHER_TRAIN[i] for i in (0, 4, 16, 19, 22, 23)]
-photos = {n: working_copy(read_image(resolve(n, root))) for n in dev}
+teacher, photos = setup()
 RAMPS = {"v3.5": None, "v3.6 (0.3-0.7)": (0.3, 0.7), "v3.6 (0.25-0.55)": (0.25, 0.55), "v3.6 (0.4-0.85)": (0.4, 0.85)}
 memo: dict = {}
 
@@ -71,13 +66,7 @@ def method(name):
 names = ["v3.4", *RAMPS]
 recs = run(photos, {n: method(n) for n in names}, severities=(1, 2, 3))
 s = summarise(recs, names)
-print(" " * 22, " ".join(f"{m[:16]:>16s}" for m in names))
-for k, v in s["per_kind"].items():
-    print(f"{k:22s}", " ".join(f"{v[m]['auroc']:16.3f}" for m in names))
-print(f"{'overall':22s}", " ".join(f"{s['overall'][m]['auroc']:16.3f}" for m in names))
-for sev, v in s["per_severity"].items():
-    print(f"{'severity ' + str(sev):22s}", " ".join(f"{v[m]['auroc']:16.3f}" for m in names))
-print(f"{'ranking':22s}", " ".join(f"{s['ranking'].get(m, float('nan')):16.3f}" for m in names))
+print_table(s, names, 16)
 clean = {m: float(np.mean([r.scores[m][r.valid].mean() for r in recs if r.kind == "clean"])) for m in names}
 print(f"{'clean mean score':22s}", " ".join(f"{clean[m]:16.3f}" for m in names))
 
