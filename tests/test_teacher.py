@@ -308,6 +308,16 @@ def test_tiny_end_to_end_training(tmp_path):
     shipped = distill.decision_thresholds(res, fs, small)
     assert shipped["patch_threshold"] == pytest.approx(oof["patch_threshold"])
     assert shipped["gradable_threshold"] == min(th["gradable_threshold"], shipped["gradable_threshold_out_of_fold"])
+    # one photo: nothing to leave out, so in-sample and said so (no adapter trained for it)
+    idx = [n for n, p in enumerate(fs.photo) if p == 0]
+    one = distill.FeatureSet(fs.size, fs.data[idx], *([getattr(fs, f)[n] for n in idx]
+                                                      for f in ("soft", "score", "valid", "photo", "perturbation")))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill, "train_adapter", lambda *a, **kw: pytest.fail("no adapter needed for one photo"))
+        alone = distill.decision_thresholds(res, one, small)
+        with pytest.raises(ValueError, match="at least two photos"):
+            distill.crossfit_thresholds(one, small)
+    assert alone["threshold_method"] == "in-sample (one photo)" and alone["clean_photos"] == 1
     with pytest.raises(ValueError, match="unknown target"):
         distill.train_adapter(fs, target="regression")
     student = distill.assemble(res)

@@ -222,8 +222,8 @@ def _quantile_thresholds(prob: np.ndarray, valid: np.ndarray, fp_budget: float) 
 
 def clean_thresholds(result: AdapterResult, fs: FeatureSet, fp_budget: float = 0.05,
                      reference: set[int] | None = None) -> dict:
-    """Label-free decision thresholds from the student's outputs on the *unperturbed* photos (the
-    first sample of each; ``reference``: only these photo indices): a patch or a photo is flagged
+    """Label-free decision thresholds from the student's outputs on the *unperturbed* photos
+    (perturbation 0 of each; ``reference``: only these photo indices): a patch or a photo is flagged
     above the (1 − budget) quantile. In-sample: the adapter saw these photos, so on new photos it
     flags more than the budget (see :func:`crossfit_thresholds`)."""
     prob, _, _, valid = predict(result, fs, samples=_unperturbed(fs, reference))
@@ -237,14 +237,13 @@ def crossfit_thresholds(fs: FeatureSet, train: dict, fp_budget: float = 0.05, re
     arguments of :func:`train_adapter` other than ``seed`` and ``train_photos``). An adapter's
     outputs on photos it was fitted to sit lower than on photos it has never seen, so in-sample
     quantiles under-state what a new clean photo scores; out-of-fold outputs measure that case.
-    With a single photo there is nothing to leave out: in-sample, and said so."""
+    Needs at least two photos (one to leave out, one to train on)."""
     ref = sorted(reference if reference is not None else set(fs.photo))
     everyone = set(fs.photo)
     if not set(ref) & set(fs.photo[n] for n in _unperturbed(fs)):
         raise ValueError("no reference photo has an unperturbed sample to set thresholds on")
     if len(everyone) < 2:
-        result = train_adapter(fs, seed=seed, **train)
-        return {**clean_thresholds(result, fs, fp_budget, set(ref)), "threshold_method": "in-sample (one photo)"}
+        raise ValueError("out-of-fold thresholds need at least two photos")
     order = np.random.default_rng(seed).permutation(ref)
     probs, valids, trained = [], [], 0
     for f in range(folds):
@@ -267,9 +266,11 @@ def decision_thresholds(result: AdapterResult, fs: FeatureSet, train: dict, fp_b
     cells are flagged at about the budget. Photos: the stricter (lower) of that and the in-sample
     quantile (:func:`clean_thresholds`), on purpose: for capture guidance a bad photo called gradable
     (a missed retake, a patient recalled) costs more than a good one retaken; the out-of-fold value
-    is recorded beside it."""
-    oof = crossfit_thresholds(fs, train, fp_budget, reference, seed=seed)
+    is recorded beside it. With a single photo there is nothing to leave out: in-sample, and said so."""
     inside = clean_thresholds(result, fs, fp_budget, reference)
+    if len(set(fs.photo)) < 2:
+        return {**inside, "threshold_method": "in-sample (one photo)"}
+    oof = crossfit_thresholds(fs, train, fp_budget, reference, seed=seed)
     return {**oof, "gradable_threshold": min(inside["gradable_threshold"], oof["gradable_threshold"]),
             "gradable_threshold_out_of_fold": oof["gradable_threshold"],
             "threshold_method": f"patch: {oof['threshold_method']}; gradable: the lower of in-sample and out-of-fold"}
