@@ -365,13 +365,14 @@ def figure(photos: dict[str, np.ndarray], teacher: Teacher, qa, path: Path) -> N
     fig, axes = plt.subplots(len(cases), cols, figsize=(2.3 * cols, 2.4 * len(cases)))
     for row, (kind, sev) in enumerate(cases):
         img = photos[names[(2 * row) % len(names)]]
-        d = degrade(img, find_fov(img), kind, sev, seed=row)
+        fov = find_fov(img)
+        d = degrade(img, fov, kind, sev, seed=row)
         t = teacher(d.image)
         panels = [(to_geometry(d.image, 256).rgb, f"{kind} (severity {sev})"), (t.vessels, "visible vessels x"),
                   (t.reconstruction, "expected x̂ (anatomy+prior)"), (t.anomaly, "anomaly |x̂−x| rel."),
                   (t.patch_fraction, "teacher map")]
         panels.append((qa.assess(d.image).map, "student map"))
-        panels.append((patch_truth(d.mask, t.crop, 16), "ground truth"))
+        panels.append((patch_truth(d.mask, t.crop, 16, fov=fov), "ground truth"))
         for col, (im, title) in enumerate(panels):
             ax = axes[row, col]
             if im.ndim == 3:

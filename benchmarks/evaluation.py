@@ -68,11 +68,12 @@ def run(photos: dict[str, np.ndarray], methods: dict[str, Method], severities=(1
         img = photos[name]
         rec = Record(name, kind, sev)
         if kind == "clean":
-            test, mask = img, np.zeros(img.shape[:2], bool)
+            test, mask, fov = img, np.zeros(img.shape[:2], bool), None
         else:
             # one region per (photo, kind), whatever the severities or the number of photos run:
             # severities then differ only in amount, and a quick run is a subset of the full one
-            d = degrade(img, find_fov(img), kind, sev, seed=seed + 100 * order[name] + all_kinds.index(kind))
+            fov = find_fov(img)
+            d = degrade(img, fov, kind, sev, seed=seed + 100 * order[name] + all_kinds.index(kind))
             test, mask = d.image, d.mask
         try:
             for mname, method in methods.items():
@@ -80,7 +81,7 @@ def run(photos: dict[str, np.ndarray], methods: dict[str, Method], severities=(1
                 rec.scores[mname] = scores
                 if rec.valid is None:
                     rec.valid = coverage >= 0.5
-                    rec.truth = patch_truth(mask, crop, grid)
+                    rec.truth = patch_truth(mask, crop, grid, fov=fov)  # share of the clean photo's FOV
         except EfiqaError as err:  # e.g. a degradation that hides the FOV: counted, not scored
             failures.append({"photo": name, "kind": kind, "severity": sev, "error": str(err)})
             continue

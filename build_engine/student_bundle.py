@@ -19,8 +19,8 @@ def export_student(student: Student, meta: dict, out: str | Path, card: str | No
         "augmentations_per_photo": meta.get("augmentations"),
         "target": meta.get("target", "binary"),
         "teacher_phi": meta.get("phi"),
-        "thresholds": "student's own 95th percentiles on the unperturbed reference photos (5 % false-positive "
-                      f"budget); {meta.get('threshold_method', 'in-sample')}",
+        "thresholds": "from the student's own outputs on the unperturbed reference photos (5 % false-positive "
+                      f"budget); {meta.get('threshold_method', 'in-sample 95th percentiles')}",
     }
     name, backbone = ("efiqa-vit-student", "ViT (user checkpoint, frozen)") if vit else \
         ("efiqa-lite0-student" + ("" if int(meta["size"]) == 512 else f"-{meta['size']}"),

@@ -101,7 +101,7 @@ def degraded_tensors(bundle: Bundle, images: list, severity: int = 2, seed: int 
                 continue
             tensors.append(prep.tensor)
             valid.append(cell_coverage(prep.fov, prep.crop, prep.image_shape, m.grid) >= MIN_COVERAGE)
-            truth.append(patch_truth(d.mask, prep.crop, m.grid))
+            truth.append(patch_truth(d.mask, prep.crop, m.grid, fov=fov))
     if not tensors:
         return None
     return np.stack(tensors), np.stack(valid), np.stack(truth)

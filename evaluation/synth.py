@@ -196,9 +196,12 @@ def degrade(img: np.ndarray, fov: Fov, kind: str, severity: int = 2, seed: int =
     return Degraded(out, mask & _fov_mask(img.shape[:2], fov), kind, severity)
 
 
-def patch_truth(mask: np.ndarray, crop, grid: int, min_fraction: float = 0.5) -> np.ndarray:
-    """G×G boolean: a cell is degraded when at least ``min_fraction`` of its in-frame pixels are."""
+def patch_truth(mask: np.ndarray, crop, grid: int, min_fraction: float = 0.5, fov=None) -> np.ndarray:
+    """G×G boolean: a cell is degraded when at least ``min_fraction`` of its pixels are — its
+    in-frame pixels, or with ``fov`` (a :class:`efiqa.fov.Fov`) its pixels inside that circle, so a
+    rim cell whose retina is all degraded counts as degraded whatever share of it is black border."""
     h, w = mask.shape
+    inside = _fov_mask(mask.shape, fov) if fov is not None else np.ones(mask.shape, bool)
     out = np.zeros((grid, grid), bool)
     for i in range(grid):
         for j in range(grid):
@@ -206,7 +209,8 @@ def patch_truth(mask: np.ndarray, crop, grid: int, min_fraction: float = 0.5) ->
             xs, xe = max(0, int(round(x0))), min(w, int(round(x1)))
             ys, ye = max(0, int(round(y0))), min(h, int(round(y1)))
             if xe > xs and ye > ys:
-                out[i, j] = mask[ys:ye, xs:xe].mean() >= min_fraction
+                cell, keep = mask[ys:ye, xs:xe], inside[ys:ye, xs:xe]
+                out[i, j] = keep.any() and cell[keep].mean() >= min_fraction
     return out
 
 

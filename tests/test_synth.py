@@ -41,3 +41,16 @@ def test_patch_truth_geometry():
     mask[:, 200:] = True  # right half degraded
     truth = patch_truth(mask, Crop(0, 0, 400), 4)
     assert truth.tolist() == [[False, False, True, True]] * 4
+    # a rim cell: the FOV covers under half of it. All its retina degraded: degraded with the FOV,
+    # not without; all its black border degraded: the other way round
+    from efiqa.fov import Fov
+
+    fov = Fov(200, 200, 200)
+    yy, xx = np.mgrid[:400, :400]
+    circle = (xx - 200) ** 2 + (yy - 200) ** 2 <= 200 ** 2
+    corner = (xx < 100) & (yy < 100)
+    assert 0.2 < circle[:100, :100].mean() < 0.5
+    retina, border = circle & corner, ~circle & corner
+    with_fov = patch_truth(retina, Crop(0, 0, 400), 4, fov=fov)
+    assert not patch_truth(retina, Crop(0, 0, 400), 4)[0, 0] and with_fov[0, 0] and with_fov.sum() == 1
+    assert patch_truth(border, Crop(0, 0, 400), 4)[0, 0] and not patch_truth(border, Crop(0, 0, 400), 4, fov=fov).any()

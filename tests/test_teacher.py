@@ -306,7 +306,9 @@ def test_tiny_end_to_end_training(tmp_path):
         distill.crossfit_thresholds(fs, small, reference={7})
     # the shipped rule: patches out of fold, photos the lower (stricter) of in-sample and out of fold
     shipped = distill.decision_thresholds(res, fs, small)
-    assert shipped["patch_threshold"] == pytest.approx(oof["patch_threshold"])
+    assert shipped["patch_threshold_point"] == pytest.approx(oof["patch_threshold"])
+    assert shipped["patch_confidence"] == distill.CONFIDENCE and "upper 95% bound" in shipped["threshold_method"]
+    assert shipped["patch_threshold"] > shipped["patch_threshold_point"]   # two photos: the worse one's quantile
     assert shipped["gradable_threshold"] == min(th["gradable_threshold"], shipped["gradable_threshold_out_of_fold"])
     # one photo: nothing to leave out, so in-sample and said so (no adapter trained for it)
     idx = [n for n, p in enumerate(fs.photo) if p == 0]
@@ -361,3 +363,28 @@ def test_visible_map_fades_a_washed_out_region_only_with_v35_references():
     for a, b in zip(v34, v35):
         assert b[region].sum() < 0.3 * a[region].sum()
         assert b[rest].sum() > 0.9 * a[rest].sum()
+
+
+def test_upper_quantile_keeps_new_photos_within_the_budget_where_the_point_estimate_does_not():
+    """Photos differ (a per-photo offset), so a threshold at the pooled point quantile of 26 photos
+    over-flags most new sets of photos; the photo-bootstrap bound far fewer (with 26 photos the
+    bootstrap is optimistic: about 1 in 6 here, not the nominal 1 in 20)."""
+    from efiqa.train import distill
+
+    rng = np.random.default_rng(0)
+
+    def photos(n):
+        return [rng.normal(rng.normal(0, 1), 1, 200) for _ in range(n)]
+
+    budget, over_point, over_bound = 0.05, 0, 0
+    trials = 40
+    for t in range(trials):
+        ref, new = photos(26), np.concatenate(photos(400))
+        point = np.quantile(np.concatenate(ref), 1 - budget)
+        bound = distill.upper_quantile(ref, 1 - budget, 0.95, draws=300, seed=t)
+        assert bound > point
+        over_point += (new >= point).mean() > budget
+        over_bound += (new >= bound).mean() > budget
+    assert over_point / trials > 0.5 and over_bound <= over_point / 3
+    with pytest.raises(ValueError, match="at least two photos"):   # a photo with no cells does not count
+        distill.upper_quantile([np.ones(5), np.array([])], 0.95, 0.95)
