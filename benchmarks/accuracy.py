@@ -297,7 +297,8 @@ def render(summary: dict, generators: list[str], names: list[str], n_photos: int
            f"{n_photos} held-out photos; generators: " + "; ".join(f"`{g}` ({about.get(g, g)})" for g in generators)
            + ". Patch AUROC and best Dice over cells with FOV coverage ≥ 0.5; ranking = share of degraded copies "
            "whose image score exceeds their clean photo's; clean FPR = share of clean photos' cells at or above "
-           "the method's own flag threshold (— : the method has none).", "",
+           "the method's own flag threshold (— : the method has none); flagged = share of degraded cells at or "
+           "above that same threshold.", "",
            "## Generators side by side (overall)", "", side_by_side({g: summary[g] for g in generators}, names), ""]
     for g in generators:
         s = summary[g]

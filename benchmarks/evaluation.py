@@ -96,10 +96,11 @@ def image_score(scores: np.ndarray, valid: np.ndarray) -> float:
 
 def summarise(records: list[Record], methods: list[str], flag_thresholds: dict[str, float] | None = None) -> dict:
     """Patch AUROC / best Dice per kind, per severity, per (kind, severity) and overall; ranking
-    accuracy (a degraded copy's image score above its clean photo's); clean false-positive rate at
-    each method's own flag threshold (``flag_thresholds``)."""
+    accuracy (a degraded copy's image score above its clean photo's); at each method's own flag
+    threshold (``flag_thresholds``): clean false-positive rate and the share of degraded cells
+    flagged (``flag_recall``: what that false-positive rate costs)."""
     out: dict = {"per_kind": {}, "per_severity": {}, "per_kind_severity": {}, "overall": {}, "ranking": {},
-                 "clean_fpr": {}}
+                 "clean_fpr": {}, "flag_recall": {}}
     degraded = [r for r in records if r.kind != "clean"]
     clean = {r.photo: r for r in records if r.kind == "clean"}
     kinds = sorted({r.kind for r in degraded})
@@ -129,6 +130,9 @@ def summarise(records: list[Record], methods: list[str], flag_thresholds: dict[s
         if flag_thresholds and m in flag_thresholds and clean:
             cells = np.concatenate([c.scores[m][c.valid] for c in clean.values()])
             out["clean_fpr"][m] = float((cells >= flag_thresholds[m]).mean())
+        if flag_thresholds and m in flag_thresholds and degraded:
+            hit = np.concatenate([r.scores[m][r.valid & r.truth] for r in degraded])
+            out["flag_recall"][m] = float((hit >= flag_thresholds[m]).mean()) if hit.size else float("nan")
     return out
 
 
@@ -148,6 +152,9 @@ def markdown_table(summary: dict, methods: list[str]) -> str:
     if summary["clean_fpr"]:
         rows.append("| clean false-positive rate | " + " | ".join(
             f"{fmt(summary['clean_fpr'].get(m, float('nan')))} | " for m in methods) + " |")
+    if summary.get("flag_recall"):
+        rows.append("| degraded cells flagged | " + " | ".join(
+            f"{fmt(summary['flag_recall'].get(m, float('nan')))} | " for m in methods) + " |")
     return "\n".join(rows)
 
 
@@ -163,19 +170,21 @@ def severity_table(summary: dict, methods: list[str]) -> str:
 
 
 def side_by_side(summaries: dict[str, dict], methods: list[str]) -> str:
-    """One row per method, for each generator: overall patch AUROC, best Dice, ranking, clean FPR."""
+    """One row per method, for each generator: overall patch AUROC, best Dice, ranking, clean FPR and
+    the share of degraded cells flagged at the same threshold."""
     gens = list(summaries)
-    head = "| method | " + " | ".join(f"{g} AUROC | {g} Dice | {g} ranking | {g} clean FPR" for g in gens) + " |"
-    rows = [head, "|---|" + "---|---|---|---|" * len(gens)]
+    head = "| method | " + " | ".join(f"{g} AUROC | {g} Dice | {g} ranking | {g} clean FPR | {g} flagged"
+                                     for g in gens) + " |"
+    rows = [head, "|---|" + "---|---|---|---|---|" * len(gens)]
     for m in methods:
         cells = []
         for g in gens:
             s = summaries[g]
             if m not in s["overall"]:
-                cells.append("n/a | n/a | n/a | n/a")
+                cells.append("n/a | n/a | n/a | n/a | n/a")
                 continue
             o = s["overall"][m]
             cells.append(f"{fmt(o['auroc'])} | {fmt(o['best_dice'])} | {fmt(s['ranking'].get(m))} | "
-                         f"{fmt(s['clean_fpr'].get(m))}")
+                         f"{fmt(s['clean_fpr'].get(m))} | {fmt(s.get('flag_recall', {}).get(m))}")
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

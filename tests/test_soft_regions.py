@@ -216,6 +216,15 @@ def test_harness_runs_the_soft_generator_and_breaks_down_by_severity(img):
     assert 0 <= s["ranking"]["patch_classical"] <= 1
     assert s["overall"]["patch_classical"]["positives"] > 0
     ev.markdown_table(s, list(methods)), ev.severity_table(s, list(methods))
+    # at a method's flag threshold: clean cells flagged, and degraded cells flagged (what that costs)
+    for t, recall in ((-np.inf, 1.0), (np.inf, 0.0)):
+        at = ev.summarise(recs, list(methods), flag_thresholds={"patch_classical": t})
+        assert at["flag_recall"]["patch_classical"] == recall and at["clean_fpr"]["patch_classical"] == recall
+    mid = float(np.median(np.concatenate([r.scores["patch_classical"][r.valid & r.truth] for r in recs if r.truth is not None
+                                          and r.kind != "clean"])))
+    at = ev.summarise(recs, list(methods), flag_thresholds={"patch_classical": mid})
+    assert 0.4 <= at["flag_recall"]["patch_classical"] <= 0.6
+    assert "degraded cells flagged" in ev.markdown_table(at, list(methods))
     # the default generator is still the first one, with its own kinds
     recs = ev.run({"synthetic": img}, methods, severities=(2,), progress=False, kinds=("blur",))
     assert [r.kind for r in recs] == ["clean", "blur"]
