@@ -5,7 +5,10 @@ severities 1-3, the teacher's patch score (mean anomaly per cell) under
 - ``v3.4``: visibility from vessel depth only;
 - ``v3.5``: the smaller of depth and Weber contrast, times the washed-out term;
 - ``v3.6 (lo-hi)``: v3.5 times an under-exposure term, 0 below lo × the photo's median green, 1
-  from hi × (``teacher.UNDEREXPOSED``).
+  from hi × (``teacher.UNDEREXPOSED``);
+- ``radial (lo-hi)``: the same exposure term (both ramps) against the median green of the pixel's
+  *ring* of the FOV (10 rings by radius) instead of the whole photo's, so a photo's normal
+  vignetting does not read as under-exposure (a candidate, not the shipped teacher).
 The prior, the extractors and the references come from TEACHER_DIR (default models/teacher); only
 the visibility rule differs, so the expensive part runs once per frame.
 
@@ -17,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -31,7 +35,32 @@ from efiqa.train.data import to_geometry  # noqa: E402
 
 teacher, photos = setup()
 RAMPS = {"v3.5": None, "v3.6 (0.3-0.7)": (0.3, 0.7), "v3.6 (0.25-0.55)": (0.25, 0.55), "v3.6 (0.4-0.85)": (0.4, 0.85)}
+RADIAL = {"radial (0.3-0.7)": (0.3, 0.7), "radial (0.4-0.85)": (0.4, 0.85), "radial (0.5-0.9)": (0.5, 0.9)}
+RINGS = 10
+PHOTO_VISIBILITY = T.brightness_visibility  # the shipped rule (against the photo median)
 memo: dict = {}
+
+
+def radial_visibility(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """``T.brightness_visibility`` with each pixel's level taken against the median green of its
+    ring of the FOV (centre and radius from the mask's centroid and area), interpolated by radius."""
+    green = rgb[..., 1].astype(np.float32)
+    if not fov_mask.any():
+        return PHOTO_VISIBILITY(rgb, fov_mask)
+    ys, xs = np.nonzero(fov_mask)
+    cy, cx, r = ys.mean(), xs.mean(), max(np.sqrt(len(ys) / np.pi), 1.0)
+    yy, xx = np.indices(green.shape)
+    rho = np.clip(np.hypot(yy - cy, xx - cx) / r, 0, 1)
+    ring = np.minimum((rho * RINGS).astype(int), RINGS - 1)
+    overall = float(np.median(green[fov_mask]))
+    medians = np.array([np.median(green[fov_mask & (ring == k)]) if (fov_mask & (ring == k)).any() else overall
+                        for k in range(RINGS)], np.float32)
+    reference = np.interp(rho, (np.arange(RINGS) + 0.5) / RINGS, medians) + 1.0
+    level = cv2.GaussianBlur(green, (0, 0), 4) / reference
+    lo, hi = T.WASHED_OUT
+    vis = np.clip((hi - level) / (hi - lo), 0, 1)
+    dark_lo, dark_hi = T.UNDEREXPOSED
+    return np.minimum(vis, np.clip((level - dark_lo) / (dark_hi - dark_lo), 0, 1))
 
 
 def maps(bgr):
@@ -43,14 +72,19 @@ def maps(bgr):
             traced = np.minimum(vs.predict(teacher.extractor, photo), anatomy)
         depth = teacher.config["vessel_depth"]
         out = {"v3.4": T.disagreement(expected, traced, photo.rgb, fov, depth)[0]}
-        shipped = T.UNDEREXPOSED
+        shipped, shipped_fn = T.UNDEREXPOSED, T.brightness_visibility
         try:
             for name, ramp in RAMPS.items():
                 T.UNDEREXPOSED = ramp
                 out[name] = T.disagreement(expected, traced, photo.rgb, fov, depth,
                                            contrasts=teacher.config["vessel_contrast"])[0]
+            T.brightness_visibility = radial_visibility
+            for name, ramp in RADIAL.items():
+                T.UNDEREXPOSED = ramp
+                out[name] = T.disagreement(expected, traced, photo.rgb, fov, depth,
+                                           contrasts=teacher.config["vessel_contrast"])[0]
         finally:
-            T.UNDEREXPOSED = shipped
+            T.UNDEREXPOSED, T.brightness_visibility = shipped, shipped_fn
         memo.update(img=bgr, fov=fov, crop=photo.crop, out=out)
     return memo
 
@@ -63,7 +97,7 @@ def method(name):
     return m
 
 
-names = ["v3.4", *RAMPS]
+names = ["v3.4", *RAMPS, *RADIAL]
 recs = run(photos, {n: method(n) for n in names}, severities=(1, 2, 3))
 s = summarise(recs, names)
 print_table(s, names, 16)
@@ -73,5 +107,5 @@ print(f"{'clean mean score':22s}", " ".join(f"{clean[m]:16.3f}" for m in names))
 out = Path(__file__).resolve().parent / "results" / "teacher_exposure.json"
 out.write_text(json.dumps({"benchmark": "teacher_exposure",
                            "command": "python benchmarks/teacher_exposure.py " + " ".join(sys.argv[1:]),
-                           "machine": stamp(), "photos": dev, "methods": names, "ramps": RAMPS,
+                           "machine": stamp(), "photos": dev, "methods": names, "ramps": RAMPS, "radial_ramps": RADIAL, "rings": RINGS,
                            "clean_mean_score": clean, "summary": s}, indent=2, default=float) + "\n")
