@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from efiqa.errors import EfiqaError
-from efiqa.fov import find_fov
+from efiqa.fov import Fov, find_fov
 from efiqa.preprocess import Crop
 from efiqa.eval import soft_regions
 from efiqa.eval.synth import DEGRADATIONS, degrade as synth_degrade, patch_truth
@@ -64,6 +64,7 @@ def run(photos: dict[str, np.ndarray], methods: dict[str, Method], severities=(1
     records = []
     failures.clear()
     order = {name: i for i, name in enumerate(photos)}
+    fovs: dict[str, Fov] = {}  # each clean photo's FOV, found once: it places every region and truth
     for name, kind, sev in tqdm(jobs, desc="evaluate", disable=not progress):
         img = photos[name]
         rec = Record(name, kind, sev)
@@ -72,7 +73,9 @@ def run(photos: dict[str, np.ndarray], methods: dict[str, Method], severities=(1
         else:
             # one region per (photo, kind), whatever the severities or the number of photos run:
             # severities then differ only in amount, and a quick run is a subset of the full one
-            fov = find_fov(img)
+            if name not in fovs:
+                fovs[name] = find_fov(img)
+            fov = fovs[name]
             d = degrade(img, fov, kind, sev, seed=seed + 100 * order[name] + all_kinds.index(kind))
             test, mask = d.image, d.mask
         try:

@@ -72,19 +72,16 @@ def maps(bgr):
             traced = np.minimum(vs.predict(teacher.extractor, photo), anatomy)
         depth = teacher.config["vessel_depth"]
         out = {"v3.4": T.disagreement(expected, traced, photo.rgb, fov, depth)[0]}
-        shipped, shipped_fn = T.UNDEREXPOSED, T.brightness_visibility
+        shipped = T.UNDEREXPOSED
+        variants = [(n, r, PHOTO_VISIBILITY) for n, r in RAMPS.items()] + \
+            [(n, r, radial_visibility) for n, r in RADIAL.items()]
         try:
-            for name, ramp in RAMPS.items():
-                T.UNDEREXPOSED = ramp
-                out[name] = T.disagreement(expected, traced, photo.rgb, fov, depth,
-                                           contrasts=teacher.config["vessel_contrast"])[0]
-            T.brightness_visibility = radial_visibility
-            for name, ramp in RADIAL.items():
-                T.UNDEREXPOSED = ramp
+            for name, ramp, rule in variants:
+                T.UNDEREXPOSED, T.brightness_visibility = ramp, rule
                 out[name] = T.disagreement(expected, traced, photo.rgb, fov, depth,
                                            contrasts=teacher.config["vessel_contrast"])[0]
         finally:
-            T.UNDEREXPOSED, T.brightness_visibility = shipped, shipped_fn
+            T.UNDEREXPOSED, T.brightness_visibility = shipped, PHOTO_VISIBILITY
         memo.update(img=bgr, fov=fov, crop=photo.crop, out=out)
     return memo
 
