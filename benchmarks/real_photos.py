@@ -80,8 +80,13 @@ class Tally:
         return {"n": self.n, "refused": len(self.refused), "ungradable": self.ungradable,
                 "gradable": self.n - len(self.refused) - self.ungradable,
                 "mean_score": round(float(np.mean(self.scores)), 4) if self.scores else None,
+                "score_range": [round(float(min(self.scores)), 4), round(float(max(self.scores)), 4)] if self.scores else None,
                 "reasons": dict(self.reasons.most_common()), "fov_source": dict(self.sources),
                 "refused_photos": self.refused}
+
+
+def _range(d: dict) -> str:
+    return "—" if not d.get("score_range") else f"{d['score_range'][0]:.3f}–{d['score_range'][1]:.3f}"
 
 
 def main() -> None:
@@ -171,11 +176,11 @@ def render(out: dict) -> str:
     lines = ["# Real photographs: refusals, verdicts and reasons", "",
              f"Gradable threshold {out['threshold']:.3f} (score below it: gradable; a decisive reason vetoes).", "",
              "## DRIMDB-dev (dataset's labels; checking only)", "",
-             "| label | n | refused | scored ungradable | gradable | mean score | verdicts correct | reasons |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| label | n | refused | scored ungradable | gradable | mean score | score range | verdicts correct | reasons |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for lab, d in out["drimdb"].items():
         lines.append(f"| {lab} | {d['n']} | {d['refused']} | {d['ungradable']} | {d['gradable']} | "
-                     f"{fmt(d['mean_score'])} | {out['drimdb_verdicts_correct'][lab]} | {_reasons(d)} |")
+                     f"{fmt(d['mean_score'])} | {_range(d)} | {out['drimdb_verdicts_correct'][lab]} | {_reasons(d)} |")
     lines += ["", f"Image AUROC Bad vs Good (score; refused ranked worst): **{fmt(out['drimdb_auroc_bad_vs_good'])}**; "
               f"verdicts correct (Good gradable; Bad and Outlier refused or ungradable): "
               f"**{out['drimdb_verdict_accuracy']:.1%}**.", "",
