@@ -56,11 +56,7 @@ def radial_visibility(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     medians = np.array([np.median(green[fov_mask & (ring == k)]) if (fov_mask & (ring == k)).any() else overall
                         for k in range(RINGS)], np.float32)
     reference = np.interp(rho, (np.arange(RINGS) + 0.5) / RINGS, medians) + 1.0
-    level = cv2.GaussianBlur(green, (0, 0), 4) / reference
-    lo, hi = T.WASHED_OUT
-    vis = np.clip((hi - level) / (hi - lo), 0, 1)
-    dark_lo, dark_hi = T.UNDEREXPOSED
-    return np.minimum(vis, np.clip((level - dark_lo) / (dark_hi - dark_lo), 0, 1))
+    return T.exposure_visibility(cv2.GaussianBlur(green, (0, 0), 4) / reference)
 
 
 def maps(bgr):

@@ -129,7 +129,11 @@ def vessel_contrast(rgb: np.ndarray, kernel: int) -> np.ndarray:
     """Weber contrast of the vessels: depth over the local background (+ WEBER_OFFSET grey levels).
     A veil or an over-exposure lifts the background, so a vessel whose depth in grey levels survives
     (or grows, under a gain) still loses contrast here; a plain darkening keeps it (depth catches that)."""
-    depth, background = _depth_and_background(rgb, kernel)
+    return weber(*_depth_and_background(rgb, kernel))
+
+
+def weber(depth: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Depth over the local background plus WEBER_OFFSET grey levels."""
     return depth / (background + WEBER_OFFSET)
 
 
@@ -143,7 +147,11 @@ def brightness_visibility(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     and compression, and graders call it badly illuminated). ``UNDEREXPOSED = None``: v3.5."""
     green = rgb[..., 1].astype(np.float32)
     median = float(np.median(green[fov_mask])) + 1.0 if fov_mask.any() else 1.0
-    level = cv2.GaussianBlur(green, (0, 0), 4) / median
+    return exposure_visibility(cv2.GaussianBlur(green, (0, 0), 4) / median)
+
+
+def exposure_visibility(level: np.ndarray) -> np.ndarray:
+    """The WASHED_OUT and UNDEREXPOSED ramps applied to a brightness ``level`` (1 = the reference)."""
     lo, hi = WASHED_OUT
     vis = np.clip((hi - level) / (hi - lo), 0, 1)
     if UNDEREXPOSED is not None:
@@ -159,7 +167,7 @@ def visibility(rgb: np.ndarray, kernel: int, depth_ref: float, contrast_ref: flo
     depth, background = _depth_and_background(rgb, kernel)
     vis = np.clip(depth / (VISIBLE_K * depth_ref), 0, 1)
     if contrast_ref is not None:
-        vis = np.minimum(vis, np.clip(depth / (background + WEBER_OFFSET) / (VISIBLE_K * contrast_ref), 0, 1))
+        vis = np.minimum(vis, np.clip(weber(depth, background) / (VISIBLE_K * contrast_ref), 0, 1))
     return vis
 
 
@@ -422,7 +430,7 @@ def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) ->
         for d_acc, c_acc, k in zip(depths, contrasts, DEPTH_KERNELS):
             depth, background = _depth_and_background(photo.rgb, k)
             d_acc.append(depth[traced])
-            c_acc.append((depth / (background + WEBER_OFFSET))[traced])
+            c_acc.append(weber(depth, background)[traced])
     median = lambda parts, default: float(np.median(np.concatenate(parts))) if sum(map(len, parts)) else default  # noqa: E731
     return ([median(d, DEFAULT_DEPTH) for d in depths],
             [median(c, DEFAULT_DEPTH / (DEFAULT_BACKGROUND + WEBER_OFFSET)) for c in contrasts])
