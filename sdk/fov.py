@@ -3,7 +3,9 @@
 Works on a small copy of the frame (long side ``WORK_SIDE``): threshold against the level of the
 dark surround, keep the largest bright blob, and fit a circle to the blob's outline *excluding*
 outline points that run along the frame edge — so circles cut off by the sensor's top and bottom
-are recovered. A frame with no dark surround at all is taken as all-FOV.
+are recovered. Where no circle fits that blob, a lower threshold (just above the surround) is
+tried before giving up on a circle: a deep shadow can take most of the field below the usual one.
+A frame with no dark surround at all is taken as all-FOV.
 """
 from __future__ import annotations
 
@@ -123,29 +125,57 @@ def _locate(small: np.ndarray, lum: np.ndarray, source: str | None,
         _check_content(small, None, source)
         return sw / 2.0, sh / 2.0, float(np.hypot(sw, sh)) / 2.0, "frame"
 
-    thresh = bg + 0.2 * (fg - bg)
-    mask = (lum > thresh).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n < 2:
-        raise NotFundusError("no bright field of view found", source)
-    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    blob = (labels == big).astype(np.uint8)
-    if stats[big, cv2.CC_STAT_AREA] < 0.05 * sh * sw:
-        raise NotFundusError("bright region too small to be a fundus field of view", source)
+    blob, stat = _bright_blob(lum, bg + 0.2 * (fg - bg), source)
     try:
         cx, cy, r, arc = _circle_of(blob, source)
     except NotFundusError:
-        region = _region(small, blob, stats[big], strict_colour and not washed)
-        if region is None:
-            raise
-        return (*region, "region")
+        shaded = _shaded_circle(lum, bg, fg, source)
+        if shaded is None:
+            region = _region(small, blob, stat, strict_colour and not washed)
+            if region is None:
+                raise
+            return (*region, "region")
+        blob, (cx, cy, r, arc) = shaded
     inside = np.zeros_like(blob)
     cv2.circle(inside, (round(cx), round(cy)), round(0.9 * r), 1, -1)
     # A well-traced circular edge is strong evidence of a fundus camera: then over-exposed or flared
     # areas (clipped borders, amplified vessels: up to 10 % edge pixels) do not make it "not retina".
     _check_content(small, (inside & blob).astype(bool), source, EDGES_IN_CIRCLE if arc >= SURE_ARC else EDGES)
     return cx, cy, r, "circle"
+
+
+def _bright_blob(lum: np.ndarray, thresh: float, source: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, connected-component stats) of the largest region brighter than ``thresh``."""
+    sh, sw = lum.shape
+    mask = cv2.morphologyEx((lum > thresh).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n < 2:
+        raise NotFundusError("no bright field of view found", source)
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[big, cv2.CC_STAT_AREA] < 0.05 * sh * sw:
+        raise NotFundusError("bright region too small to be a fundus field of view", source)
+    return (labels == big).astype(np.uint8), stats[big]
+
+
+#: where no circle fits the bright region, it is looked for again this far up from the surround to
+#: the bright level (instead of a fifth): a deep shadow (a lid, a small pupil, a dark side) can take
+#: a large part of the field below a fifth of the way up, seldom down to the surround itself ...
+SHADED_STEP = 0.06
+#: ... and at least this many grey levels above the surround (its noise and compression ringing)
+SHADED_MARGIN = 6.0
+
+
+def _shaded_circle(lum: np.ndarray, bg: float, fg: float,
+                   source: str | None) -> tuple[np.ndarray, tuple[float, float, float, float]] | None:
+    """(region, circle) of a field whose shaded part fell below the usual threshold, or None."""
+    thresh = max(bg + SHADED_STEP * (fg - bg), bg + SHADED_MARGIN)
+    if thresh >= bg + 0.2 * (fg - bg):
+        return None
+    try:
+        blob, _ = _bright_blob(lum, thresh, source)
+        return blob, _circle_of(blob, source)
+    except NotFundusError:
+        return None
 
 
 def _circle_of(blob: np.ndarray, source: str | None) -> tuple[float, float, float, float]:

@@ -205,3 +205,14 @@ def test_unknown_backend_option_is_refused():
         QualityAssessor(backend_options={"cuda_graphs": True})
     with QualityAssessor(backend_options={"providers": ["CPUExecutionProvider"]}) as qa:
         assert qa.backend.providers == ["CPUExecutionProvider"]
+
+
+def test_deep_shadow_is_judged_not_refused(assessor):
+    """A lid shadow over most of the field (lit part under half the circle): a poorly lit fundus
+    photo, so an ungradable result with its reason, not a NotFundusError."""
+    img = synthetic_fundus(600, 800, 400, 300, 270).astype(np.float32)
+    img *= (0.1 + 0.9 * np.clip((350 - np.arange(800)) / 40, 0, 1))[None, :, None]
+    res = assessor.assess(img.astype(np.uint8))
+    check_result(res, assessor.manifest.grid)
+    assert res.fov.source == "circle" and not res.gradable
+    assert "too_dark" in [r.code for r in res.reasons]

@@ -107,6 +107,27 @@ def test_dark_sector_stays_inside_the_fov(dark):
     assert abs(fov.cx - 400) < 3 and abs(fov.cy - 300) < 3 and abs(fov.r - 270) < 4
 
 
+@pytest.mark.parametrize("edge, dark", [(330, 0.1), (250, 0.15), (330, 0.08)])
+def test_deep_shadow_over_most_of_the_fov_is_still_a_fundus(edge, dark):
+    """A shadow over most of the field (its lit part covers under half of the circle, below the
+    fifth-of-the-way-up threshold) was refused as "not a circular field of view"; the field is now
+    looked for again nearer the surround's level, so the photo is judged (poorly lit), not refused."""
+    img = synthetic_fundus(600, 800, 400, 300, 270).astype(np.float32)
+    ramp = np.clip((edge + 20 - np.arange(800)) / 40, 0, 1)  # lit left of ``edge``, a soft edge
+    img *= (dark + (1 - dark) * ramp)[None, :, None]
+    fov = find_fov(img.astype(np.uint8))
+    assert fov.source == "circle"
+    assert np.hypot(fov.cx - 400, fov.cy - 300) < 0.05 * 270 and abs(fov.r - 270) < 0.05 * 270
+
+
+def test_nearly_black_shadow_is_judged_not_refused():
+    """Shaded to a twentieth (the shadow barely above the surround), the circle's lit arc is too
+    short to trust, but the lit region is plainly retina: assessed over that region."""
+    img = synthetic_fundus(600, 800, 400, 300, 270).astype(np.float32)
+    img *= (0.05 + 0.95 * np.clip((350 - np.arange(800)) / 40, 0, 1))[None, :, None]
+    assert find_fov(img.astype(np.uint8)).source in ("circle", "region")
+
+
 def test_bright_square_is_not_a_fov():
     """A bright, red, vessel-free square on black has a straight outline: no circle fits it."""
     img = np.zeros((600, 800, 3), np.uint8)
