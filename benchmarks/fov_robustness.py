@@ -47,8 +47,9 @@ MAX_SIDE = 1600
 
 def deep_shadow(img: np.ndarray, fov, kind: str, severity: int, seed: int) -> SimpleNamespace:
     """A lid's shadow over most of the FOV: beyond a straight edge (random direction, softened over
-    0.15 r) the photo keeps an eighth of its light; the edge lies 0, 0.2 or 0.4 r past the centre
-    (severity 1-3), so the shadow covers half, 63 % or three quarters of the disc."""
+    0.15 r) the photo keeps an eighth of its light; the edge runs through the centre or 0.2 or
+    0.4 r from it on the lit side (severity 1-3), so the shadow covers half, 63 % or three quarters
+    of the disc."""
     rng = np.random.default_rng(seed)
     ang = rng.uniform(0, 2 * np.pi)
     h, w = img.shape[:2]

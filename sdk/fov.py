@@ -125,23 +125,29 @@ def _locate(small: np.ndarray, lum: np.ndarray, source: str | None,
         _check_content(small, None, source)
         return sw / 2.0, sh / 2.0, float(np.hypot(sw, sh)) / 2.0, "frame"
 
-    blob, stat = _bright_blob(lum, bg + 0.2 * (fg - bg), source)
+    blob = stat = None
     try:
+        blob, stat = _bright_blob(lum, bg + 0.2 * (fg - bg), source)
         cx, cy, r, arc = _circle_of(blob, source)
     except NotFundusError:
-        shaded = _shaded_circle(lum, bg, fg, source)
-        if shaded is None:
-            region = _region(small, blob, stat, strict_colour and not washed)
-            if region is None:
-                raise
-            return (*region, "region")
-        blob, (cx, cy, r, arc) = shaded
-    inside = np.zeros_like(blob)
-    cv2.circle(inside, (round(cx), round(cy)), round(0.9 * r), 1, -1)
+        shaded = _shaded_circle(small, lum, bg, fg, source, strict_colour and not washed)
+        if shaded is not None:
+            return (*shaded, "circle")
+        region = None if blob is None else _region(small, blob, stat, strict_colour and not washed)
+        if region is None:
+            raise
+        return (*region, "region")
     # A well-traced circular edge is strong evidence of a fundus camera: then over-exposed or flared
     # areas (clipped borders, amplified vessels: up to 10 % edge pixels) do not make it "not retina".
-    _check_content(small, (inside & blob).astype(bool), source, EDGES_IN_CIRCLE if arc >= SURE_ARC else EDGES)
+    _check_content(small, _inside(blob, cx, cy, r), source, EDGES_IN_CIRCLE if arc >= SURE_ARC else EDGES)
     return cx, cy, r, "circle"
+
+
+def _inside(blob: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
+    """The blob's pixels within 0.9 r of the circle's centre: where the content is judged."""
+    disc = np.zeros_like(blob)
+    cv2.circle(disc, (round(cx), round(cy)), round(0.9 * r), 1, -1)
+    return (disc & blob).astype(bool)
 
 
 def _bright_blob(lum: np.ndarray, thresh: float, source: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -165,17 +171,23 @@ SHADED_STEP = 0.06
 SHADED_MARGIN = 6.0
 
 
-def _shaded_circle(lum: np.ndarray, bg: float, fg: float,
-                   source: str | None) -> tuple[np.ndarray, tuple[float, float, float, float]] | None:
-    """(region, circle) of a field whose shaded part fell below the usual threshold, or None."""
+def _shaded_circle(small: np.ndarray, lum: np.ndarray, bg: float, fg: float, source: str | None,
+                   strict_colour: bool) -> tuple[float, float, float] | None:
+    """(cx, cy, r) of a field whose shaded part fell below the usual threshold, or None.
+
+    A circle found only this near the surround is weaker evidence of a camera (a vignetted natural
+    picture has one too), so what it holds must also look like retina: red-dominated (unless the
+    caller relaxes colour) and with few strong edges."""
     thresh = max(bg + SHADED_STEP * (fg - bg), bg + SHADED_MARGIN)
     if thresh >= bg + 0.2 * (fg - bg):
         return None
     try:
         blob, _ = _bright_blob(lum, thresh, source)
-        return blob, _circle_of(blob, source)
+        cx, cy, r, _ = _circle_of(blob, source)
+        _check_content(small, _inside(blob, cx, cy, r), source, EDGES, strict_colour=strict_colour)
     except NotFundusError:
         return None
+    return cx, cy, r
 
 
 def _circle_of(blob: np.ndarray, source: str | None) -> tuple[float, float, float, float]:
