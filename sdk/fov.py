@@ -150,17 +150,25 @@ def _inside(blob: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
     return (disc & blob).astype(bool)
 
 
-def _bright_blob(lum: np.ndarray, thresh: float, source: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(mask, connected-component stats) of the largest region brighter than ``thresh``."""
-    sh, sw = lum.shape
+def _largest_blob(lum: np.ndarray, thresh: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mask, connected-component stats) of the largest region brighter than ``thresh`` (opened
+    with a 5-px square), or None where there is none."""
     mask = cv2.morphologyEx((lum > thresh).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n < 2:
-        raise NotFundusError("no bright field of view found", source)
+        return None
     big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[big, cv2.CC_STAT_AREA] < 0.05 * sh * sw:
-        raise NotFundusError("bright region too small to be a fundus field of view", source)
     return (labels == big).astype(np.uint8), stats[big]
+
+
+def _bright_blob(lum: np.ndarray, thresh: float, source: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_largest_blob`, or NotFundusError where there is none or it is under 5 % of the frame."""
+    found = _largest_blob(lum, thresh)
+    if found is None:
+        raise NotFundusError("no bright field of view found", source)
+    if found[1][cv2.CC_STAT_AREA] < 0.05 * lum.size:
+        raise NotFundusError("bright region too small to be a fundus field of view", source)
+    return found
 
 
 #: where no circle fits the bright region, it is looked for again this far up from the surround to
@@ -264,11 +272,10 @@ def _outline_step(lum: np.ndarray) -> float:
     h, w = lum.shape
     bg = _corner_level(lum)
     fg = _bright_level(lum, bg)
-    mask = cv2.morphologyEx((lum > bg + 0.2 * (fg - bg)).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if n < 2:
+    found = _largest_blob(lum, bg + 0.2 * (fg - bg))
+    if found is None:
         return 0.0
-    blob = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    blob = found[0]
     ring = np.ones((7, 7), np.uint8)
     inner = blob.astype(bool) & ~cv2.erode(blob, ring).astype(bool)
     outer = cv2.dilate(blob, ring).astype(bool) & ~blob.astype(bool)
