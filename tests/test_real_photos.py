@@ -55,8 +55,27 @@ def test_nearly_black_photo_is_a_too_dark_result(assessor, shared_data):
     assert "too_dark" in [r["code"] for r in res.to_dict()["reasons"]]
 
 
+@pytest.mark.parametrize("gain", [0.1, 0.08])
+def test_nearly_black_photo_with_a_deep_shadow_keeps_its_circle(shared_data, gain):
+    """Nearly black and a lid's shadow (an eighth of the light) over 63 % of the field (below 0.2 r above its centre):
+    brightened, the circle is found only near the surround's level, and whether the field has a
+    camera's sharp edge must be judged on that circle, not on the lit part's outline, which runs
+    along the shadow's soft edge (it was refused as "a glow, not a camera's field of view")."""
+    img = at_most(read_image(shared_data / "EyePACS/images/16_right.jpeg"), 1600)
+    ref = find_fov(img)
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    down = ((xx - ref.cx) * np.cos(np.radians(94)) + (yy - ref.cy) * np.sin(np.radians(94))) / ref.r
+    lit = np.clip((-0.2 - down) / 0.15 + 0.5, 0, 1)  # an edge 0.2 r above the centre, tilted 4°
+    dark = np.clip(img * ((0.125 + 0.875 * lit) * gain)[..., None], 0, 255).astype(np.uint8)
+    fov = find_fov(dark)
+    assert fov.source == "circle"
+    assert np.hypot(fov.cx - ref.cx, fov.cy - ref.cy) < 0.05 * ref.r and abs(fov.r - ref.r) < 0.05 * ref.r
+
+
 @pytest.mark.parametrize("photo", ["DRIVE/training/images/21_training.tif", "HRF/images/01_h.jpg",
-                                   "EyePACS/images/15_left.jpeg", "DRIMDB-dev/Good/drimdb_good (34).jpg",
+                                   "EyePACS/images/15_left.jpeg", "EyePACS/images/605_left.jpeg",
+                                   "DRIMDB-dev/Good/drimdb_good (34).jpg",
                                    "DRIMDB-dev/Bad/drimdb_bad (7).jpg"])
 def test_preprocessed_variants_accepted(shared_data, photo):
     img = at_most(read_image(shared_data / photo), 1600)
