@@ -49,13 +49,16 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def local_artefacts(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
-    """Capture artefacts over part of an 8-bit photo: sensor noise, compression blocks, camera shake.
+    """Capture artefacts over part of an 8-bit photo: sensor noise, compression blocks, camera
+    shake, a shaded region.
 
     :func:`photometric` applies noise and JPEG to the whole frame only, so the teacher never saw a
     noisy or blocky region beside a clean one to label; here they vary over the frame as blur and
-    illumination already do. Generic perturbations through smooth random fields (no masks); the
-    teacher labels the result. Kept out of :func:`photometric`, which also trained the anatomy
-    extractor."""
+    illumination already do. Photometric's illumination field darkens gradually across the whole
+    frame; the shaded region here has a plateau and an edge (drawn last, so it leaves the other
+    artefacts' random draws as they were). Generic perturbations through smooth random fields (no
+    masks); the teacher labels the result. Kept out of :func:`photometric`, which also trained the
+    anatomy extractor."""
     h, w = img.shape[:2]
     out = img.astype(np.float32)
     if rng.random() < 0.3:
@@ -81,6 +84,10 @@ def local_artefacts(img: np.ndarray, rng: np.random.Generator, s: float) -> np.n
             blocky = cv2.resize(blocky, (w, h), interpolation=cv2.INTER_NEAREST)
         a = _patchy(h, w, rng)
         out8 = np.clip(out8 * (1 - a) + blocky.astype(np.float32) * a, 0, 255).astype(np.uint8)
+    # a shaded part of the frame (a lid, lashes, a small pupil): a soft-edged plateau
+    if rng.random() < 0.2:
+        a = _patchy(h, w, rng)
+        out8 = np.clip(out8 * (1 - s * rng.uniform(0.3, 0.8) * a), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out8)
 
 
