@@ -8,7 +8,7 @@ into the FOV; ``deep_shadow``: a lid shadow over half to three quarters of the F
 of the light) × 3 severities: refusals (NotFundusError) and circle error (centre shift and radius change relative
 to the clean photo's radius), photos reduced to 1600 px on their long side first. Natural photographs from scikit-image must all be refused;
 the same inside a black circle (radius 0.45 or 0.6 of the short side, as through an eyepiece),
-evenly lit or with a dark side (0.3 or 0.12 of the light), are counted: a known limit.
+evenly lit or with a dark right side (0.3 or 0.12 of the light), are counted: a known limit.
 
     python benchmarks/fov_robustness.py [--data DIR] [--generators synth soft deep_shadow]
 
@@ -64,7 +64,7 @@ def deep_shadow(img: np.ndarray, fov, kind: str, severity: int, seed: int) -> Si
 
 
 def eyepiece(img: np.ndarray, radius: float, dark: float | None) -> np.ndarray:
-    """A picture inside a centred black circle (``radius`` × the short side), its left half fading
+    """A picture inside a centred black circle (``radius`` × the short side), its right half fading
     to ``dark`` of the light where given: what a microscope or telescope eyepiece shows."""
     h, w = img.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

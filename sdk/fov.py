@@ -110,7 +110,8 @@ def _find_dark(small: np.ndarray, lum: np.ndarray, k: float, source: str | None)
 def _locate(small: np.ndarray, lum: np.ndarray, source: str | None,
             strict_colour: bool = True) -> tuple[float, float, float, str, np.ndarray | None]:
     """(cx, cy, r, source, blob) in ``small``'s pixels; see :func:`find_fov`. ``blob``: the bright
-    region the field was found from (None for a frame-filling one). ``strict_colour``: a region
+    region the field was found from (None for a frame-filling one and a Graham-style photo without a
+    textured disc). ``strict_colour``: a region
     without a circle must be clearly red-dominated (relaxed for brightened dark and washed-out frames,
     whose colours are lost)."""
     sh, sw = lum.shape
@@ -147,11 +148,12 @@ def _locate(small: np.ndarray, lum: np.ndarray, source: str | None,
     # areas (clipped borders, amplified vessels) do not make it "not retina"; less so where the field
     # lacks a fundus camera's colours (and they are not lost), as a grey picture in an eyepiece does.
     if arc < SURE_ARC:
-        _check_content(small, _inside(blob, cx, cy, r), source, EDGES)
-    elif colour:
-        _check_content(small, _inside(blob, cx, cy, r), source, EDGES_IN_CIRCLE_NOT_RED, red_edges=EDGES_IN_CIRCLE)
+        limit, red_limit = EDGES, None
+    elif colour:  # the looser limit only where the field is red-dominated
+        limit, red_limit = EDGES_IN_CIRCLE_NOT_RED, EDGES_IN_CIRCLE
     else:
-        _check_content(small, _inside(blob, cx, cy, r), source, EDGES_IN_CIRCLE)
+        limit, red_limit = EDGES_IN_CIRCLE, None
+    _check_content(small, _inside(blob, cx, cy, r), source, limit, red_edges=red_limit)
     return cx, cy, r, "circle", blob
 
 
@@ -280,10 +282,10 @@ def _outline_step(lum: np.ndarray, blob: np.ndarray | None,
                   circle: tuple[float, float, float] | None = None) -> float:
     """Step across the outline of the bright region ``blob`` (the one its field was found from)
     relative to the field's level: (mean of a 3-px band just inside − just outside) / median of the
-    region, away from the frame border and, where the field is a fitted ``circle`` (cx, cy, r), on
-    it (a shadow's soft edge inside the field is not the camera's). About 0.4-1 for a camera's
-    sharp-edged field (circle or octagon), small for a blurred glow whose outline only happens to
-    be round."""
+    region, away from the frame border and, where the field is a fitted ``circle`` (cx, cy, r), within
+    6 px of it (a shadow's soft edge inside the field is not the camera's; under 20 px of outline
+    there on either side: the whole outline). About 0.4-1 for a camera's sharp-edged field (circle or
+    octagon), small for a blurred glow whose outline only happens to be round; 0 without a ``blob``."""
     h, w = lum.shape
     if blob is None:
         return 0.0
@@ -486,4 +488,3 @@ def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | N
     edges = float(np.mean(mag[sel] > 100))
     if edges > (red_edges if red and red_edges is not None else max_edges):
         raise NotFundusError(f"too much sharp structure for a retina ({edges:.0%} edge pixels)", source)
-

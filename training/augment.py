@@ -55,8 +55,7 @@ def local_artefacts(img: np.ndarray, rng: np.random.Generator, s: float) -> np.n
     :func:`photometric` applies noise and JPEG to the whole frame only, so the teacher never saw a
     noisy or blocky region beside a clean one to label; here they vary over the frame as blur and
     illumination already do. Photometric's illumination field darkens gradually across the whole
-    frame; the shaded region here has a plateau and an edge (drawn last, so it leaves the other
-    artefacts' random draws as they were). Generic perturbations through smooth random fields (no
+    frame; the shaded region here has a plateau and an edge. Generic perturbations through smooth random fields (no
     masks); the teacher labels the result. Kept out of :func:`photometric`, which also trained the
     anatomy extractor."""
     h, w = img.shape[:2]
