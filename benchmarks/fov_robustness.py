@@ -53,25 +53,9 @@ def deep_shadow(img: np.ndarray, fov, kind: str, severity: int, seed: int) -> Si
     0.15 r) the photo keeps an eighth of its light; the edge runs through the centre or 0.2 or
     0.4 r from it on the lit side (severity 1-3), so the shadow covers half, 63 % or three quarters
     of the disc."""
-    rng = np.random.default_rng(seed)
-    ang = rng.uniform(0, 2 * np.pi)
-    h, w = img.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    along = ((xx - fov.cx) * np.cos(ang) + (yy - fov.cy) * np.sin(ang)) / fov.r  # towards the shadow
-    lit = np.clip((-(0.0, 0.2, 0.4)[severity - 1] - along) / 0.15 + 0.5, 0, 1)
-    gain = 0.125 + 0.875 * lit
+    angle = np.random.default_rng(seed).uniform(0, 2 * np.pi)
+    gain = synth.lid_shadow_gain(img.shape[:2], fov, angle, (0.0, 0.2, 0.4)[severity - 1])
     return SimpleNamespace(image=np.clip(img * gain[..., None], 0, 255).astype(np.uint8))
-
-
-def eyepiece(img: np.ndarray, radius: float, dark: float | None) -> np.ndarray:
-    """A picture inside a centred black circle (``radius`` × the short side), its right half fading
-    to ``dark`` of the light where given: what a microscope or telescope eyepiece shows."""
-    h, w = img.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    gain = (((xx - w / 2) ** 2 + (yy - h / 2) ** 2) <= (radius * min(h, w)) ** 2).astype(np.float32)
-    if dark is not None:
-        gain *= dark + (1 - dark) * np.clip((w / 2 - xx) / (0.1 * w), 0, 1)
-    return np.clip(img * gain[..., None], 0, 255).astype(np.uint8)
 
 
 #: generator → (kinds, degrade(img, fov, kind, severity, seed) → object with .image)
@@ -144,7 +128,7 @@ def main() -> None:
         for radius, dark in itertools.product((0.45, 0.6), (None, 0.3, 0.12)):
             label = f"{n} r{radius}" + ("" if dark is None else f" dark side {dark}")
             try:
-                find_fov(eyepiece(img, radius, dark), label)
+                find_fov(synth.eyepiece(img, radius, dark), label)
                 vignetted[label] = "accepted"
             except NotFundusError as err:
                 vignetted[label] = f"refused: {err}"

@@ -314,3 +314,25 @@ def preprocessed(img: np.ndarray, fov: Fov, kind: str) -> np.ndarray:
         y0, y1 = max(0, round(fov.cy - fov.r)), min(h, round(fov.cy + fov.r))
         return img[y0:y1, x0:x1].copy()
     raise ValueError(f"unknown preprocessing {kind!r}; choose from {', '.join(PREPROCESSINGS)}")
+
+
+def lid_shadow_gain(shape: tuple[int, int], fov: Fov, angle: float, offset: float) -> np.ndarray:
+    """H×W gain of a lid's deep shadow: beyond a straight edge across the FOV (its normal at
+    ``angle`` radians points into the shadow; the edge ``offset`` × r from the centre on the lit
+    side, softened over 0.15 r) the photo keeps an eighth of its light."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    along = ((xx - fov.cx) * np.cos(angle) + (yy - fov.cy) * np.sin(angle)) / fov.r
+    lit = np.clip((-offset - along) / 0.15 + 0.5, 0, 1)
+    return 0.125 + 0.875 * lit
+
+
+def eyepiece(img: np.ndarray, radius: float, dark: float | None = None) -> np.ndarray:
+    """A (non-fundus) picture inside a centred black circle (``radius`` × the short side), its right
+    half fading to ``dark`` of the light where given: what a microscope or telescope eyepiece shows."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gain = (((xx - w / 2) ** 2 + (yy - h / 2) ** 2) <= (radius * min(h, w)) ** 2).astype(np.float32)
+    if dark is not None:
+        gain *= dark + (1 - dark) * np.clip((w / 2 - xx) / (0.1 * w), 0, 1)
+    return np.clip(img * gain[..., None], 0, 255).astype(np.uint8)

@@ -4,6 +4,7 @@ import pytest
 
 from efiqa.errors import NotFundusError
 from efiqa.fov import find_fov
+from efiqa.eval.synth import eyepiece
 from efiqa.imageio import read_image, to_bgr8
 
 from .conftest import synthetic_fundus
@@ -137,13 +138,8 @@ def test_vignetted_natural_photo_with_a_dark_side_is_not_fundus(name, radius):
     level finds the circle, but what it holds is not retina (colour, edges), so it stays refused."""
     import skimage.data
 
-    img = to_bgr8(getattr(skimage.data, name)(), color="rgb").astype(np.float32)
-    h, w = img.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w]
-    disc = (xx - w / 2) ** 2 + (yy - h / 2) ** 2 <= (radius * min(h, w)) ** 2
-    shade = disc * (0.12 + 0.88 * np.clip((w / 2 - xx) / (0.1 * w), 0, 1))
     with pytest.raises(NotFundusError):
-        find_fov(np.clip(img * shade[..., None], 0, 255).astype(np.uint8))
+        find_fov(eyepiece(to_bgr8(getattr(skimage.data, name)(), color="rgb"), radius, dark=0.12))
 
 
 @pytest.mark.parametrize("name, radius", [("brick", 0.45), ("brick", 0.6), ("camera", 0.6)])
@@ -154,12 +150,8 @@ def test_grey_picture_seen_through_an_eyepiece_is_not_fundus(name, radius):
     allowed for red-dominated fields (CLAHE-enhanced photos reach 11 %) let through."""
     import skimage.data
 
-    img = to_bgr8(getattr(skimage.data, name)(), color="rgb").astype(np.float32)
-    h, w = img.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w]
-    disc = (xx - w / 2) ** 2 + (yy - h / 2) ** 2 <= (radius * min(h, w)) ** 2
     with pytest.raises(NotFundusError, match="sharp structure"):
-        find_fov((img * disc[..., None]).astype(np.uint8))
+        find_fov(eyepiece(to_bgr8(getattr(skimage.data, name)(), color="rgb"), radius))
 
 
 @pytest.mark.parametrize("sigma", [20, 60])

@@ -8,7 +8,7 @@ import pytest
 from efiqa.errors import NotFundusError
 from efiqa.fov import find_fov
 from efiqa.imageio import at_most, read_image
-from efiqa.eval.synth import PREPROCESSINGS, preprocessed
+from efiqa.eval.synth import PREPROCESSINGS, lid_shadow_gain, preprocessed
 
 
 def _drimdb(shared_data, label):
@@ -63,11 +63,8 @@ def test_nearly_black_photo_with_a_deep_shadow_keeps_its_circle(shared_data, gai
     along the shadow's soft edge (it was refused as "a glow, not a camera's field of view")."""
     img = at_most(read_image(shared_data / "EyePACS/images/16_right.jpeg"), 1600)
     ref = find_fov(img)
-    h, w = img.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    down = ((xx - ref.cx) * np.cos(np.radians(94)) + (yy - ref.cy) * np.sin(np.radians(94))) / ref.r
-    lit = np.clip((-0.2 - down) / 0.15 + 0.5, 0, 1)  # an edge 0.2 r above the centre, tilted 4°
-    dark = np.clip(img * ((0.125 + 0.875 * lit) * gain)[..., None], 0, 255).astype(np.uint8)
+    shade = lid_shadow_gain(img.shape[:2], ref, np.radians(94), 0.2)  # an edge 0.2 r above the centre, tilted 4°
+    dark = np.clip(img * (shade * gain)[..., None], 0, 255).astype(np.uint8)
     fov = find_fov(dark)
     assert fov.source == "circle"
     assert np.hypot(fov.cx - ref.cx, fov.cy - ref.cy) < 0.05 * ref.r and abs(fov.r - ref.r) < 0.05 * ref.r
