@@ -11,9 +11,10 @@ picture refused (or at least scored ungradable)?
 * Non-fundus pictures: scikit-image's natural photos, text pages, faces, coins, uniform grey, white
   and black frames.
 
-    python benchmarks/real_photos.py [--data DIR]
+    python benchmarks/real_photos.py [--data DIR] [--model BUNDLE --tag T]
 
-Writes benchmarks/results/real_photos.json and .md.
+Writes benchmarks/results/real_photos.json and .md (with ``--tag T``: real_photos_T.json and .md,
+e.g. for a candidate bundle checked before it ships).
 """
 from __future__ import annotations
 
@@ -92,13 +93,15 @@ def _range(d: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", help="fundus photographs (default: EFIQA_DATA or ../shared/data/fundus)")
+    ap.add_argument("--model", help="student bundle (default: the shipped one)")
+    ap.add_argument("--tag", help="suffix of the result files (real_photos_TAG.json, .md)")
     args = ap.parse_args()
     from tqdm import tqdm
 
     root = data_root(args.data)
-    qa = QualityAssessor(threads=2)
-    out: dict = {"benchmark": "real_photos", "command": "python benchmarks/real_photos.py", "machine": stamp(),
-                 "threshold": qa.threshold}
+    qa = QualityAssessor(args.model, threads=2)
+    out: dict = {"benchmark": "real_photos", "command": "python benchmarks/real_photos.py " + " ".join(sys.argv[1:]),
+                 "machine": stamp(), "model": args.model or "models/default", "threshold": qa.threshold}
 
     # --- DRIMDB-dev, as published -------------------------------------------------------------
     drimdb = root / "DRIMDB-dev"
@@ -160,9 +163,10 @@ def main() -> None:
                                  "ungradable": sum(v == "ungradable" for v in non.values())}
 
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "real_photos.json").write_text(json.dumps(out, indent=2) + "\n")
+    stem = f"real_photos_{args.tag}" if args.tag else "real_photos"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
     md = render(out)
-    (RESULTS / "real_photos.md").write_text(md)
+    (RESULTS / f"{stem}.md").write_text(md)
     print(md)
 
 

@@ -73,9 +73,44 @@ def test_cache_keys_follow_the_code_that_makes_labels_and_features(tmp_path, mon
     assert key() != base
     (tmp_path / "teacher.json").write_text("{}")
     real = inspect.getsource
-    for module in (augment_mod, teacher_mod):
+    for module in (augment_mod, teacher_mod, distill.perturbations):
         monkeypatch.setattr(inspect, "getsource", lambda m, module=module: real(m) + ("#" if m is module else ""))
         assert key() != base, module.__name__
         monkeypatch.setattr(inspect, "getsource", real)
+    monkeypatch.setattr(distill, "ENHANCED", distill.ENHANCED + 0.1)
+    assert key() != base
+    monkeypatch.undo()
     monkeypatch.setattr(inspect, "getsource", lambda m: real(m) + ("#" if m is student_mod else ""))
     assert key() == base and distill.feature_cache_key(base) != feat
+
+
+def test_enhancement_raises_local_contrast_and_keeps_the_photo():
+    """CLAHE or unsharp mask: the same frame, more local contrast (vessels deeper), 8-bit out."""
+    import cv2
+
+    from efiqa.train.augment import enhancement
+
+    img = synthetic_fundus()
+    detail = lambda a: float(np.abs(cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_BGR2GRAY), cv2.CV_32F)).mean())  # noqa: E731
+    for seed in range(8):
+        out = enhancement(img, np.random.default_rng(seed))
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert detail(out) > 1.05 * detail(img), seed
+        assert abs(float(out.mean()) - float(img.mean())) < 25, seed
+
+
+def test_enhanced_share_has_its_own_stream(monkeypatch):
+    """Enhancing a share of the perturbations leaves every other perturbation as it was drawn
+    without it (so a change to the share relabels only the photos it touches)."""
+    from efiqa.train import distill
+
+    photos = [synthetic_fundus(), synthetic_fundus()[:, ::-1].copy()]
+    with_share = list(distill.perturbations(photos, 6, 0))
+    monkeypatch.setattr(distill, "ENHANCED", 0.0)
+    without = list(distill.perturbations(photos, 6, 0))
+    same = [np.array_equal(a[2], b[2]) for a, b in zip(with_share, without)]
+    assert same[0] and same[6]  # the unperturbed photos
+    assert 0 < same.count(False) < 10
+    monkeypatch.setattr(distill, "ENHANCED", 1.0)
+    every = list(distill.perturbations(photos, 6, 0))
+    assert sum(not np.array_equal(a[2], b[2]) for a, b in zip(every, without)) == 10

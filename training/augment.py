@@ -2,7 +2,8 @@
 
 Generic photometric and geometric perturbations of whole photos, many spatially varying through
 smooth random fields (illumination, blur, veil, noise, compression blocks, camera shake), so the
-teacher sees regions of differing quality and labels them itself.
+teacher sees regions of differing quality and labels them itself; and, for a share of them, the
+contrast enhancement a camera or a user applies afterwards (:func:`enhancement`).
 This is deliberately separate from (and simpler than) ``efiqa.eval.synth``, the evaluation generator,
 which is never a training input and whose masks are never seen in training.
 """
@@ -88,6 +89,23 @@ def local_artefacts(img: np.ndarray, rng: np.random.Generator, s: float) -> np.n
         a = _patchy(h, w, rng)
         out8 = np.clip(out8 * (1 - s * rng.uniform(0.3, 0.8) * a), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out8)
+
+
+def enhancement(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A contrast enhancement applied after capture, by a camera's software or by the user, to an
+    8-bit BGR photo: CLAHE of the luminance (random clip limit and tile grid) or an unsharp mask
+    (random amount and radius). It adds no information: the teacher, which measures vessel contrast,
+    labels it as it sees it (mostly as well shown), and the student learns not to read the look of an
+    enhanced photo as a defect. Generic settings, not those of any evaluation."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.6:
+        tiles = int(rng.choice([4, 8, 16]))
+        lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB)
+        lab[..., 0] = cv2.createCLAHE(clipLimit=float(rng.uniform(1, 4)), tileGridSize=(tiles, tiles)).apply(lab[..., 0])
+        return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+    f = img.astype(np.float32)
+    blurred = cv2.GaussianBlur(f, (0, 0), rng.uniform(2, 10) * max(h, w) / 1000)
+    return np.clip(f + rng.uniform(0.5, 1.5) * (f - blurred), 0, 255).astype(np.uint8)
 
 
 def photometric(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:

@@ -34,7 +34,7 @@ from efiqa.errors import EfiqaError
 from efiqa.fov import Fov
 from efiqa.preprocess import Preprocessor
 
-from .augment import augment
+from .augment import augment, enhancement
 from .nets.efficientnet_lite import EfficientNetLite0
 from .nets.adapter import make_head
 from .nets.student import CHANNELS, Student
@@ -43,6 +43,8 @@ from .teacher import Teacher
 #: The shipped configuration, chosen by ``benchmarks/student_variants.py`` (label-free criterion).
 DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "soft"}
 TARGETS = ("soft", "binary")
+#: share of the perturbed photos contrast-enhanced after their perturbation (CLAHE, unsharp mask)
+ENHANCED = 0.2
 
 
 @dataclass
@@ -78,12 +80,18 @@ class FeatureSet:
 
 
 def perturbations(photos: list[np.ndarray], augmentations: int, seed: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(photo index, perturbation index, image) — the first of each photo unperturbed. The same
-    seed gives the same images, so features can be recomputed without labelling again."""
-    rng = np.random.default_rng(seed)
+    """(photo index, perturbation index, image) — the first of each photo unperturbed; a share
+    ``ENHANCED`` of the others contrast-enhanced afterwards (:func:`augment.enhancement`), drawn from a
+    stream of its own so that adding it left every other draw as it was. The same seed gives the
+    same images, so features can be recomputed without labelling again."""
+    rng, enhance_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     for i, photo in enumerate(photos):
         for k in range(augmentations):
-            yield i, k, (photo if k == 0 else augment(photo, rng))
+            if k == 0:
+                yield i, k, photo
+                continue
+            img = augment(photo, rng)
+            yield i, k, (enhancement(img, enhance_rng) if enhance_rng.random() < ENHANCED else img)
 
 
 def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: int = 24, seed: int = 0,
@@ -372,12 +380,13 @@ def working_copy(bgr: np.ndarray, side: int = 1400) -> np.ndarray:
                                          interpolation=cv2.INTER_AREA)
 
 
-def _code_key(parts: tuple, modules: tuple) -> str:
+def _code_key(parts: tuple, sources: tuple) -> str:
+    """A digest of ``parts`` and of the source code of ``sources`` (modules or functions)."""
     import inspect
 
     key = hashlib.sha256(repr(parts).encode())
-    for module in modules:
-        key.update(inspect.getsource(module).encode())
+    for source in sources:
+        key.update(inspect.getsource(source).encode())
     return key.hexdigest()[:16]
 
 
@@ -395,8 +404,8 @@ def label_cache_key(names: list[str], teacher_dir: Path, augmentations: int, see
 
     files = [Path(teacher_dir) / f for f in ("vessels.pt", "anatomy.pt", "inpainter.pt", "teacher.json")]
     digests = [hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else "" for f in files]
-    return _code_key((names, digests, augmentations, seed),
-                     (augment_mod, teacher_mod, data_mod, vessels_mod, unet_mod, preprocess_mod, fov_mod))
+    return _code_key((names, digests, augmentations, seed, ENHANCED),
+                     (perturbations, augment_mod, teacher_mod, data_mod, vessels_mod, unet_mod, preprocess_mod, fov_mod))
 
 
 def feature_cache_key(label_key: str, backbone_id: str = "lite0") -> str:
