@@ -101,7 +101,8 @@ def main() -> None:
     root = data_root(args.data)
     qa = QualityAssessor(args.model, threads=2)
     out: dict = {"benchmark": "real_photos", "command": "python benchmarks/real_photos.py " + " ".join(sys.argv[1:]),
-                 "machine": stamp(), "model": args.model or "models/default", "threshold": qa.threshold}
+                 "machine": stamp(), "model": args.model or "models/default",
+                 "onnx_sha256": qa.bundle.manifest.onnx_sha256, "threshold": qa.threshold}
 
     # --- DRIMDB-dev, as published -------------------------------------------------------------
     drimdb = root / "DRIMDB-dev"

@@ -100,17 +100,30 @@ def test_enhancement_raises_local_contrast_and_keeps_the_photo():
 
 
 def test_enhanced_share_has_its_own_stream(monkeypatch):
-    """Enhancing a share of the perturbations leaves every other perturbation as it was drawn
-    without it (so a change to the share relabels only the photos it touches)."""
+    """Enhancing a share of the perturbations leaves every other perturbation the image it was
+    before enhancement existed (one stream for ``augment``), and the enhanced ones are exactly those
+    the enhancement's own stream picks."""
     from efiqa.train import distill
 
     photos = [synthetic_fundus(), synthetic_fundus()[:, ::-1].copy()]
-    with_share = list(distill.perturbations(photos, 6, 0))
+    rng = np.random.default_rng(0)
+    before = [ph if k == 0 else augment(ph, rng) for ph in photos for k in range(6)]
+    picked = np.random.default_rng([0, 1])
+    chosen = []
+    for n in range(len(before)):
+        if n % 6 and picked.random() < distill.ENHANCED:
+            chosen.append(n)
+            enhancement_draws(picked)
+    now = [img for _, _, img in distill.perturbations(photos, 6, 0)]
+    assert [n for n, (a, b) in enumerate(zip(now, before)) if not np.array_equal(a, b)] == chosen
+    assert chosen  # the seed enhances some
     monkeypatch.setattr(distill, "ENHANCED", 0.0)
-    without = list(distill.perturbations(photos, 6, 0))
-    same = [np.array_equal(a[2], b[2]) for a, b in zip(with_share, without)]
-    assert same[0] and same[6]  # the unperturbed photos
-    assert 0 < same.count(False) < 10
-    monkeypatch.setattr(distill, "ENHANCED", 1.0)
-    every = list(distill.perturbations(photos, 6, 0))
-    assert sum(not np.array_equal(a[2], b[2]) for a, b in zip(every, without)) == 10
+    plain = [img for _, _, img in distill.perturbations(photos, 6, 0)]
+    assert all(np.array_equal(a, b) for a, b in zip(plain, before))
+
+
+def enhancement_draws(rng: np.random.Generator) -> None:
+    """Consume the draws of one ``enhancement`` (they do not depend on the image)."""
+    from efiqa.train.augment import enhancement
+
+    enhancement(np.zeros((8, 8, 3), np.uint8), rng)
