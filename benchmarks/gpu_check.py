@@ -122,8 +122,10 @@ def main() -> None:
     except Exception as exc:  # report, do not hide: the JSON says what failed
         result["cuda_plumbing"] = {"error": f"{type(exc).__name__}: {exc}"}
     result["torch_student"] = time_torch()
+    from efiqa.build.student_bundle import describe_adapter
+
     meta = json.loads(Path("models/student/adapter.json").read_text())
-    result["adapter"] = f"trained {meta['head']} head on {meta['features']} features"
+    result["adapter"] = f"trained {describe_adapter(meta)}"
     args.out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", card).strip("-").lower()
     path = args.out / f"gpu_check_{slug}.json"

@@ -112,7 +112,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for size in SIZES:
-        model, _ = load_student()  # the adapter does not change the speed: one network for every size
+        model, _ = load_student()  # the shipped adapter, exported at every size
         fp32 = export_onnx(model.eval(), size)
         variants = {"fp32": fp32, "fp16": to_fp16(fp32)}
         variants["int8"], _ = quantize(fp32, calibration_tensors(size), INPUT_NAME, "percentile")

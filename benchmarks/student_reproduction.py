@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
 
 COMPARED = ("patch_threshold", "patch_threshold_point", "gradable_threshold", "gradable_threshold_out_of_fold",
-            "samples", "positive_fraction", "loss_history")
+            "samples", "positive_fraction", "loss_history", "members")
 
 
 def sha256(path: Path) -> str:
@@ -42,6 +42,8 @@ def main() -> None:
 
     fresh_w = torch.load(args.fresh / "adapter.pt", map_location="cpu")
     shipped_w = torch.load(args.shipped / "adapter.pt", map_location="cpu")
+    if fresh_w.keys() != shipped_w.keys():  # another adapter layout (e.g. a different number of heads)
+        raise SystemExit(f"the adapters differ in layout: {sorted(fresh_w.keys() ^ shipped_w.keys())[:4]} …")
     diff = max(float((fresh_w[k] - shipped_w[k]).abs().max()) for k in shipped_w)
     fresh_meta = json.loads((args.fresh / "adapter.json").read_text())
     shipped_meta = json.loads((args.shipped / "adapter.json").read_text())

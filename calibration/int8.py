@@ -4,7 +4,7 @@ symmetric int8 activations and weights (zero points 0), per-channel weights, bia
 
 The default recipe quantizes the backbone's convolutions and keeps in float what the map's
 fidelity needs (each choice measured on ≥ 200 inputs, benchmarks/precision_fidelity.py):
-the adapter (3 small convs on the 16×16 grid: a negligible share of the work, and the layer
+the adapter (3 small convs per head on the 16×16 grid: a small share of the work, and the layers
 whose output *is* the map), the first conv (raw pixels), depthwise convs and convs feeding a
 residual add (see :func:`sensitive_nodes`), and every non-conv op — the per-cell statistics read
 the unrounded features (see :func:`float_consumers_read_float`).
@@ -62,8 +62,8 @@ def sensitive_nodes(onnx_bytes: bytes) -> list[str]:
 
 
 def adapter_nodes(onnx_bytes: bytes) -> list[str]:
-    """Convolutions downstream of a Concat: the student's adapter, which reads the concatenated
-    per-cell feature statistics (the backbone has no Concat)."""
+    """Convolutions downstream of a Concat, in graph order: the student's adapter (every head of an
+    ensemble), which reads the concatenated per-cell feature statistics (the backbone has no Concat)."""
     import onnx
 
     graph = onnx.load_from_string(onnx_bytes).graph
@@ -73,16 +73,12 @@ def adapter_nodes(onnx_bytes: bytes) -> list[str]:
             readers.setdefault(i, []).append(n)
     todo = [o for n in graph.node if n.op_type == "Concat" for o in n.output]
     seen: set[str] = set()
-    out: list[str] = []
     while todo:
         for n in readers.get(todo.pop(), []):
-            if n.name in seen:
-                continue
-            seen.add(n.name)
-            if n.op_type == "Conv":
-                out.append(n.name)
-            todo.extend(n.output)
-    return out
+            if n.name not in seen:
+                seen.add(n.name)
+                todo.extend(n.output)
+    return [n.name for n in graph.node if n.op_type == "Conv" and n.name in seen]
 
 
 def quantize(onnx_bytes: bytes, tensors: np.ndarray, input_name: str, method: str = "minmax",

@@ -1,4 +1,6 @@
 """Stage 1: masking schedule, geometry, and a tiny end-to-end training run on generated photos."""
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -325,6 +327,28 @@ def test_tiny_end_to_end_training(tmp_path):
     student = distill.assemble(res)
     with torch.no_grad():
         assert student(torch.zeros(1, 3, 128, 128)).shape == (1, 1, 16, 16)
+    # an ensemble: members trained from seeds 0, 1, 2 (the first is the single head of seed 0), the
+    # map their mean logit; it survives the adapter.pt / adapter.json round trip
+    train = {"feature_kind": "two-scale", "head": "conv", "epochs": 1, "batch": 2}
+    alone = [distill.train_adapter(fs, seed=s, **train) for s in range(3)]
+    ens = distill.train_adapter(fs, seed=0, members=3, **train)
+    assert isinstance(alone[0].head, torch.nn.Sequential)   # one head keeps the single-head layout
+    assert len(ens.head.members) == 3 and ens.params == 3 * alone[0].params
+    for a, b in zip(ens.head.members[0].state_dict().values(), alone[0].head.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(alone[1].head[1].weight, alone[0].head[1].weight)
+    x = torch.from_numpy(fs.features("two-scale")[:2].astype(np.float32))
+    with torch.no_grad():   # the mean logit of the three heads trained on their own
+        torch.testing.assert_close(ens.head(x), torch.stack([a.head(x) for a in alone]).mean(0))
+    folder = tmp_path / "student"
+    folder.mkdir()
+    torch.save(ens.head.state_dict(), folder / "adapter.pt")
+    (folder / "adapter.json").write_text(json.dumps({"head": "conv", "features": "two-scale", "size": 128, "members": 3}))
+    loaded, _ = distill.load_student(folder)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.adapter(x), ens.head(x))
+    with pytest.raises(ValueError, match="at least one member"):
+        distill.train_adapter(fs, members=0, **train)
 
 
 def test_training_pool_is_the_teacher_set_plus_every_unlabelled_photo_and_nothing_held_out(tmp_path):

@@ -241,12 +241,30 @@ def test_adapter_convs_are_found(tiny_bundle):
     import onnx
 
     from efiqa.calibration.int8 import adapter_nodes, conv_nodes
+    from efiqa.models import DEFAULT_BUNDLE
 
-    for bundle, n_head in ((load_bundle(tiny_bundle[1]), 1), (load_bundle(), 3)):  # linear head; 1×1-3×3-3×3
+    shipped = load_bundle()
+    members = json.loads((DEFAULT_BUNDLE.parent / "student" / "adapter.json").read_text()).get("members", 1)
+    for bundle, n_head in ((load_bundle(tiny_bundle[1]), 1), (shipped, 3 * members)):  # linear; 1×1-3×3-3×3 each
         convs = conv_nodes(bundle.onnx_bytes)
         head = adapter_nodes(bundle.onnx_bytes)
         assert head == convs[-n_head:] and len(head) == n_head
         assert any(n.op_type == "Concat" for n in onnx.load_from_string(bundle.onnx_bytes).graph.node)
+
+
+def test_adapter_convs_of_an_ensemble_are_all_found_in_graph_order(tiny_bundle):
+    """Every head of an ensemble adapter stays float in the INT8 recipe, not just the last one walked."""
+    import copy
+
+    from efiqa.build.export import export_onnx
+    from efiqa.calibration.int8 import adapter_nodes, conv_nodes
+    from efiqa.train.nets.adapter import make_adapter
+
+    model = copy.deepcopy(tiny_bundle[0])
+    model.adapter = make_adapter("conv", model.channels, members=2)
+    onnx_bytes = export_onnx(model.eval(), 128)
+    convs = conv_nodes(onnx_bytes)
+    assert adapter_nodes(onnx_bytes) == convs[-6:]   # 2 heads × (1×1, 3×3, 3×3), in graph order
 
 
 @pytest.mark.parametrize("variant", ["default-fp16", "default-int8"])
