@@ -1,4 +1,5 @@
-"""How many adapter heads to average (``distill.DEFAULT["members"]``), chosen label-free.
+"""How many adapter heads to average, chosen label-free: a candidate for ``distill.DEFAULT["members"]``,
+which ships only if it then passes a held-out check (3 did not: ``results/accuracy_ensemble.md``).
 
 Every member is the shipped head (``distill.DEFAULT``: size, features, head, target) trained alike
 from its own seed (0, 1, …); the student's map is the mean of their logits

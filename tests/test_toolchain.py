@@ -253,7 +253,7 @@ def test_adapter_convs_are_found(tiny_bundle):
 
 
 def test_adapter_convs_of_an_ensemble_are_all_found_in_graph_order(tiny_bundle):
-    """Every head of an ensemble adapter stays float in the INT8 recipe, not just the last one walked."""
+    """Every head of an ensemble adapter is found (it stays float in the INT8 recipe), in graph order."""
     import copy
 
     from efiqa.build.export import export_onnx
