@@ -26,18 +26,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
 from peers import count  # noqa: E402
+from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.build.export import export_onnx  # noqa: E402
 from efiqa.eval.metrics import auroc  # noqa: E402
 from efiqa.train import distill  # noqa: E402
 from efiqa.train.nets.adapter import combine  # noqa: E402
-from efiqa.train.teacher import Teacher  # noqa: E402
 
 TIE = 0.002
 MAX_EXTRA_FLOPS = 0.10
@@ -52,23 +51,14 @@ def choose(rows: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data")
-    ap.add_argument("--teacher", type=Path, default=Path("models/teacher"))
-    ap.add_argument("--augmentations", type=int, default=24)
+    pool_arguments(ap)
     ap.add_argument("--max", type=int, default=5, help="most members tried (default 5)")
-    ap.add_argument("--cache", type=Path, default=HERE / ".cache")
     args = ap.parse_args()
     if args.max < 1:
         ap.error("--max must be at least 1")
-    torch.set_num_threads(2)
     cfg = distill.DEFAULT
-    teacher = Teacher.load(args.teacher)
-    named = distill.photo_list(None, args.data)
-    fs = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher, (cfg["size"],),
-                                 args.augmentations, 0, args.cache)[cfg["size"]]
-    val = {i for i in range(len(named)) if i % 5 == 0}
-    train = set(range(len(named))) - val
-    phi = teacher.config["phi"]
+    names, sets, phi, train, val = pool_features(args, (cfg["size"],))
+    fs = sets[cfg["size"]]
     full = distill.train_adapter(fs, cfg["features"], cfg["head"], phi=phi, seed=0, train_photos=train,
                                  target=cfg["target"], members=args.max)
     heads = list(full.head.members) if args.max > 1 else [full.head]
@@ -91,7 +81,7 @@ def main() -> None:
     margin = chosen["val_pearson_vs_teacher_score"] - (best - TIE)
     out = {"benchmark": "adapter_ensemble", "command": " ".join(["python benchmarks/adapter_ensemble.py", *sys.argv[1:]]),
            "machine": stamp(), "config": {k: v for k, v in cfg.items() if k != "members"},
-           "validation_photos": sorted(named[i][0] for i in val), "rule": {"tie": TIE, "max_extra_flops": MAX_EXTRA_FLOPS},
+           "validation_photos": sorted(names[i] for i in val), "rule": {"tie": TIE, "max_extra_flops": MAX_EXTRA_FLOPS},
            "rows": rows, "chosen_members": chosen["members"], "chosen_margin_over_tie": margin}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "adapter_ensemble.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -107,7 +97,7 @@ def main() -> None:
            f"{r['val_auroc_vs_teacher']:.4f} | {r['params']} | {r['gflops']:.3f} | {r['extra_flops']:+.1%} |"
            for r in rows]
     md += ["", f"Chosen: {chosen['members']} members, {margin:.1e} inside the tie (r {best:.4f} − {TIE} = "
-               f"{best - TIE:.4f}): a thin margin, on {len(val)} photos. Each member adds "
+               f"{best - TIE:.4f}{'; a thin margin' if margin < TIE / 4 else ''}) on {len(val)} photos. Each member adds "
                f"{rows[1]['extra_flops'] if len(rows) > 1 else 0:.1%} FLOPs."]
     (HERE / "results" / "adapter_ensemble.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -65,22 +65,31 @@ def choose(rows: list[dict], tie: float = 0.01) -> dict:
     return min((r for r in close if r["val_auroc_vs_teacher"] >= top_auc - tie), key=lambda r: r["ort_ms_p50"])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def pool_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of :func:`pool_features`."""
     ap.add_argument("--data")
     ap.add_argument("--teacher", type=Path, default=Path("models/teacher"))
     ap.add_argument("--augmentations", type=int, default=24)
     ap.add_argument("--cache", type=Path, default=HERE / ".cache")
-    args = ap.parse_args()
+
+
+def pool_features(args: argparse.Namespace, sizes: tuple[int, ...]) -> tuple[list[str], dict, float, set[int], set[int]]:
+    """(the pool's photo names, its cached distillation features per input size, the teacher's phi,
+    training photos, validation photos: every fifth, held out of adapter training)."""
     torch.set_num_threads(2)
     teacher = Teacher.load(args.teacher)
     named = distill.photo_list(None, args.data)
-    sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher, (512, 384),
+    sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher, sizes,
                                    args.augmentations, 0, args.cache)
-    n_photos = len(named)
-    val = {i for i in range(n_photos) if i % 5 == 0}
-    train = set(range(n_photos)) - val
-    phi = teacher.config["phi"]
+    val = {i for i in range(len(named)) if i % 5 == 0}
+    return [n for n, _ in named], sets, teacher.config["phi"], set(range(len(named))) - val, val
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pool_arguments(ap)
+    args = ap.parse_args()
+    names, sets, phi, train, val = pool_features(args, (512, 384))
     rows = []
     latency: dict[tuple, float] = {}
     for size, feats, head, target in VARIANTS:
@@ -98,7 +107,7 @@ def main() -> None:
     best = {str(size): choose([r for r in rows if r["size"] == size]) for size in (512, 384)}
     chosen = choose(rows)
     out = {"benchmark": "student_variants", "command": "python benchmarks/student_variants.py " + " ".join(sys.argv[1:]),
-           "machine": stamp(), "photos": [n for n, _ in named], "validation_photos": sorted(named[i][0] for i in val),
+           "machine": stamp(), "photos": names, "validation_photos": sorted(names[i] for i in val),
            "augmentations": args.augmentations, "phi": phi, "variants": rows, "chosen": chosen,
            "best_per_size": best}
     (HERE / "results").mkdir(exist_ok=True)
