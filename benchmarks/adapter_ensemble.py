@@ -42,11 +42,13 @@ TIE = 0.002
 MAX_EXTRA_FLOPS = 0.10
 
 
-def choose(rows: list[dict]) -> dict:
-    """The fewest members within ``TIE`` of the best r, among those within the FLOPs allowance."""
+def choose(rows: list[dict]) -> tuple[dict, float]:
+    """(the fewest members within ``TIE`` of the best r, that best r), among the rows within the
+    FLOPs allowance."""
     allowed = [r for r in rows if r["extra_flops"] <= MAX_EXTRA_FLOPS]
     best = max(r["val_pearson_vs_teacher_score"] for r in allowed)
-    return min((r for r in allowed if r["val_pearson_vs_teacher_score"] >= best - TIE), key=lambda r: r["members"])
+    return min((r for r in allowed if r["val_pearson_vs_teacher_score"] >= best - TIE),
+               key=lambda r: r["members"]), best
 
 
 def main() -> None:
@@ -76,8 +78,7 @@ def main() -> None:
                      "val_auroc_vs_teacher": auroc(prob[valid], frac[valid] >= phi), "params": params,
                      "gflops": flops / 1e9, "extra_flops": flops / 1e9 / rows[0]["gflops"] - 1 if rows else 0.0})
         print(rows[-1], flush=True)
-    chosen = choose(rows)
-    best = max(r["val_pearson_vs_teacher_score"] for r in rows if r["extra_flops"] <= MAX_EXTRA_FLOPS)
+    chosen, best = choose(rows)
     margin = chosen["val_pearson_vs_teacher_score"] - (best - TIE)
     out = {"benchmark": "adapter_ensemble", "command": " ".join(["python benchmarks/adapter_ensemble.py", *sys.argv[1:]]),
            "machine": stamp(), "config": {k: v for k, v in cfg.items() if k != "members"},

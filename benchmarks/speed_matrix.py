@@ -111,9 +111,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
+    model = load_student()[0].eval()  # one network (the shipped student), exported at every size
     for size in SIZES:
-        model, _ = load_student()  # the shipped adapter, exported at every size
-        fp32 = export_onnx(model.eval(), size)
+        fp32 = export_onnx(model, size)
         variants = {"fp32": fp32, "fp16": to_fp16(fp32)}
         variants["int8"], _ = quantize(fp32, calibration_tensors(size), INPUT_NAME, "percentile")
         for precision, onnx_bytes in variants.items():
