@@ -4,12 +4,15 @@ picture refused (or at least scored ungradable)?
 * DRIMDB-dev (Good / Bad / Outlier, the dataset's own labels; checking only, never training):
   refused (NotFundusError), scored ungradable, mean score, reason counts, FOV sources, image-level
   AUROC Bad-vs-Good (score; refused photos ranked worst), verdicts correct.
+* The unlabelled cameras of the training pool (IDRiD, REFUGE, SCES; no quality labels: every IDRiD
+  photo shows diabetic retinopathy), per camera.
 * The other development photos (DRIVE, HRF, EyePACS) and preprocessed variants of them and of the
   DRIMDB-dev Good/Bad photos (:data:`efiqa.eval.synth.PREPROCESSINGS`: CLAHE, Graham-style background
   subtraction with and without its 0.9 r mask, 256-px thumbnails, ``img·0.08``, cropped to the FOV);
   photos over 1600 px are reduced to 1600 px on their long side first.
 * Non-fundus pictures: scikit-image's natural photos, text pages, faces, coins, uniform grey, white
-  and black frames.
+  and black frames; and the files a fundus dataset ships beside its photos (DRIVE's FOV masks and
+  manual vessel maps).
 
     python benchmarks/real_photos.py [--data DIR] [--model BUNDLE --tag T]
 
@@ -34,7 +37,7 @@ from machine import stamp  # noqa: E402
 from efiqa import QualityAssessor  # noqa: E402
 from efiqa.errors import NotFundusError  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
-from efiqa.imageio import at_most, read_image, to_bgr8  # noqa: E402
+from efiqa.imageio import IMAGE_SUFFIXES, at_most, read_image, to_bgr8  # noqa: E402
 from efiqa.eval.synth import PREPROCESSINGS, preprocessed  # noqa: E402
 from efiqa.train.data import data_root  # noqa: E402
 
@@ -121,6 +124,13 @@ def main() -> None:
     out["drimdb_verdicts_correct"] = {lab: f"{correct[lab]}/{per_label[lab].n}" for lab in per_label}
     out["drimdb_verdict_accuracy"] = sum(correct.values()) / len(rows)
 
+    # --- the unlabelled cameras of the training pool --------------------------------------------
+    cameras: dict[str, Tally] = {}
+    for p in tqdm(sorted((root / "unlabelled").glob("*/*")), desc="unlabelled cameras"):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            cameras.setdefault(p.parent.name, Tally()).add(qa, at_most(read_image(p), MAX_SIDE), str(p.relative_to(root)))
+    out["unlabelled_cameras"] = {k: t.to_dict() for k, t in cameras.items()}
+
     # --- other development photos and preprocessed variants ------------------------------------
     others = sorted(root.rglob("images/*"))
     plain = Tally()
@@ -160,6 +170,14 @@ def main() -> None:
         except NotFundusError as err:
             non[name] = f"refused: {err.message}"
     out["non_fundus"] = non
+    shipped_beside = {}
+    for label, pattern in (("DRIVE FOV masks", "DRIVE/training/mask/*"), ("DRIVE manual vessel maps", "DRIVE/training/1st_manual/*")):
+        t = Tally()
+        for p in sorted(root.glob(pattern)):
+            t.add(qa, read_image(p), str(p.relative_to(root)))
+        shipped_beside[label] = {"n": t.n, "refused": len(t.refused), "ungradable": t.ungradable,
+                                 "messages": dict(Counter(m.split(": ", 1)[1] for m in t.refused))}
+    out["dataset_files_not_photos"] = shipped_beside
     out["non_fundus_summary"] = {"n": len(non), "refused": sum(v.startswith("refused") for v in non.values()),
                                  "ungradable": sum(v == "ungradable" for v in non.values())}
 
@@ -189,7 +207,16 @@ def render(out: dict) -> str:
     lines += ["", f"Image AUROC Bad vs Good (score; refused ranked worst): **{fmt(out['drimdb_auroc_bad_vs_good'])}**; "
               f"verdicts correct (Good gradable; Bad and Outlier refused or ungradable): "
               f"**{out['drimdb_verdict_accuracy']:.1%}**.", "",
-              "## Other development photos (DRIVE, HRF, EyePACS) and preprocessed variants", "",
+              "## Unlabelled cameras of the training pool (no quality labels)", "",
+              "Photos the adapter was distilled from (teacher labels, never quality labels); none is known to be "
+              "bad, none was graded. IDRiD was published as a diabetic-retinopathy grading set (every photo shows "
+              "DR, Kowa VX-10α): where it is called ungradable, suspect a false alarm (pathology or this camera "
+              "read as poor quality), not a defect found.", "",
+              "| camera | n | refused | ungradable | mean score | score range | reasons |", "|---|---|---|---|---|---|---|"]
+    for cam, d in out.get("unlabelled_cameras", {}).items():
+        lines.append(f"| {cam} | {d['n']} | {d['refused']} | {d['ungradable']} | {fmt(d['mean_score'])} | {_range(d)} | "
+                     f"{_reasons(d)} |")
+    lines += ["", "## Other development photos (DRIVE, HRF, EyePACS) and preprocessed variants", "",
               "| input | n | refused | ungradable | mean score | reasons |", "|---|---|---|---|---|---|"]
     d = out["dev_photos"]
     lines.append(f"| as published | {d['n']} | {d['refused']} | {d['ungradable']} | {fmt(d['mean_score'])} | {_reasons(d)} |")
@@ -206,6 +233,10 @@ def render(out: dict) -> str:
     lines += ["", "## Not fundus photographs", "",
               f"{s['refused']} of {s['n']} refused, {s['ungradable']} scored ungradable.", ""]
     lines += [f"* {k}: {v}" for k, v in out["non_fundus"].items()]
+    lines += ["", "Files a dataset ships beside its photos:", ""]
+    lines += [f"* {k}: {v['refused']} of {v['n']} refused, {v['ungradable']} scored ungradable"
+              + "".join(f"; {m} ({c})" for m, c in v["messages"].items())
+              for k, v in out.get("dataset_files_not_photos", {}).items()]
     return "\n".join(lines) + "\n"
 
 

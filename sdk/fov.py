@@ -27,6 +27,9 @@ EDGES = 0.02
 #: 6.5 % (2754 damaged photos of benchmarks/fov_robustness.py), CLAHE-enhanced ones 11 % (all
 #: red-dominated); natural pictures seen through a round eyepiece 2-25 %, grey ones often 8-15 %
 SURE_ARC, EDGES_IN_CIRCLE, EDGES_IN_CIRCLE_NOT_RED = 0.7, 0.15, 0.08
+#: a field whose grey levels (0.1st to 99.9th percentile, away from its edge) span less than this is
+#: one flat tone: a mask or a drawn disc, not a photograph (a real one, clipped but for its vessels, keeps them)
+BLANK = 3
 
 
 @dataclass(frozen=True)
@@ -459,7 +462,8 @@ def _arc_support(pts: np.ndarray, cx: float, cy: float, r: float, shape: tuple[i
 
 def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | None, max_edges: float = EDGES,
                    strict_colour: bool | None = None, red_edges: float | None = None) -> None:
-    """Reject what is plainly not retina inside the FOV: blue/green-dominated or full of sharp edges.
+    """Reject what is plainly not retina inside the FOV: one flat tone, blue/green-dominated or full
+    of sharp edges.
 
     Measured at 256 px width after a σ = 1.5 px blur (which removes sensor noise and JPEG blocking):
     fundus photos from three cameras, also with strong noise or JPEG damage, have at most 0.6 % of
@@ -474,6 +478,11 @@ def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | N
     sel = np.ones((height, width), bool) if inside is None else cv2.resize(
         inside.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
     ).astype(bool)
+    core = cv2.erode(sel.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    grey8 = cv2.cvtColor(s, cv2.COLOR_BGR2GRAY)[core if core.any() else sel]
+    if _percentile_u8(grey8, 99.9) - _percentile_u8(grey8, 0.1) < BLANK:
+        raise NotFundusError(f"the field of view is one flat tone (grey level {_percentile_u8(grey8, 50):.0f}), "
+                             "a mask or drawing, not a photograph", source)
     b, g, r = (_percentile_u8(ch[sel], 50) for ch in cv2.split(s))
     rgb = f"median R,G,B = {r:.0f},{g:.0f},{b:.0f}"
     strict = inside is None if strict_colour is None else strict_colour

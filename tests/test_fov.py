@@ -172,6 +172,32 @@ def test_bright_square_is_not_a_fov():
         find_fov(img)
 
 
+@pytest.mark.parametrize("tone", [(255, 255, 255), (45, 95, 200)])
+def test_flat_disc_is_not_a_photograph(tone):
+    """A FOV mask (DRIVE ships one per photo) or a drawn disc has a perfect circle and, in white, the
+    look of a fully clipped photo; one flat tone inside it is not a photograph."""
+    img = np.zeros((584, 565, 3), np.uint8)
+    cv2.circle(img, (282, 292), 270, tone, -1, lineType=cv2.LINE_AA)
+    with pytest.raises(NotFundusError, match="flat tone"):
+        find_fov(img, "mask.gif")
+
+
+def test_fundus_clipped_but_for_its_vessels_is_still_a_fundus():
+    """Over-exposed to white everywhere but its darkest vessels: not a flat tone, still a fundus."""
+    img = synthetic_fundus().astype(np.float32) * 6.0
+    fov = find_fov(np.clip(img, 0, 255).astype(np.uint8))
+    assert fov.source == "circle"
+
+
+def test_drive_masks_are_not_photographs(shared_data):
+    masks = sorted((shared_data / "DRIVE/training/mask").glob("*.gif"))
+    if not masks:
+        pytest.skip("no DRIVE masks under the shared data")
+    for path in masks:
+        with pytest.raises(NotFundusError, match="flat tone"):
+            find_fov(read_image(path), path.name)
+
+
 def test_over_exposed_dark_fundus_keeps_its_circle(shared_data):
     """REFUGE g0001 is a dark photo whose circle the frame cuts: an over-exposed patch clipped the
     95th-percentile brightness to 255, the blob threshold (a fifth of the way up to it) cut off the

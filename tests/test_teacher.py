@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 from efiqa.preprocess import Preprocessor  # noqa: E402
 from efiqa.train import masking  # noqa: E402
+from efiqa.train.nets.adapter import make_head  # noqa: E402
 from efiqa.train import teacher as teacher_mod  # noqa: E402
 from efiqa.train import vessels as vessel_mod  # noqa: E402
 from efiqa.train.data import to_geometry  # noqa: E402
@@ -349,6 +350,13 @@ def test_tiny_end_to_end_training(tmp_path):
         torch.testing.assert_close(loaded.adapter(x), ens.head(x))
     with pytest.raises(ValueError, match="at least one member"):
         distill.train_adapter(fs, members=0, **train)
+    # a candidate head under study (benchmarks/adapter_ground_truth.py): a callable channels → module,
+    # standardised from the training features and its output bias set like a named kind's
+    built = []
+    narrow = distill.train_adapter(fs, "two-scale", lambda c: built.append(c) or make_head("conv", c, hidden=4),
+                                   epochs=1, batch=2, target="binary")
+    assert built == [fs.features("two-scale").shape[1]] and narrow.head[1].out_channels == 4
+    assert not torch.equal(narrow.head[0].std, torch.ones_like(narrow.head[0].std))
 
 
 def test_training_pool_is_the_teacher_set_plus_every_unlabelled_photo_and_nothing_held_out(tmp_path):

@@ -22,7 +22,7 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -167,14 +167,17 @@ class AdapterResult:
     params: int
 
 
-def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str = "linear", phi: float = 0.9,
+def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str | Callable[[int], torch.nn.Module] = "linear",
+                  phi: float = 0.9,
                   epochs: int = 20, lr: float = 1e-3, batch: int = 32, seed: int = 0,
                   train_photos: set[int] | None = None, target: str = "soft", members: int = 1) -> AdapterResult:
     """BCE on the teacher's labels: ``soft`` (its mean share of missing vasculature per patch) or
     ``binary`` (its rule, fraction ≥ phi, positives weighted by the negative/positive ratio).
     ``members`` > 1: an ensemble (:func:`adapter.combine`) of heads trained alike from seeds ``seed``,
     ``seed`` + 1, … (its first member is the single head of the same seed, so runs with neighbouring
-    seeds share members); ``history``: their mean loss per epoch."""
+    seeds share members); ``history``: their mean loss per epoch. ``head``: a kind of
+    :func:`adapter.make_head` or a callable channels → module (a candidate under study) whose first
+    layer is a :class:`adapter.Standardise` and whose last has the output bias."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
     idx = np.array([n for n, p in enumerate(fs.photo) if train_photos is None or p in train_photos])
@@ -191,11 +194,11 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str =
     return AdapterResult(model.eval(), feature_kind, fs.size, history, sum(p.numel() for p in model.parameters()))
 
 
-def _fit_head(head: str, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, pos_weight: torch.Tensor, epochs: int,
-              lr: float, batch: int, seed: int) -> tuple[torch.nn.Module, list[float]]:
+def _fit_head(head: str | Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
+              pos_weight: torch.Tensor, epochs: int, lr: float, batch: int, seed: int) -> tuple[torch.nn.Module, list[float]]:
     """One head trained on (features, targets, valid cells) from ``seed``; its loss per epoch."""
     torch.manual_seed(seed)
-    model = make_head(head, x.shape[1])
+    model = head(x.shape[1]) if callable(head) else make_head(head, x.shape[1])
     model[0].fit(x)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
