@@ -12,8 +12,8 @@ teacher (Pearson r of the map with the teacher's patch score on the held-out pho
 The shipped configuration is trained from three seeds: the spread between them is the yardstick a
 variant's difference must clear. Variants (one seed each): the paper's linear head, a wider (128)
 and a deeper (three 3×3) conv head, a global-context term (the mean of the standardised features
-over the grid, through its own 1×1 conv, added to the first layer: what the teacher's photo-median
-exposure reference would need), 10 and 40 epochs, and the binary target.
+over the whole grid, cells outside the FOV included, through its own 1×1 conv, added to the first
+layer: what the teacher's photo-median exposure reference would need), 10 and 40 epochs, and the binary target.
 
     python benchmarks/adapter_ground_truth.py
 

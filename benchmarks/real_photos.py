@@ -173,8 +173,10 @@ def main() -> None:
     shipped_beside = {}
     for label, pattern in (("DRIVE FOV masks", "DRIVE/training/mask/*"), ("DRIVE manual vessel maps", "DRIVE/training/1st_manual/*")):
         t = Tally()
-        for p in sorted(root.glob(pattern)):
+        for p in sorted(f for f in root.glob(pattern) if f.suffix.lower() in IMAGE_SUFFIXES):
             t.add(qa, read_image(p), str(p.relative_to(root)))
+        if not t.n:
+            continue
         shipped_beside[label] = {"n": t.n, "refused": len(t.refused), "ungradable": t.ungradable,
                                  "messages": dict(Counter(m.split(": ", 1)[1] for m in t.refused))}
     out["dataset_files_not_photos"] = shipped_beside
@@ -209,9 +211,9 @@ def render(out: dict) -> str:
               f"**{out['drimdb_verdict_accuracy']:.1%}**.", "",
               "## Unlabelled cameras of the training pool (no quality labels)", "",
               "Photos the adapter was distilled from (teacher labels, never quality labels); none is known to be "
-              "bad, none was graded. IDRiD was published as a diabetic-retinopathy grading set (every photo shows "
-              "DR, Kowa VX-10α): where it is called ungradable, suspect a false alarm (pathology or this camera "
-              "read as poor quality), not a defect found.", "",
+              "bad, none was graded. IDRiD's are from its lesion-segmentation subset (every photo shows diabetic "
+              "retinopathy; Kowa VX-10α): where one is called ungradable, suspect a false alarm (pathology or "
+              "this camera read as poor quality), not a defect found.", "",
               "| camera | n | refused | ungradable | mean score | score range | reasons |", "|---|---|---|---|---|---|---|"]
     for cam, d in out.get("unlabelled_cameras", {}).items():
         lines.append(f"| {cam} | {d['n']} | {d['refused']} | {d['ungradable']} | {fmt(d['mean_score'])} | {_range(d)} | "

@@ -52,7 +52,8 @@ does not apply (times in milliseconds unless the key says otherwise)::
       cold_start        null (not measured), or {ms, ok, error, command}: a child process
                         ``python -m efiqa assess EXAMPLE --json`` from spawn to its first stdout line
       stability         {window_s, first, last, p50_ratio}: first and last window of the run
-                        (window_s = min(60 s, run/4)); first/last = {start_s, end_s, n, fps, total_ms: Stats};
+                        (window_s = min(60 s, run/4); frames starting in the first, ending in the
+                        last); first/last = {start_s, end_s, n, fps, total_ms: Stats};
                         p50_ratio = last.total_ms.p50 / first.total_ms.p50
       timeline          {bin_s, t_s, n, p50_ms, p95_ms, max_ms}: total latency per time bin (lists)
       check             null (not asked), {skipped: reason}, or {reference, frames, max_abs_dp,
@@ -301,16 +302,19 @@ def over_budget(total_ms: Sequence[float], fps: float) -> float:
 
 
 def stability(samples: Samples, seconds: float, window_s: float | None = None) -> dict:
-    """First and last window of the run side by side; window = min(60 s, run/4)."""
+    """First and last window of the run side by side; window = min(60 s, run/4). The first holds the
+    frames that start in it, the last those that end in it, so neither is empty when one slow frame
+    spans more than a window (a short run on a busy machine)."""
     w = window_s if window_s is not None else min(60.0, seconds / 4)
 
-    def window(a: float, b: float) -> dict:
-        vals = [tot for t, tot in zip(samples.t_s, samples.total) if a <= t < b or (b >= seconds and t >= a)]
+    def window(a: float, b: float, times: list[float]) -> dict:
+        vals = [tot for t, tot in zip(times, samples.total) if a <= t < b or (b >= seconds and t >= a)]
         span = b - a
         return {"start_s": a, "end_s": b, "n": len(vals), "fps": len(vals) / span if span > 0 else math.nan,
                 "total_ms": asdict(Stats.of(vals))}
 
-    first, last = window(0.0, w), window(max(0.0, seconds - w), seconds)
+    ends = [t + tot / 1e3 for t, tot in zip(samples.t_s, samples.total)]
+    first, last = window(0.0, w, samples.t_s), window(max(0.0, seconds - w), seconds, ends)
     ratio = last["total_ms"]["p50"] / first["total_ms"]["p50"] if first["n"] and last["n"] else math.nan
     return {"window_s": w, "first": first, "last": last, "p50_ratio": ratio}
 

@@ -30,6 +30,8 @@ SURE_ARC, EDGES_IN_CIRCLE, EDGES_IN_CIRCLE_NOT_RED = 0.7, 0.15, 0.08
 #: a field whose grey levels (0.1st to 99.9th percentile, away from its edge) span less than this is
 #: one flat tone: a mask or a drawn disc, not a photograph (a real one, clipped but for its vessels, keeps them)
 BLANK = 3
+#: ... unless it is white (clipped) and at least COLOURED of the frame's pixels have colour
+CLIPPED, COLOURED = 250, 1e-4
 
 
 @dataclass(frozen=True)
@@ -384,6 +386,11 @@ def _corner_level(lum: np.ndarray) -> float:
                                            lum[-c:, -c:].ravel()])))
 
 
+def _colour_share(img: np.ndarray) -> float:
+    """Share of an 8-bit BGR image's pixels whose channels differ by more than 16 levels."""
+    return float(np.mean((img.max(axis=2).astype(np.int16) - img.min(axis=2)) > 16))
+
+
 def _percentile_u8(values: np.ndarray, q: float) -> float:
     """Percentile of uint8 values by histogram (much faster than np.percentile's sort)."""
     hist = np.bincount(values.ravel(), minlength=256).cumsum()
@@ -480,9 +487,14 @@ def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | N
     ).astype(bool)
     core = cv2.erode(sel.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
     grey8 = cv2.cvtColor(s, cv2.COLOR_BGR2GRAY)[core if core.any() else sel]
-    if _percentile_u8(grey8, 99.9) - _percentile_u8(grey8, 0.1) < BLANK:
-        raise NotFundusError(f"the field of view is one flat tone (grey level {_percentile_u8(grey8, 50):.0f}), "
-                             "a mask or drawing, not a photograph", source)
+    if grey8.size and _percentile_u8(grey8, 99.9) - _percentile_u8(grey8, 0.1) < BLANK:
+        level = _percentile_u8(grey8, 50)
+        # only clipping makes a photo flat, at white; a photo clipped to white throughout keeps the
+        # colour of its edge, where it falls off to the surround (a mask is grey there too): over-exposed
+        if level < CLIPPED or _colour_share(s) < COLOURED:
+            where = "the field of view" if inside is not None else "the picture"
+            raise NotFundusError(f"{where} is one flat tone (grey level {level:.0f}), a mask or drawing, "
+                                 "not a photograph", source)
     b, g, r = (_percentile_u8(ch[sel], 50) for ch in cv2.split(s))
     rgb = f"median R,G,B = {r:.0f},{g:.0f},{b:.0f}"
     strict = inside is None if strict_colour is None else strict_colour

@@ -121,6 +121,18 @@ def test_duration_run_reports_first_and_last_window_on_a_fake_clock():
     assert bench.stability(run.samples, 600.0)["window_s"] == 60.0
 
 
+def test_last_window_holds_a_slow_last_frame():
+    """Five frames, the last one longer than a quarter of the run (a busy machine): it starts before
+    the last window and ends in it; the window must not come out empty (a null in the JSON)."""
+    samples = bench.Samples()
+    for t, tot in ((0.0, 10.0), (0.01, 10.0), (0.02, 10.0), (0.03, 10.0), (0.04, 60.0)):
+        samples.t_s.append(t)
+        samples.total.append(tot)
+    st = bench.stability(samples, 0.1)
+    assert st["first"]["n"] == 3 and st["last"]["n"] == 1 and st["last"]["total_ms"]["mean"] == 60.0
+    assert st["p50_ratio"] == pytest.approx(6.0)
+
+
 def test_batches_and_fov_reuse_on_a_fake_clock():
     clock = FakeClock()
     qa = FakeQA(clock, lambda k: 1.0, lambda k, n: 2.0 + n, lambda k: 0.25)  # inference: 2 ms + 1 ms per frame

@@ -7,7 +7,7 @@ from efiqa.fov import find_fov
 from efiqa.eval.synth import eyepiece
 from efiqa.imageio import read_image, to_bgr8
 
-from .conftest import synthetic_fundus
+from .conftest import synthetic_fundus, synthetic_fundus_with_vessels
 
 
 @pytest.mark.parametrize("h, w, cx, cy, r", [
@@ -183,10 +183,27 @@ def test_flat_disc_is_not_a_photograph(tone):
 
 
 def test_fundus_clipped_but_for_its_vessels_is_still_a_fundus():
-    """Over-exposed to white everywhere but its darkest vessels: not a flat tone, still a fundus."""
-    img = synthetic_fundus().astype(np.float32) * 6.0
-    fov = find_fov(np.clip(img, 0, 255).astype(np.uint8))
-    assert fov.source == "circle"
+    """A white disc: refused; the same disc with darker vessels in it is a (clipped) fundus."""
+    ves = synthetic_fundus_with_vessels()[1]
+    img = np.zeros(ves.shape + (3,), np.uint8)
+    cv2.circle(img, (400, 300), 270, (255, 255, 255), -1)
+    with pytest.raises(NotFundusError, match="flat tone"):
+        find_fov(img)
+    img[ves & (img[..., 0] > 0)] = (150, 170, 230)
+    assert find_fov(img).source == "circle"
+
+
+def test_photo_clipped_to_white_throughout_is_over_exposed_not_refused(shared_data):
+    """White all over its field, vessels included, but its edge keeps the fundus colours where it
+    falls off to the surround (a mask's edge is grey): a bad photo to score, not a refusal."""
+    img = np.zeros((600, 800, 3), np.uint8)
+    cv2.circle(img, (400, 300), 272, (40, 120, 255), 4)
+    cv2.circle(img, (400, 300), 270, (255, 255, 255), -1)
+    assert find_fov(img).source == "circle"
+    path = shared_data / "EyePACS/images/10_left.jpeg"   # its field all 255 at 6× its brightness
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    assert find_fov(np.clip(read_image(path).astype(np.float32) * 6, 0, 255).astype(np.uint8)).source == "circle"
 
 
 def test_drive_masks_are_not_photographs(shared_data):
