@@ -13,7 +13,10 @@ The shipped configuration is trained from three seeds: the spread between them i
 variant's difference must clear. Variants (one seed each): the paper's linear head, a wider (128)
 and a deeper (three 3×3) conv head, a global-context term (the mean of the standardised features
 over the whole grid, cells outside the FOV included, through its own 1×1 conv, added to the first
-layer: what the teacher's photo-median exposure reference would need), 10 and 40 epochs, and the binary target.
+layer: what the teacher's photo-median exposure reference would need), 10 and 40 epochs, the
+binary target, and the mean logit of the three seeds' heads (``members=3``, the ensemble
+``adapter_ensemble.py`` chose and the held-out check rejected: how much of a seed's luck averaging
+removes).
 
     python benchmarks/adapter_ground_truth.py
 
@@ -72,7 +75,8 @@ def deeper_head(channels: int, hidden: int = 64) -> nn.Sequential:
 
 
 #: name → train_adapter arguments (the shipped configuration's, changed where named)
-SHIPPED = {"head": distill.DEFAULT["head"], "target": distill.DEFAULT["target"], "epochs": 20, "seed": 0}
+SHIPPED = {"head": distill.DEFAULT["head"], "target": distill.DEFAULT["target"], "epochs": 20, "seed": 0,
+           "members": distill.DEFAULT["members"]}
 VARIANTS = {
     "shipped (seed 0)": {},
     "shipped (seed 1)": {"seed": 1},
@@ -84,6 +88,7 @@ VARIANTS = {
     "10 epochs": {"epochs": 10},
     "40 epochs": {"epochs": 40},
     "binary target": {"target": "binary"},
+    "seeds 0-2 averaged": {"members": 3},
 }
 
 
@@ -98,7 +103,7 @@ def main() -> None:
     for name, change in VARIANTS.items():
         cfg = {**SHIPPED, **change}
         res = distill.train_adapter(fs, features, cfg["head"], phi=phi, seed=cfg["seed"], train_photos=train,
-                                    target=cfg["target"], epochs=cfg["epochs"])
+                                    target=cfg["target"], epochs=cfg["epochs"], members=cfg["members"])
         prob, frac, score, valid = distill.predict(res, fs, val)
         rows[name] = {"change": {k: (v if isinstance(v, (str, int)) else getattr(v, "__name__", "custom"))
                                  for k, v in change.items()},
