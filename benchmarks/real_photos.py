@@ -39,7 +39,7 @@ from efiqa.errors import NotFundusError  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
 from efiqa.imageio import IMAGE_SUFFIXES, at_most, read_image, to_bgr8  # noqa: E402
 from efiqa.eval.synth import PREPROCESSINGS, preprocessed  # noqa: E402
-from efiqa.train.data import data_root  # noqa: E402
+from efiqa.train.data import UNLABELLED, data_root, training_pool  # noqa: E402
 
 RESULTS = HERE / "results"
 MAX_SIDE = 1600
@@ -126,9 +126,8 @@ def main() -> None:
 
     # --- the unlabelled cameras of the training pool --------------------------------------------
     cameras: dict[str, Tally] = {}
-    for p in tqdm(sorted((root / "unlabelled").glob("*/*")), desc="unlabelled cameras"):
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            cameras.setdefault(p.parent.name, Tally()).add(qa, at_most(read_image(p), MAX_SIDE), str(p.relative_to(root)))
+    for name in tqdm([n for n in training_pool(root) if Path(n).parts[0] == UNLABELLED], desc="unlabelled cameras"):
+        cameras.setdefault(Path(name).parts[1], Tally()).add(qa, at_most(read_image(root / name), MAX_SIDE), name)
     out["unlabelled_cameras"] = {k: t.to_dict() for k, t in cameras.items()}
 
     # --- other development photos and preprocessed variants ------------------------------------

@@ -27,13 +27,13 @@ from machine import stamp  # noqa: E402
 
 from efiqa.train import teacher as T  # noqa: E402
 from efiqa.train import vessels as vs  # noqa: E402
-from efiqa.train.data import to_geometry  # noqa: E402
+from efiqa.train.data import UNLABELLED, to_geometry  # noqa: E402
 from efiqa.train.distill import photo_list  # noqa: E402
 
 
 def camera(name: str) -> str:
     parts = name.split("/")
-    return parts[1] if parts[0] == "unlabelled" else parts[0]
+    return parts[1] if parts[0] == UNLABELLED else parts[0]
 
 
 @torch.no_grad()

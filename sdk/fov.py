@@ -485,10 +485,11 @@ def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | N
     sel = np.ones((height, width), bool) if inside is None else cv2.resize(
         inside.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
     ).astype(bool)
+    grey8 = cv2.cvtColor(s, cv2.COLOR_BGR2GRAY)
     core = cv2.erode(sel.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-    grey8 = cv2.cvtColor(s, cv2.COLOR_BGR2GRAY)[core if core.any() else sel]
-    if grey8.size and _percentile_u8(grey8, 99.9) - _percentile_u8(grey8, 0.1) < BLANK:
-        level = _percentile_u8(grey8, 50)
+    field = grey8[core if core.any() else sel]
+    if field.size and _percentile_u8(field, 99.9) - _percentile_u8(field, 0.1) < BLANK:
+        level = _percentile_u8(field, 50)
         # only clipping makes a photo flat, at white; a photo clipped to white throughout keeps the
         # colour of its edge, where it falls off to the surround (a mask is grey there too): over-exposed
         if level < CLIPPED or _colour_share(s) < COLOURED:
@@ -504,7 +505,7 @@ def _check_content(small: np.ndarray, inside: np.ndarray | None, source: str | N
     if r < 0.9 * g or r < 0.9 * b:
         raise NotFundusError(f"colours are not those of a fundus photograph ({rgb})", source)
     # blur first: sensor noise and JPEG blocking are not structure; object edges survive it
-    grey = cv2.GaussianBlur(cv2.cvtColor(s, cv2.COLOR_BGR2GRAY).astype(np.float32), (0, 0), 1.5)
+    grey = cv2.GaussianBlur(grey8.astype(np.float32), (0, 0), 1.5)
     mag = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
     edges = float(np.mean(mag[sel] > 100))
     if edges > (red_edges if red and red_edges is not None else max_edges):
