@@ -92,29 +92,13 @@ VARIANTS = {
 }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pool_arguments(ap)
-    args = ap.parse_args()
-    size, features = distill.DEFAULT["size"], distill.DEFAULT["features"]
-    names, sets, phi, train, val = pool_features(args, (size,))
-    fs = sets[size]
-    heads, rows = {}, {}
-    for name, change in VARIANTS.items():
-        cfg = {**SHIPPED, **change}
-        res = distill.train_adapter(fs, features, cfg["head"], phi=phi, seed=cfg["seed"], train_photos=train,
-                                    target=cfg["target"], epochs=cfg["epochs"], members=cfg["members"])
-        prob, frac, score, valid = distill.predict(res, fs, val)
-        rows[name] = {"change": {k: (v if isinstance(v, (str, int)) else getattr(v, "__name__", "custom"))
-                                 for k, v in change.items()},
-                      "params": res.params, "pearson_vs_teacher": float(np.corrcoef(prob[valid], score[valid])[0, 1]),
-                      "auroc_vs_teacher_rule": auroc(prob[valid], frac[valid] >= phi)}
-        heads[name] = res.head.eval()
-        print(name, rows[name], flush=True)
-
-    # Ground truth: the synth generator on the held-out training-set photos. Crop and coverage come
-    # from the shipped bundle (the same preprocessing); the backbone runs once per image.
-    student = distill.assemble(distill.AdapterResult(heads["shipped (seed 0)"], features, size, [], 0))
+def ground_truth(heads: dict[str, nn.Module], names: list[str], val: set[int], data: str | None, size: int,
+                 features: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Each head's maps on the ``val`` pool photos degraded by ``synth``, scored against its masks:
+    (the photos by name, :func:`evaluation.summarise` of the records). Crop and coverage come from
+    the shipped bundle (the same preprocessing); the backbone runs once per image."""
+    any_head = next(iter(heads.values()))
+    student = distill.assemble(distill.AdapterResult(any_head, features, size, [], 0))
     qa = QualityAssessor(None, backend="onnxruntime", threads=2)
     pre = Preprocessor(size)
     memo: dict = {}
@@ -135,10 +119,33 @@ def main() -> None:
             return prob, s["crop"], s["coverage"]
         return m
 
-    root = data_root(args.data)
+    root = data_root(data)
     photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
-    records = run(photos, {n: method(n) for n in VARIANTS}, generator="synth")
-    summary = summarise(records, list(VARIANTS))
+    records = run(photos, {n: method(n) for n in heads}, generator="synth")
+    return photos, summarise(records, list(heads))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pool_arguments(ap)
+    args = ap.parse_args()
+    size, features = distill.DEFAULT["size"], distill.DEFAULT["features"]
+    names, sets, phi, train, val = pool_features(args, (size,))
+    fs = sets[size]
+    heads, rows = {}, {}
+    for name, change in VARIANTS.items():
+        cfg = {**SHIPPED, **change}
+        res = distill.train_adapter(fs, features, cfg["head"], phi=phi, seed=cfg["seed"], train_photos=train,
+                                    target=cfg["target"], epochs=cfg["epochs"], members=cfg["members"])
+        prob, frac, score, valid = distill.predict(res, fs, val)
+        rows[name] = {"change": {k: (v if isinstance(v, (str, int)) else getattr(v, "__name__", "custom"))
+                                 for k, v in change.items()},
+                      "params": res.params, "pearson_vs_teacher": float(np.corrcoef(prob[valid], score[valid])[0, 1]),
+                      "auroc_vs_teacher_rule": auroc(prob[valid], frac[valid] >= phi)}
+        heads[name] = res.head.eval()
+        print(name, rows[name], flush=True)
+
+    photos, summary = ground_truth(heads, names, val, args.data, size, features)
     kinds = list(summary["per_kind"])
     for name, row in rows.items():
         row.update(overall=summary["overall"][name]["auroc"], ranking=summary["ranking"][name],

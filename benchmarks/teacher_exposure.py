@@ -20,52 +20,27 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluation import run, summarise  # noqa: E402
 from machine import stamp  # noqa: E402
+from teacher_rules import RINGS, radial_visibility  # noqa: E402
 from teacher_selection import DEV as dev, print_table, setup  # noqa: E402
 
 from efiqa.train import teacher as T  # noqa: E402
-from efiqa.train import vessels as vs  # noqa: E402
-from efiqa.train.data import to_geometry  # noqa: E402
 
 teacher, photos = setup()
 RAMPS = {"v3.5": None, "v3.6 (0.3-0.7)": (0.3, 0.7), "v3.6 (0.25-0.55)": (0.25, 0.55), "v3.6 (0.4-0.85)": (0.4, 0.85)}
 RADIAL = {"radial (0.3-0.7)": (0.3, 0.7), "radial (0.4-0.85)": (0.4, 0.85), "radial (0.5-0.9)": (0.5, 0.9)}
-RINGS = 10
 PHOTO_VISIBILITY = T.brightness_visibility  # the shipped rule (against the photo median)
 memo: dict = {}
 
 
-def radial_visibility(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
-    """``T.brightness_visibility`` with each pixel's level taken against the median green of its
-    ring of the FOV (centre and radius from the mask's centroid and area), interpolated by radius."""
-    green = rgb[..., 1].astype(np.float32)
-    if not fov_mask.any():
-        return PHOTO_VISIBILITY(rgb, fov_mask)
-    ys, xs = np.nonzero(fov_mask)
-    cy, cx, r = ys.mean(), xs.mean(), max(np.sqrt(len(ys) / np.pi), 1.0)
-    yy, xx = np.indices(green.shape)
-    rho = np.clip(np.hypot(yy - cy, xx - cx) / r, 0, 1)
-    ring = np.minimum((rho * RINGS).astype(int), RINGS - 1)
-    overall = float(np.median(green[fov_mask]))
-    medians = np.array([np.median(green[fov_mask & (ring == k)]) if (fov_mask & (ring == k)).any() else overall
-                        for k in range(RINGS)], np.float32)
-    reference = np.interp(rho, (np.arange(RINGS) + 0.5) / RINGS, medians) + 1.0
-    return T.exposure_visibility(cv2.GaussianBlur(green, (0, 0), 4) / reference)
-
-
 def maps(bgr):
     if memo.get("img") is not bgr:
-        photo = to_geometry(bgr, vs.SIZE)
-        with torch.no_grad():
-            anatomy, fov = vs.predict(teacher.anatomy, photo), T.map_fov(photo)
-            expected = T.reconstruct(teacher.inpainter, T.to_map(anatomy))
-            traced = np.minimum(vs.predict(teacher.extractor, photo), anatomy)
+        parts = teacher.parts(bgr)
+        photo, expected, traced, fov = parts.photo, parts.expected, parts.traced, T.map_fov(parts.photo)
         depth = teacher.config["vessel_depth"]
         out = {"v3.4": T.disagreement(expected, traced, photo.rgb, fov, depth)[0]}
         shipped = T.UNDEREXPOSED

@@ -26,8 +26,7 @@ sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
 
 from efiqa.train import teacher as T  # noqa: E402
-from efiqa.train import vessels as vs  # noqa: E402
-from efiqa.train.data import UNLABELLED, to_geometry  # noqa: E402
+from efiqa.train.data import UNLABELLED  # noqa: E402
 from efiqa.train.distill import photo_list  # noqa: E402
 
 
@@ -36,12 +35,10 @@ def camera(name: str) -> str:
     return parts[1] if parts[0] == UNLABELLED else parts[0]
 
 
-@torch.no_grad()
 def parts(teacher: T.Teacher, bgr: np.ndarray) -> dict:
-    photo = to_geometry(bgr, vs.SIZE)
+    p = teacher.parts(bgr)
+    photo, anatomy, traced = p.photo, p.anatomy, p.traced
     fov = photo.fov_mask
-    anatomy = vs.predict(teacher.anatomy, photo)
-    traced = np.minimum(vs.predict(teacher.extractor, photo), anatomy)
     ves = traced > 0.5
     row = {"anatomy_share": float((anatomy > 0.5)[fov].mean()), "traced_share": float(ves[fov].mean()),
            "green_median": float(np.median(photo.rgb[..., 1][fov]))}
@@ -52,7 +49,7 @@ def parts(teacher: T.Teacher, bgr: np.ndarray) -> dict:
         row[f"weber_visibility_k{k}"] = (float(np.clip(T.weber(depth, background) / (T.VISIBLE_K * con), 0, 1)[ves].mean())
                                          if ves.any() else None)
     row["brightness_visibility"] = float(T.brightness_visibility(photo.rgb, fov)[ves].mean()) if ves.any() else None
-    out = teacher(bgr)
+    out = teacher.judge(p)
     row["teacher_score"] = float(out.patch_score[out.coverage >= 0.5].mean())
     return row
 

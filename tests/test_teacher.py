@@ -234,8 +234,10 @@ def test_fine_depth_scale_sees_blur_first():
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end_training(tmp_path):
+def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     """Seconds, not minutes: a few steps of each stage on generated photos, then teacher inference."""
+    from efiqa.train.distill import teacher_labels
+
     torch.manual_seed(0)
     pairs = []
     for seed in range(3):
@@ -257,6 +259,16 @@ def test_tiny_end_to_end_training(tmp_path):
     assert out.patch_score.shape == out.patch_fraction.shape == out.coverage.shape == (g, g)
     assert np.all((out.patch_fraction >= 0) & (out.patch_fraction <= 1))
     assert np.all(out.anomaly[~out.fov] == 0)
+    # the labels keep the networks' parts: judged again they give the same labels, and a study can
+    # judge them under another rule (module constants are read when judging, not when the parts are made)
+    kept = []
+    labels = teacher_labels([synthetic_fundus(seed=6)], teacher, augmentations=2, progress=False,
+                            keep=lambda i, k, parts: kept.append(parts))
+    assert len(kept) == len(labels.samples) == 2
+    assert all(np.array_equal(teacher.judge(p).patch_score, s) for p, s in zip(kept, labels.score))
+    monkeypatch.setattr(teacher_mod, "VISIBLE_K", 3.0)
+    assert not np.array_equal(teacher.judge(kept[0]).patch_score, labels.score[0])
+    monkeypatch.undo()
     clean = [(str(s), synthetic_fundus(seed=s)) for s in range(2)]
     cfg = teacher_mod.calibrate(teacher, clean)
     assert cfg["tau"] > 0 and 0 <= cfg["phi"] <= 1 and 0 <= cfg["clean_fpr_recipe_rule"] <= 1

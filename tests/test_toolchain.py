@@ -293,7 +293,7 @@ def test_distillation_counts_refused_photos_and_does_not_swallow_bugs(capsys):
     from efiqa.train.distill import teacher_labels
 
     class Refusing:  # refuses every perturbed copy, as a hidden FOV would
-        def __call__(self, img):
+        def parts(self, img):
             raise NotFundusError("scripted: no field of view")
 
     photos = [synthetic_fundus(64, 64, seed=s) for s in range(2)]
@@ -302,7 +302,7 @@ def test_distillation_counts_refused_photos_and_does_not_swallow_bugs(capsys):
     assert "skipped 6 of 6" in capsys.readouterr().err
 
     class Broken:
-        def __call__(self, img):
+        def parts(self, img):
             raise ZeroDivisionError("a bug, not a photo problem")
 
     with pytest.raises(ZeroDivisionError):

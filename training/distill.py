@@ -38,7 +38,7 @@ from .augment import augment, enhancement
 from .nets.efficientnet_lite import EfficientNetLite0
 from .nets.adapter import combine, make_adapter, make_head
 from .nets.student import CHANNELS, Student
-from .teacher import Teacher
+from .teacher import Teacher, TeacherOutput, TeacherParts
 
 #: The shipped configuration, chosen label-free by ``benchmarks/student_variants.py`` (size, features, head,
 #: target). ``members``: one head; the mean of three (picked label-free by ``benchmarks/adapter_ensemble.py``)
@@ -61,6 +61,14 @@ class Labels:
     coverage: list[np.ndarray] = field(default_factory=list)  # in-FOV share of the cell (g, g)
     #: perturbed photos the teacher refused (a perturbation can hide the FOV), "photo#k: reason"
     skipped: list[str] = field(default_factory=list)
+
+    def add(self, photo: int, perturbation: int, t: TeacherOutput) -> None:
+        """Record the teacher's output for one perturbed photo."""
+        self.samples.append((photo, perturbation))
+        self.fov.append(t.fov_circle)
+        self.soft.append(t.patch_fraction)
+        self.score.append(t.patch_score)
+        self.coverage.append(t.coverage)
 
 
 @dataclass
@@ -97,23 +105,23 @@ def perturbations(photos: list[np.ndarray], augmentations: int, seed: int) -> It
 
 
 def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: int = 24, seed: int = 0,
-                   progress: bool = True) -> Labels:
-    """The teacher's labels for ``augmentations`` perturbations of each photo (the slow part)."""
+                   progress: bool = True, keep: Callable[[int, int, TeacherParts], None] | None = None) -> Labels:
+    """The teacher's labels for ``augmentations`` perturbations of each photo (the slow part).
+    ``keep(photo, perturbation, parts)``: handed the networks' output of each labelled photo, so a
+    study can judge them again under other visibility rules without running the networks again."""
     from tqdm import tqdm
 
     labels = Labels()
     for i, k, img in tqdm(perturbations(photos, augmentations, seed), total=len(photos) * augmentations,
                           desc="teacher labels", disable=not progress):
         try:
-            t = teacher(img)
+            parts = teacher.parts(img)
         except EfiqaError as err:  # a perturbation can push a photo past FOV detection: counted, not trained on
             labels.skipped.append(f"{i}#{k}: {type(err).__name__}: {err.message}")
             continue
-        labels.samples.append((i, k))
-        labels.fov.append(t.fov_circle)
-        labels.soft.append(t.patch_fraction)
-        labels.score.append(t.patch_score)
-        labels.coverage.append(t.coverage)
+        if keep is not None:
+            keep(i, k, parts)
+        labels.add(i, k, teacher.judge(parts))
     if labels.skipped:
         print(f"teacher labels: skipped {len(labels.skipped)} of {len(photos) * augmentations} perturbed photos "
               f"(e.g. {labels.skipped[0]})", file=sys.stderr)

@@ -361,6 +361,16 @@ class TeacherOutput:
     fov_circle: Fov
 
 
+@dataclass
+class TeacherParts:
+    """What the teacher's networks see in one photo, before any visibility rule is applied."""
+
+    photo: Photo               # the photo in the extractors' geometry (vessels.SIZE²)
+    anatomy: np.ndarray        # vessels.SIZE² the anatomy extractor's vessel probability
+    expected: np.ndarray       # MAP_SIZE² the prior's reconstruction of the anatomy map (x̂)
+    traced: np.ndarray         # vessels.SIZE² the visible extractor's probability, capped by anatomy
+
+
 CONFIG = "teacher.json"
 #: median vessel depth (grey levels) of clean photos until ``calibrate`` measures it
 DEFAULT_DEPTH = 10.0
@@ -398,15 +408,24 @@ class Teacher:
                                  f"{DEPTH_KERNELS} is needed (recalibrate: efiqa train teacher --calibrate-only)")
         self.tau = float(self.config["tau"])
 
-    @torch.no_grad()
     def __call__(self, bgr: np.ndarray, name: str = "") -> TeacherOutput:
+        return self.judge(self.parts(bgr, name))
+
+    @torch.no_grad()
+    def parts(self, bgr: np.ndarray, name: str = "") -> TeacherParts:
+        """The networks' share of the work (the slow part): photo, anatomy, expected and traced maps."""
         photo = to_geometry(bgr, vessel_stage.SIZE, name)
-        anatomy, fov = vessel_stage.predict(self.anatomy, photo), map_fov(photo)
+        anatomy = vessel_stage.predict(self.anatomy, photo)
         expected = reconstruct(self.inpainter, to_map(anatomy))
         # a vessel counts as visible only as far as anatomy puts one there: a slight blur makes the
         # visible extractor *more* confident of thin vessels, which would hide the contrast it takes
         traced = np.minimum(vessel_stage.predict(self.extractor, photo), anatomy)
-        anomaly, seen = disagreement(expected, traced, photo.rgb, fov, self.config["vessel_depth"],
+        return TeacherParts(photo, anatomy, expected, traced)
+
+    def judge(self, parts: TeacherParts) -> TeacherOutput:
+        """Expected vs visible vasculature of :meth:`parts` → anomaly and patch scores (fast, no network)."""
+        photo, expected, fov = parts.photo, parts.expected, map_fov(parts.photo)
+        anomaly, seen = disagreement(expected, parts.traced, photo.rgb, fov, self.config["vessel_depth"],
                                      contrasts=self.config.get("vessel_contrast"))
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
         density = pool_cells(seen, fov, GRID, 0.0)[0]

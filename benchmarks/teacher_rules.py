@@ -1,0 +1,290 @@
+"""Teacher visibility rules judged by the *student* they teach, against ground truth.
+
+The teacher's networks (anatomy and visible extractors, inpainting prior) run once per training
+perturbation; their outputs (``Teacher.parts``) are kept on disk beside the label cache. Each rule
+below re-judges those same parts (``Teacher.judge`` with a module constant or function swapped),
+which gives a new set of labels in minutes instead of a 47-minute relabel. A student head is then
+distilled from each rule's labels as ``efiqa train student`` would (same features, same recipe),
+from three seeds, on four training-pool photos in five; the fifth (every fifth photo, as in
+``adapter_ground_truth.py``) is degraded by the ``synth`` evaluation generator (never ``soft``, never
+the HELD_OUT photos of ``accuracy.py``) and the heads' maps are scored against its masks.
+
+The question: does another visibility rule give a better *student*? Rules: the exposure term
+(none below the photo's median, as v3.5; a higher under-exposure ramp; each pixel against its ring
+of the FOV instead of the whole photo), where visibility saturates (VISIBLE_K), how sharp the
+compared densities are (σ), and visibility from measured contrast alone (the anatomy map in place of the visible extractor's). The three seeds of the
+shipped rule give the yardstick (their spread); the rule to ship a candidate is fixed in SHIP_RULE.
+
+    python benchmarks/teacher_rules.py [--data DIR]
+
+The first run labels the pool with the shipped teacher (about 47 minutes on two cores) and leaves
+the standard label cache behind, which ``efiqa train student`` then reuses.
+Writes benchmarks/results/teacher_rules.json / .md. Nothing here changes what ships.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import json
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from efiqa.train import distill  # noqa: E402
+from efiqa.train import teacher as T  # noqa: E402
+from efiqa.train.teacher import Teacher, TeacherParts  # noqa: E402
+
+
+class PartsStore:
+    """The teacher's parts of every labelled perturbation, one pickle per source photo."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.current: int | None = None
+        self.items: list[tuple[int, TeacherParts]] = []
+
+    def add(self, photo: int, perturbation: int, parts: TeacherParts) -> None:
+        if self.current is not None and photo != self.current:
+            self.flush()
+        self.current = photo
+        self.items.append((perturbation, parts))
+
+    def flush(self) -> None:
+        if self.current is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / f"photo_{self.current:03d}.pkl").write_bytes(pickle.dumps(self.items, pickle.HIGHEST_PROTOCOL))
+        self.items = []
+
+    def close(self) -> None:
+        self.flush()
+        (self.folder / "complete").write_text("")
+
+    def complete(self) -> bool:
+        return (self.folder / "complete").exists()
+
+    def __iter__(self) -> Iterator[tuple[int, int, TeacherParts]]:
+        for path in sorted(self.folder.glob("photo_*.pkl")):
+            photo = int(path.stem.split("_")[1])
+            for k, parts in pickle.loads(path.read_bytes()):
+                yield photo, k, parts
+
+
+def pool(args: argparse.Namespace) -> tuple[list[str], list[np.ndarray], Teacher, PartsStore, Path]:
+    """The pool's names and photos, the shipped teacher, its parts (computed on the first run) and the
+    standard label cache path."""
+    import torch
+
+    torch.set_num_threads(2)
+    teacher = Teacher.load(args.teacher)
+    named = distill.photo_list(None, args.data)
+    names, photos = [n for n, _ in named], [p for _, p in named]
+    key = distill.label_cache_key(names, args.teacher, args.augmentations, 0)
+    store = PartsStore(args.cache / f"parts_{key}")
+    labels_path = args.cache / f"labels_{key}.pkl"
+    if not store.complete():
+        labels = distill.teacher_labels(photos, teacher, args.augmentations, 0, keep=store.add)
+        store.close()
+        distill._store(labels_path, labels)
+    return names, photos, teacher, store, labels_path
+
+
+RINGS = 10
+
+
+def radial_visibility(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """``T.brightness_visibility`` with each pixel's level taken against the median green of its
+    ring of the FOV (RINGS rings by radius; centre and radius from the mask's centroid and area),
+    interpolated by radius, instead of the whole photo's median."""
+    import cv2
+
+    green = rgb[..., 1].astype(np.float32)
+    if not fov_mask.any():
+        return SHIPPED_VISIBILITY(rgb, fov_mask)
+    ys, xs = np.nonzero(fov_mask)
+    cy, cx, r = ys.mean(), xs.mean(), max(np.sqrt(len(ys) / np.pi), 1.0)
+    yy, xx = np.indices(green.shape)
+    rho = np.clip(np.hypot(yy - cy, xx - cx) / r, 0, 1)
+    ring = np.minimum((rho * RINGS).astype(int), RINGS - 1)
+    overall = float(np.median(green[fov_mask]))
+    medians = np.array([np.median(green[fov_mask & (ring == k)]) if (fov_mask & (ring == k)).any() else overall
+                        for k in range(RINGS)], np.float32)
+    reference = np.interp(rho, (np.arange(RINGS) + 0.5) / RINGS, medians) + 1.0
+    return T.exposure_visibility(cv2.GaussianBlur(green, (0, 0), 4) / reference)
+
+
+SHIPPED_VISIBILITY = T.brightness_visibility
+SHIPPED_DEPTH = T._depth_and_background
+#: a rule's key for a change to the parts themselves (not a module name)
+PARTS = "parts"
+
+
+def contrast_only(parts: TeacherParts) -> TeacherParts:
+    """The anatomy map in place of the visible extractor's: visibility from measured contrast alone."""
+    return dataclasses.replace(parts, traced=parts.anatomy)
+
+
+#: rule name → the teacher module's names to swap while judging (the shipped rule swaps nothing)
+RULES: dict[str, dict] = {
+    "shipped (v3.6)": {},
+    "no under-exposure term (v3.5)": {"UNDEREXPOSED": None},
+    "under-exposure 0.4-0.85": {"UNDEREXPOSED": (0.4, 0.85)},
+    "radial exposure reference": {"brightness_visibility": radial_visibility},
+    "VISIBLE_K 0.8": {"VISIBLE_K": 0.8},
+    "VISIBLE_K 1.0": {"VISIBLE_K": 1.0},
+    "density sigma 6 px": {"vessel_anomaly": functools.partial(T.vessel_anomaly, sigma=6.0)},
+    "contrast alone (traced = anatomy)": {PARTS: contrast_only},
+}
+SEEDS = (0, 1, 2)
+#: Fixed before the first run: a rule is a candidate to ship only if its seeds' mean overall AUROC
+#: beats the shipped rule's by ≥ 0.01, its worst seed beats the shipped rule's median seed, and its
+#: mean ranking is not lower by more than 0.01. A candidate then needs the held-out check
+#: (accuracy.py beside the shipped student) before anything ships.
+SHIP_RULE = {"mean_gain": 0.01, "worst_seed_over_shipped_median": True, "ranking_drop": 0.01}
+
+
+@contextlib.contextmanager
+def rule(swaps: dict) -> Iterator[None]:
+    """Swap names of the teacher module for the duration of the block."""
+    names = {k: v for k, v in swaps.items() if k != PARTS}
+    saved = {k: getattr(T, k) for k in names}
+    try:
+        for k, v in names.items():
+            setattr(T, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(T, k, v)
+
+
+def judged(teacher: Teacher, store: PartsStore) -> dict[str, distill.Labels]:
+    """Every rule's labels of the stored parts (one pass over the store)."""
+    from tqdm import tqdm
+
+    labels = {name: distill.Labels() for name in RULES}
+    for i, k, parts in tqdm(store, desc="judging", mininterval=10):
+        memo: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # vessel depth per kernel: the same under every rule
+
+        def depth_and_background(rgb: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
+            assert rgb is parts.photo.rgb
+            if kernel not in memo:
+                memo[kernel] = SHIPPED_DEPTH(rgb, kernel)
+            return memo[kernel]
+
+        for name, swaps in RULES.items():
+            with rule({"_depth_and_background": depth_and_background, **swaps}):
+                labels[name].add(i, k, teacher.judge(swaps.get(PARTS, lambda p: p)(parts)))
+    return labels
+
+
+HALF = "shipped rule, half the perturbations"
+
+
+def subset(fs: distill.FeatureSet, keep: Callable[[int], bool]) -> distill.FeatureSet:
+    """The samples of ``fs`` whose perturbation index passes ``keep``."""
+    idx = [n for n, k in enumerate(fs.perturbation) if keep(k)]
+    pick = lambda xs: [xs[n] for n in idx]  # noqa: E731
+    return distill.FeatureSet(fs.size, fs.data[idx], pick(fs.soft), pick(fs.score), pick(fs.valid), pick(fs.photo),
+                              pick(fs.perturbation))
+
+
+def _describe(value: object) -> object:
+    if isinstance(value, functools.partial):
+        return f"{value.func.__name__}({', '.join(f'{k}={v}' for k, v in value.keywords.items())})"
+    return getattr(value, "__name__", value)
+
+
+def main(args: argparse.Namespace) -> None:
+    import torch
+
+    from adapter_ground_truth import ground_truth
+    from machine import stamp
+
+    names, photos, teacher, store, labels_path = pool(args)
+    size, features = distill.DEFAULT["size"], distill.DEFAULT["features"]
+    shipped = distill.cached_features(names, photos, teacher, args.teacher, (size,), args.augmentations, 0,
+                                      args.cache)[size]
+    t0 = time.time()
+    labels = judged(teacher, store)
+    judge_s = time.time() - t0
+    reference = pickle.loads(labels_path.read_bytes())
+    same = labels["shipped (v3.6)"]
+    if same.samples != reference.samples or not all(np.array_equal(a, b) for a, b in zip(same.score, reference.score)):
+        raise SystemExit("the stored parts do not give the cached labels: stale parts cache")
+    val = {i for i in range(len(names)) if i % 5 == 0}
+    train = set(range(len(names))) - val
+    heads: dict[str, torch.nn.Module] = {}
+    rows: dict[str, dict] = {}
+    for name, lab in labels.items():
+        fs = distill.feature_sets(lab, {size: shipped.data})[size]
+        scores = np.stack(fs.score)[np.array([p in train for p in fs.photo])]
+        valid = np.stack(fs.valid)[np.array([p in train for p in fs.photo])]
+        rows[name] = {"swaps": {k: _describe(v) for k, v in RULES[name].items()},
+                      "mean_label": float(scores[valid].mean())}
+        for seed in SEEDS:
+            res = distill.train_adapter(fs, features, distill.DEFAULT["head"], seed=seed, train_photos=train,
+                                        target=distill.DEFAULT["target"])
+            heads[f"{name} | seed {seed}"] = res.head.eval()
+        print(name, rows[name], flush=True)
+    # how much the data matter beside the rule: the shipped rule's labels of half the perturbations
+    half = subset(distill.feature_sets(labels["shipped (v3.6)"], {size: shipped.data})[size],
+                  lambda k: k < args.augmentations // 2)
+    rows[HALF] = {"swaps": {}, "mean_label": rows["shipped (v3.6)"]["mean_label"]}
+    for seed in SEEDS:
+        heads[f"{HALF} | seed {seed}"] = distill.train_adapter(half, features, distill.DEFAULT["head"], seed=seed,
+                                                               train_photos=train, target=distill.DEFAULT["target"]).head.eval()
+
+    photos_val, summary = ground_truth(heads, names, val, args.data, size, features)
+    kinds = list(summary["per_kind"])
+    for name, row in rows.items():
+        keys = [f"{name} | seed {s}" for s in SEEDS]
+        row["overall_by_seed"] = [summary["overall"][k]["auroc"] for k in keys]
+        row["ranking_by_seed"] = [summary["ranking"][k] for k in keys]
+        row["overall"] = float(np.mean(row["overall_by_seed"]))
+        row["ranking"] = float(np.mean(row["ranking_by_seed"]))
+        row["per_kind"] = {kind: float(np.mean([summary["per_kind"][kind][k]["auroc"] for k in keys])) for kind in kinds}
+        row["per_severity"] = {sev: float(np.mean([v[k]["auroc"] for k in keys])) for sev, v in summary["per_severity"].items()}
+    base = rows["shipped (v3.6)"]
+    for name, row in rows.items():
+        row["candidate"] = bool(name not in ("shipped (v3.6)", HALF)
+                                and row["overall"] - base["overall"] >= SHIP_RULE["mean_gain"]
+                                and min(row["overall_by_seed"]) > float(np.median(base["overall_by_seed"]))
+                                and base["ranking"] - row["ranking"] <= SHIP_RULE["ranking_drop"])
+    out = {"benchmark": "teacher_rules", "command": " ".join(["python benchmarks/teacher_rules.py", *sys.argv[1:]]),
+           "machine": stamp(), "size": size, "features": features, "seeds": list(SEEDS), "ship_rule": SHIP_RULE,
+           "validation_photos": sorted(photos_val), "generator": "synth", "judge_seconds": round(judge_s, 1),
+           "rows": rows}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "teacher_rules.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = ["# Teacher rules judged by the students they teach", "",
+          f"Each rule re-judges the same teacher network outputs of the {len(names)}-photo pool's perturbations; a head "
+          f"is distilled from its labels on 4 of 5 photos from seeds {', '.join(map(str, SEEDS))}; the other "
+          f"{len(photos_val)} photos are degraded by `synth` and the heads' maps scored against its masks (patch AUROC; "
+          f"never `soft`, never the held-out photos). Means over the seeds. Command: `{out['command']}`.", "",
+          "| rule | mean label | overall AUROC (mean) | by seed | ranking | " + " | ".join(kinds) + " | candidate |",
+          "|---|---|---|---|---|" + "---|" * len(kinds) + "---|"]
+    md += [f"| {n} | {r['mean_label']:.3f} | {r['overall']:.4f} | {' / '.join(f'{x:.3f}' for x in r['overall_by_seed'])} | "
+           f"{r['ranking']:.3f} | " + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds) + f" | {'yes' if r['candidate'] else 'no'} |"
+           for n, r in rows.items()]
+    md += ["", f"`{HALF}`: the shipped rule's labels of perturbations 0-{args.augmentations // 2 - 1} of each photo only "
+               f"(what the amount of data is worth beside the rule; never a candidate).",
+           "", f"Ship rule, fixed before the run: {SHIP_RULE}."]
+    (HERE / "results" / "teacher_rules.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data")
+    ap.add_argument("--teacher", type=Path, default=Path("models/teacher"))
+    ap.add_argument("--augmentations", type=int, default=24)
+    ap.add_argument("--cache", type=Path, default=HERE / ".cache")
+    main(ap.parse_args())
