@@ -18,7 +18,8 @@ shipped rule give the yardstick (their spread); the rule to ship a candidate is 
     python benchmarks/teacher_rules.py [--data DIR]
 
 The first run labels the pool with the shipped teacher (about 47 minutes on two cores) and leaves
-the standard label cache behind, which ``efiqa train student`` then reuses.
+the standard label cache behind, which ``efiqa train student`` then reuses; the parts take about
+3.4 MB per perturbation on disk (about 7 GB for the 85-photo pool × 24) under ``--cache``.
 Writes benchmarks/results/teacher_rules.json / .md. Nothing here changes what ships.
 """
 from __future__ import annotations
@@ -237,7 +238,8 @@ def main(args: argparse.Namespace) -> None:
     # how much the data matter beside the rule: the shipped rule's labels of half the perturbations
     half = subset(distill.feature_sets(labels["shipped (v3.6)"], {size: shipped.data})[size],
                   lambda k: k < args.augmentations // 2)
-    rows[HALF] = {"swaps": {}, "mean_label": rows["shipped (v3.6)"]["mean_label"]}
+    mine = np.array([p in train for p in half.photo])
+    rows[HALF] = {"swaps": {}, "mean_label": float(np.stack(half.score)[mine][np.stack(half.valid)[mine]].mean())}
     for seed in SEEDS:
         heads[f"{HALF} | seed {seed}"] = distill.train_adapter(half, features, distill.DEFAULT["head"], seed=seed,
                                                                train_photos=train, target=distill.DEFAULT["target"]).head.eval()
@@ -256,7 +258,8 @@ def main(args: argparse.Namespace) -> None:
     for name, row in rows.items():
         row["candidate"] = bool(name not in ("shipped (v3.6)", HALF)
                                 and row["overall"] - base["overall"] >= SHIP_RULE["mean_gain"]
-                                and min(row["overall_by_seed"]) > float(np.median(base["overall_by_seed"]))
+                                and (not SHIP_RULE["worst_seed_over_shipped_median"]
+                                     or min(row["overall_by_seed"]) > float(np.median(base["overall_by_seed"])))
                                 and base["ranking"] - row["ranking"] <= SHIP_RULE["ranking_drop"])
     out = {"benchmark": "teacher_rules", "command": " ".join(["python benchmarks/teacher_rules.py", *sys.argv[1:]]),
            "machine": stamp(), "size": size, "features": features, "seeds": list(SEEDS), "ship_rule": SHIP_RULE,
