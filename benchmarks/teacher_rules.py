@@ -150,6 +150,17 @@ SEEDS = (0, 1, 2)
 #: mean ranking is not lower by more than 0.01. A candidate then needs the held-out check
 #: (accuracy.py beside the shipped student) before anything ships.
 SHIP_RULE = {"mean_gain": 0.01, "worst_seed_over_shipped_median": True, "ranking_drop": 0.01}
+#: The held-out check a candidate must then pass (accuracy.py beside the shipped student, real_photos.py).
+HELD_OUT_RULE = """Pre-registered (2026-11-29 22:46 UTC, before any result of benchmarks/teacher_rules.py was seen) rule to ship
+a teacher-rule candidate (one that passes teacher_rules.SHIP_RULE), judged in ONE accuracy.py run beside
+the shipped student and ONE real_photos.py run of the candidate:
+ ship iff soft patch AUROC >= shipped + 0.005 AND synth patch AUROC >= shipped - 0.005
+ AND clean FPR <= 0.05 AND ranking soft/synth >= 0.97 AND DRIMDB-dev AUROC >= 0.99
+ AND DRIMDB-dev raw: Good 42/42 gradable, Bad 23/23 refused or ungradable
+ AND CLAHE'd DRIMDB-dev Good scored ungradable <= 3 of 42 (shipped: 2)
+ AND Graham-subtracted DRIMDB-dev Bad refused or ungradable >= 6 of 23 (shipped: 8).
+If several rules pass SHIP_RULE, only the one with the highest mean overall AUROC is tried.
+Otherwise reject and keep the result files."""
 
 
 @contextlib.contextmanager
@@ -262,7 +273,7 @@ def main(args: argparse.Namespace) -> None:
                                      or min(row["overall_by_seed"]) > float(np.median(base["overall_by_seed"])))
                                 and base["ranking"] - row["ranking"] <= SHIP_RULE["ranking_drop"])
     out = {"benchmark": "teacher_rules", "command": " ".join(["python benchmarks/teacher_rules.py", *sys.argv[1:]]),
-           "machine": stamp(), "size": size, "features": features, "seeds": list(SEEDS), "ship_rule": SHIP_RULE,
+           "machine": stamp(), "size": size, "features": features, "seeds": list(SEEDS), "ship_rule": SHIP_RULE, "held_out_rule": HELD_OUT_RULE,
            "validation_photos": sorted(photos_val), "generator": "synth", "judge_seconds": round(judge_s, 1),
            "rows": rows}
     (HERE / "results").mkdir(exist_ok=True)
