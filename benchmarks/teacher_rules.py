@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import json
 import pickle
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -133,6 +134,19 @@ def contrast_only(parts: TeacherParts) -> TeacherParts:
     return dataclasses.replace(parts, traced=parts.anatomy)
 
 
+def half_traced(parts: TeacherParts) -> TeacherParts:
+    """Halfway between the visible extractor's map and the anatomy map: the extractor's losses count half."""
+    return dataclasses.replace(parts, traced=0.5 * (parts.traced + parts.anatomy))
+
+
+def denoised_depth(rgb: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vessel depth and background as the shipped rule measures them, on a 3×3 median of the photo:
+    sensor noise no longer reads as vessel contrast (the black-hat sees every dark speck)."""
+    import cv2
+
+    return SHIPPED_DEPTH(cv2.medianBlur(np.ascontiguousarray(rgb), 3), kernel)
+
+
 #: rule name → the teacher module's names to swap while judging (the shipped rule swaps nothing)
 RULES: dict[str, dict] = {
     "shipped (v3.6)": {},
@@ -143,6 +157,9 @@ RULES: dict[str, dict] = {
     "VISIBLE_K 1.0": {"VISIBLE_K": 1.0},
     "density sigma 6 px": {"vessel_anomaly": functools.partial(T.vessel_anomaly, sigma=6.0)},
     "contrast alone (traced = anatomy)": {PARTS: contrast_only},
+    "half traced, half anatomy": {PARTS: half_traced},
+    "contrast alone, denoised depth": {PARTS: contrast_only, "_depth_and_background": denoised_depth},
+    "half traced, denoised depth": {PARTS: half_traced, "_depth_and_background": denoised_depth},
 }
 SEEDS = (0, 1, 2)
 #: Fixed before the first run: a rule is a candidate to ship only if its seeds' mean overall AUROC
@@ -177,11 +194,11 @@ def rule(swaps: dict) -> Iterator[None]:
             setattr(T, k, v)
 
 
-def judged(teacher: Teacher, store: PartsStore) -> dict[str, distill.Labels]:
-    """Every rule's labels of the stored parts (one pass over the store)."""
+def judged(teacher: Teacher, store: PartsStore, rules: list[str]) -> dict[str, distill.Labels]:
+    """The labels of the stored parts under each of ``rules`` (one pass over the store)."""
     from tqdm import tqdm
 
-    labels = {name: distill.Labels() for name in RULES}
+    labels = {name: distill.Labels() for name in rules}
     for i, k, parts in tqdm(store, desc="judging", mininterval=10):
         memo: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # vessel depth per kernel: the same under every rule
 
@@ -191,7 +208,8 @@ def judged(teacher: Teacher, store: PartsStore) -> dict[str, distill.Labels]:
                 memo[kernel] = SHIPPED_DEPTH(rgb, kernel)
             return memo[kernel]
 
-        for name, swaps in RULES.items():
+        for name in rules:
+            swaps = RULES[name]
             with rule({"_depth_and_background": depth_and_background, **swaps}):
                 labels[name].add(i, k, teacher.judge(swaps.get(PARTS, lambda p: p)(parts)))
     return labels
@@ -206,6 +224,17 @@ def subset(fs: distill.FeatureSet, keep: Callable[[int], bool]) -> distill.Featu
     pick = lambda xs: [xs[n] for n in idx]  # noqa: E731
     return distill.FeatureSet(fs.size, fs.data[idx], pick(fs.soft), pick(fs.score), pick(fs.valid), pick(fs.photo),
                               pick(fs.perturbation))
+
+
+def _half_row(labels: dict[str, distill.Labels], shipped: distill.FeatureSet, size: int, features: str, train: set[int],
+              heads: dict, rows: dict, augmentations: int) -> None:
+    half = subset(distill.feature_sets(labels["shipped (v3.6)"], {size: shipped.data})[size],
+                  lambda k: k < augmentations // 2)
+    mine = np.array([p in train for p in half.photo])
+    rows[HALF] = {"swaps": {}, "mean_label": float(np.stack(half.score)[mine][np.stack(half.valid)[mine]].mean())}
+    for seed in SEEDS:
+        heads[f"{HALF} | seed {seed}"] = distill.train_adapter(half, features, distill.DEFAULT["head"], seed=seed,
+                                                               train_photos=train, target=distill.DEFAULT["target"]).head.eval()
 
 
 def _describe(value: object) -> object:
@@ -224,8 +253,12 @@ def main(args: argparse.Namespace) -> None:
     size, features = distill.DEFAULT["size"], distill.DEFAULT["features"]
     shipped = distill.cached_features(names, photos, teacher, args.teacher, (size,), args.augmentations, 0,
                                       args.cache)[size]
+    chosen = args.rules or [*RULES, HALF]
+    unknown = set(chosen) - {*RULES, HALF}
+    if unknown:
+        raise SystemExit(f"unknown rules {sorted(unknown)}; choose from {[*RULES, HALF]}")
     t0 = time.time()
-    labels = judged(teacher, store)
+    labels = judged(teacher, store, list(dict.fromkeys(["shipped (v3.6)", *(n for n in chosen if n != HALF)])))
     judge_s = time.time() - t0
     reference = pickle.loads(labels_path.read_bytes())
     same = labels["shipped (v3.6)"]
@@ -247,13 +280,8 @@ def main(args: argparse.Namespace) -> None:
             heads[f"{name} | seed {seed}"] = res.head.eval()
         print(name, rows[name], flush=True)
     # how much the data matter beside the rule: the shipped rule's labels of half the perturbations
-    half = subset(distill.feature_sets(labels["shipped (v3.6)"], {size: shipped.data})[size],
-                  lambda k: k < args.augmentations // 2)
-    mine = np.array([p in train for p in half.photo])
-    rows[HALF] = {"swaps": {}, "mean_label": float(np.stack(half.score)[mine][np.stack(half.valid)[mine]].mean())}
-    for seed in SEEDS:
-        heads[f"{HALF} | seed {seed}"] = distill.train_adapter(half, features, distill.DEFAULT["head"], seed=seed,
-                                                               train_photos=train, target=distill.DEFAULT["target"]).head.eval()
+    if HALF in chosen:
+        _half_row(labels, shipped, size, features, train, heads, rows, args.augmentations)
 
     photos_val, summary = ground_truth(heads, names, val, args.data, size, features)
     kinds = list(summary["per_kind"])
@@ -265,6 +293,16 @@ def main(args: argparse.Namespace) -> None:
         row["ranking"] = float(np.mean(row["ranking_by_seed"]))
         row["per_kind"] = {kind: float(np.mean([summary["per_kind"][kind][k]["auroc"] for k in keys])) for kind in kinds}
         row["per_severity"] = {sev: float(np.mean([v[k]["auroc"] for k in keys])) for sev, v in summary["per_severity"].items()}
+    stamped = stamp()
+    for row in rows.values():
+        row["run"] = stamped["date"]
+    path = HERE / "results" / "teacher_rules.json"
+    command = shlex.join(["python", "benchmarks/teacher_rules.py", *sys.argv[1:]])
+    commands = [command]
+    if args.rules and path.exists():  # rows of rules not run now stay as an earlier run gave them
+        earlier = json.loads(path.read_text())
+        commands = [*earlier.get("commands", [earlier["command"]]), command]
+        rows = {**earlier["rows"], **rows}
     base = rows["shipped (v3.6)"]
     for name, row in rows.items():
         row["candidate"] = bool(name not in ("shipped (v3.6)", HALF)
@@ -272,17 +310,19 @@ def main(args: argparse.Namespace) -> None:
                                 and (not SHIP_RULE["worst_seed_over_shipped_median"]
                                      or min(row["overall_by_seed"]) > float(np.median(base["overall_by_seed"])))
                                 and base["ranking"] - row["ranking"] <= SHIP_RULE["ranking_drop"])
-    out = {"benchmark": "teacher_rules", "command": " ".join(["python benchmarks/teacher_rules.py", *sys.argv[1:]]),
-           "machine": stamp(), "size": size, "features": features, "seeds": list(SEEDS), "ship_rule": SHIP_RULE, "held_out_rule": HELD_OUT_RULE,
+    out = {"benchmark": "teacher_rules", "command": command, "commands": commands,
+           "machine": stamped, "size": size, "features": features, "seeds": list(SEEDS), "ship_rule": SHIP_RULE, "held_out_rule": HELD_OUT_RULE,
            "validation_photos": sorted(photos_val), "generator": "synth", "judge_seconds": round(judge_s, 1),
            "rows": rows}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "teacher_rules.json").write_text(json.dumps(out, indent=2) + "\n")
+    path.write_text(json.dumps(out, indent=2) + "\n")
     md = ["# Teacher rules judged by the students they teach", "",
           f"Each rule re-judges the same teacher network outputs of the {len(names)}-photo pool's perturbations; a head "
           f"is distilled from its labels on 4 of 5 photos from seeds {', '.join(map(str, SEEDS))}; the other "
           f"{len(photos_val)} photos are degraded by `synth` and the heads' maps scored against its masks (patch AUROC; "
-          f"never `soft`, never the held-out photos). Means over the seeds. Command: `{out['command']}`.", "",
+          f"never `soft`, never the held-out photos). Means over the seeds. Commands, in order (`--rules` replaces "
+          f"only the rows it names; each row's `run` in the JSON dates it): "
+          + "; ".join(f"`{c}`" for c in commands) + ".", "",
           "| rule | mean label | overall AUROC (mean) | by seed | ranking | " + " | ".join(kinds) + " | candidate |",
           "|---|---|---|---|---|" + "---|" * len(kinds) + "---|"]
     md += [f"| {n} | {r['mean_label']:.3f} | {r['overall']:.4f} | {' / '.join(f'{x:.3f}' for x in r['overall_by_seed'])} | "
@@ -301,4 +341,7 @@ if __name__ == "__main__":
     ap.add_argument("--teacher", type=Path, default=Path("models/teacher"))
     ap.add_argument("--augmentations", type=int, default=24)
     ap.add_argument("--cache", type=Path, default=HERE / ".cache")
+    ap.add_argument("--rules", nargs="+", metavar="NAME",
+                    help="only these rules (the shipped one always runs); their rows replace those of an earlier run "
+                         "in results/teacher_rules.json, the others stay")
     main(ap.parse_args())
