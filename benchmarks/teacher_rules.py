@@ -12,10 +12,13 @@ the HELD_OUT photos of ``accuracy.py``) and the heads' maps are scored against i
 The question: does another visibility rule give a better *student*? Rules: the exposure term
 (none below the photo's median, as v3.5; a higher under-exposure ramp; each pixel against its ring
 of the FOV instead of the whole photo), where visibility saturates (VISIBLE_K), how sharp the
-compared densities are (σ), and visibility from measured contrast alone (the anatomy map in place of the visible extractor's). The three seeds of the
-shipped rule give the yardstick (their spread); the rule to ship a candidate is fixed in SHIP_RULE.
+compared densities are (σ), visibility from measured contrast alone (the anatomy map in place
+of the visible extractor's) or from halfway between the two maps, each with the vessel depth
+measured on the photo or on its 3×3 median (noise). The three seeds of the shipped rule give the
+yardstick (their spread); the rule to ship a candidate is fixed in SHIP_RULE, the held-out check
+it must then pass in HELD_OUT_RULE.
 
-    python benchmarks/teacher_rules.py [--data DIR]
+    python benchmarks/teacher_rules.py [--data DIR] [--rules NAME ...]
 
 The first run labels the pool with the shipped teacher (about 47 minutes on two cores) and leaves
 the standard label cache behind, which ``efiqa train student`` then reuses; the parts take about
