@@ -151,8 +151,9 @@ def denoised_depth(rgb: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray
 
 
 #: rule name → the teacher module's names to swap while judging (the shipped rule swaps nothing)
+SHIPPED = "shipped (v3.6)"
 RULES: dict[str, dict] = {
-    "shipped (v3.6)": {},
+    SHIPPED: {},
     "no under-exposure term (v3.5)": {"UNDEREXPOSED": None},
     "under-exposure 0.4-0.85": {"UNDEREXPOSED": (0.4, 0.85)},
     "radial exposure reference": {"brightness_visibility": radial_visibility},
@@ -229,15 +230,16 @@ def subset(fs: distill.FeatureSet, keep: Callable[[int], bool]) -> distill.Featu
                               pick(fs.perturbation))
 
 
-def _half_row(labels: dict[str, distill.Labels], shipped: distill.FeatureSet, size: int, features: str, train: set[int],
-              heads: dict, rows: dict, augmentations: int) -> None:
-    half = subset(distill.feature_sets(labels["shipped (v3.6)"], {size: shipped.data})[size],
-                  lambda k: k < augmentations // 2)
-    mine = np.array([p in train for p in half.photo])
-    rows[HALF] = {"swaps": {}, "mean_label": float(np.stack(half.score)[mine][np.stack(half.valid)[mine]].mean())}
+def distil(name: str, fs: distill.FeatureSet, features: str, train: set[int], heads: dict, rows: dict) -> None:
+    """A head per seed from ``fs``'s labels on the ``train`` photos (the shipped recipe), into ``heads``;
+    the row's mean label over their valid cells into ``rows``."""
+    mine = np.array([p in train for p in fs.photo])
+    rows[name] = {"swaps": {k: _describe(v) for k, v in RULES.get(name, {}).items()},
+                  "mean_label": float(np.stack(fs.score)[mine][np.stack(fs.valid)[mine]].mean())}
     for seed in SEEDS:
-        heads[f"{HALF} | seed {seed}"] = distill.train_adapter(half, features, distill.DEFAULT["head"], seed=seed,
+        heads[f"{name} | seed {seed}"] = distill.train_adapter(fs, features, distill.DEFAULT["head"], seed=seed,
                                                                train_photos=train, target=distill.DEFAULT["target"]).head.eval()
+    print(name, rows[name], flush=True)
 
 
 def _describe(value: object) -> object:
@@ -261,30 +263,21 @@ def main(args: argparse.Namespace) -> None:
     if unknown:
         raise SystemExit(f"unknown rules {sorted(unknown)}; choose from {[*RULES, HALF]}")
     t0 = time.time()
-    labels = judged(teacher, store, list(dict.fromkeys(["shipped (v3.6)", *(n for n in chosen if n != HALF)])))
+    labels = judged(teacher, store, list(dict.fromkeys([SHIPPED, *(n for n in chosen if n != HALF)])))
     judge_s = time.time() - t0
     reference = pickle.loads(labels_path.read_bytes())
-    same = labels["shipped (v3.6)"]
+    same = labels[SHIPPED]
     if same.samples != reference.samples or not all(np.array_equal(a, b) for a, b in zip(same.score, reference.score)):
         raise SystemExit("the stored parts do not give the cached labels: stale parts cache")
     val = {i for i in range(len(names)) if i % 5 == 0}
     train = set(range(len(names))) - val
     heads: dict[str, torch.nn.Module] = {}
     rows: dict[str, dict] = {}
-    for name, lab in labels.items():
-        fs = distill.feature_sets(lab, {size: shipped.data})[size]
-        scores = np.stack(fs.score)[np.array([p in train for p in fs.photo])]
-        valid = np.stack(fs.valid)[np.array([p in train for p in fs.photo])]
-        rows[name] = {"swaps": {k: _describe(v) for k, v in RULES[name].items()},
-                      "mean_label": float(scores[valid].mean())}
-        for seed in SEEDS:
-            res = distill.train_adapter(fs, features, distill.DEFAULT["head"], seed=seed, train_photos=train,
-                                        target=distill.DEFAULT["target"])
-            heads[f"{name} | seed {seed}"] = res.head.eval()
-        print(name, rows[name], flush=True)
-    # how much the data matter beside the rule: the shipped rule's labels of half the perturbations
-    if HALF in chosen:
-        _half_row(labels, shipped, size, features, train, heads, rows, args.augmentations)
+    sets = {name: distill.feature_sets(lab, {size: shipped.data})[size] for name, lab in labels.items()}
+    for name, fs in sets.items():
+        distil(name, fs, features, train, heads, rows)
+    if HALF in chosen:  # how much the data matter beside the rule: the shipped rule's labels of half the perturbations
+        distil(HALF, subset(sets[SHIPPED], lambda k: k < args.augmentations // 2), features, train, heads, rows)
 
     photos_val, summary = ground_truth(heads, names, val, args.data, size, features)
     kinds = list(summary["per_kind"])
@@ -306,9 +299,9 @@ def main(args: argparse.Namespace) -> None:
         earlier = json.loads(path.read_text())
         commands = [*earlier.get("commands", [earlier["command"]]), command]
         rows = {**earlier["rows"], **rows}
-    base = rows["shipped (v3.6)"]
+    base = rows[SHIPPED]
     for name, row in rows.items():
-        row["candidate"] = bool(name not in ("shipped (v3.6)", HALF)
+        row["candidate"] = bool(name not in (SHIPPED, HALF)
                                 and row["overall"] - base["overall"] >= SHIP_RULE["mean_gain"]
                                 and (not SHIP_RULE["worst_seed_over_shipped_median"]
                                      or min(row["overall_by_seed"]) > float(np.median(base["overall_by_seed"])))
@@ -339,11 +332,10 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    from student_variants import pool_arguments
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data")
-    ap.add_argument("--teacher", type=Path, default=Path("models/teacher"))
-    ap.add_argument("--augmentations", type=int, default=24)
-    ap.add_argument("--cache", type=Path, default=HERE / ".cache")
+    pool_arguments(ap)
     ap.add_argument("--rules", nargs="+", metavar="NAME",
                     help="only these rules (the shipped one always runs); their rows replace those of an earlier run "
                          "in results/teacher_rules.json, the others stay")
