@@ -382,12 +382,12 @@ def main(args: argparse.Namespace) -> None:
     md += [f"| {n} | {r['mean_label']:.3f} | {r['overall']:.4f} | {' / '.join(f'{x:.3f}' for x in r['overall_by_seed'])} | "
            f"{r['ranking']:.3f} | " + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds) + f" | {'yes' if r['candidate'] else 'no'} |"
            for n, r in rows.items()]
-    md += ["", f"`{HALF}`: the shipped rule's labels of perturbations 0-{args.augmentations // 2 - 1} of each photo only "
-               f"(what the amount of data is worth beside the rule; never a candidate).",
-           "", f"Noise-term rules: vessels fade from ramp[0] to ramp[1] × the clean pool's residual level "
-               f"({NOISE_REFERENCE[0]:.3f} grey levels of mean |green − 3×3 median|), times the shipped exposure term.",
-           "", f"Ship rule, fixed before the run (its `kind_drop` clause added 2026-11-30, before the noise-term "
-               f"rules' first result; it applies to every row): {SHIP_RULE}."]
+    md += ["", (f"`{HALF}`: the shipped rule's labels of perturbations 0-{args.augmentations // 2 - 1} of each "
+                "photo only (what the amount of data is worth beside the rule; never a candidate)."),
+           "", (f"Noise-term rules: vessels fade from ramp[0] to ramp[1] × the clean pool's residual level "
+                f"({NOISE_REFERENCE[0]:.3f} grey levels of mean |green − 3×3 median|), times the shipped exposure term."),
+           "", (f"Ship rule, fixed before the run (its `kind_drop` clause added 2026-11-30, before the noise-term "
+                f"rules' first result; it applies to every row): {SHIP_RULE}.")]
     (HERE / "results" / "teacher_rules.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
