@@ -265,9 +265,11 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     labels = teacher_labels([synthetic_fundus(seed=6)], teacher, augmentations=2, progress=False,
                             keep=lambda i, k, parts: kept.append(parts))
     assert len(kept) == len(labels.samples) == 2
-    assert all(np.array_equal(teacher.judge(p).patch_score, s) for p, s in zip(kept, labels.score))
+    # every perturbation is judged against the references of its photo's unperturbed version (kept[0])
+    refs = teacher.references(kept[0])
+    assert all(np.array_equal(teacher.judge(p, refs).patch_score, s) for p, s in zip(kept, labels.score))
     monkeypatch.setattr(teacher_mod, "VISIBLE_K", 3.0)
-    assert not np.array_equal(teacher.judge(kept[0]).patch_score, labels.score[0])
+    assert not np.array_equal(teacher.judge(kept[0], refs).patch_score, labels.score[0])
     monkeypatch.undo()
     clean = [(str(s), synthetic_fundus(seed=s)) for s in range(2)]
     cfg = teacher_mod.calibrate(teacher, clean)

@@ -112,6 +112,7 @@ def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: in
     from tqdm import tqdm
 
     labels = Labels()
+    current, references = None, {}
     for i, k, img in tqdm(perturbations(photos, augmentations, seed), total=len(photos) * augmentations,
                           desc="teacher labels", disable=not progress):
         try:
@@ -121,7 +122,9 @@ def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: in
             continue
         if keep is not None:
             keep(i, k, parts)
-        labels.add(i, k, teacher.judge(parts))
+        if i != current:  # a photo's perturbations are judged against its unperturbed version (k = 0)
+            current, references = i, teacher.references(parts) if k == 0 else {}
+        labels.add(i, k, teacher.judge(parts, references))
     if labels.skipped:
         print(f"teacher labels: skipped {len(labels.skipped)} of {len(photos) * augmentations} perturbed photos "
               f"(e.g. {labels.skipped[0]})", file=sys.stderr)

@@ -7,13 +7,19 @@ Inference compares what should be there with what is visible:
 - expected x̂: the prior's reconstruction (one pass, the authors' inference) of the *anatomy*
   extractor's vessel map — that extractor was trained to see vessels through label-free
   perturbations, so x̂ is the vasculature the photo should show;
-- visible x: the *visible-vessel* extractor's map (mild augmentation: it loses degraded vessels),
-  capped by the anatomy map, weighted by how visible each vessel is at two scales of the 512-px
+- visible x: halfway between the *visible-vessel* extractor's map (mild augmentation: it loses
+  degraded vessels; capped by the anatomy map) and the anatomy map, so a vessel that extractor
+  loses counts half missing (v3.7; up to v3.6 wholly), weighted by how visible it is at two scales of the 512-px
   photo, a fine one (thin vessels: what blur and JPEG take first) and a coarse one (all calibres:
   what veils and shadows take): the smaller of its depth (black-hat, grey levels) and its Weber
   contrast (depth over the local background), each relative to the training pool's median, times
   an exposure term that fades vessels where the photo is much brighter (washed out, v3.5) or much
-  darker (under-exposed, v3.6) than its own median;
+  darker (under-exposed, v3.6) than its own median, times a noise term that fades them where the
+  photo's fine residual (|green − its 3×3 median|) is well above the clean pool's (v3.7). Depth
+  and contrast count relative to the pool's medians, or, when a perturbation of a training photo
+  is labelled, to its unperturbed version's (v3.7: a camera with fainter vessels than the pool's
+  median no longer reads as degraded throughout). Chosen by the student it teaches:
+  benchmarks/teacher_rules.py;
 - anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.02), G a Gaussian over a few vessel spacings,
   the larger of the two scales': where the photo shows less, the share of its expected vessels it
   does not show; where it shows more, the share of its visible "vessels" that anatomy does not
@@ -54,6 +60,8 @@ VISIBLE_K = 0.6         # a vessel counts as fully visible from 0.6× the clean 
 WEBER_OFFSET = 10.0     # grey levels added to the background: Weber contrast stays finite where it is dark
 WASHED_OUT = (1.4, 2.2)  # local green / the photo's median: vessels fully visible below 1.4×, not at all from 2.2×
 UNDEREXPOSED = (0.3, 0.7)  # local green / the photo's median: vessels not visible at all below 0.3×, fully from 0.7×
+NOISY = (2.0, 4.0)      # local residual level / the clean photos' median: vessels fully visible below 2×, not at all from 4×
+NOISE_SIGMA = 8.0       # px (of the 512-px photo): the neighbourhood over which the residual level is averaged
 
 
 def hole_patterns(size: int = MAP_SIZE, cell: int = HOLE) -> list[np.ndarray]:
@@ -160,6 +168,26 @@ def exposure_visibility(level: np.ndarray) -> np.ndarray:
     return vis
 
 
+def noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """Local sensor-noise level in grey levels: mean |green − its 3×3 median| over a Gaussian
+    neighbourhood (σ NOISE_SIGMA px) of in-FOV pixels. Speckle raises it, blur and compression lower
+    it; vessel edges add a little, alike in clean and noisy photos. Measured on the photo alone:
+    the anatomy extractor sees vessels through noise and the black-hat reads noise specks as vessel
+    depth, so without this term a noisy region would look well shown."""
+    green = np.ascontiguousarray(rgb[..., 1])
+    residual = np.abs(green.astype(np.float32) - cv2.medianBlur(green, 3).astype(np.float32))
+    inside = fov_mask.astype(np.float32)
+    blur = lambda a: cv2.GaussianBlur(a, (0, 0), NOISE_SIGMA)  # noqa: E731
+    return blur(residual * inside) / np.maximum(blur(inside), 1e-3)
+
+
+def noise_visibility(rgb: np.ndarray, fov_mask: np.ndarray, reference: float) -> np.ndarray:
+    """How far noise leaves vessels visible, in [0, 1]: 1 up to NOISY[0] × ``reference`` (the clean
+    photos' median :func:`noise_level`), 0 from NOISY[1] ×, linear between."""
+    lo, hi = NOISY
+    return np.clip((hi - noise_level(rgb, fov_mask) / reference) / (hi - lo), 0, 1)
+
+
 def visibility(rgb: np.ndarray, kernel: int, depth_ref: float, contrast_ref: float | None = None) -> np.ndarray:
     """How visible a vessel at each pixel is, in [0, 1], at one DEPTH_KERNELS scale: its depth, full
     from VISIBLE_K × the clean photos' median depth; with ``contrast_ref`` (teacher v3.5) also its
@@ -178,26 +206,30 @@ def visible_vessels(vmap: np.ndarray, depth: np.ndarray, reference_depth: float)
 
 
 def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float],
-                      contrasts: list[float] | None = None, fov: np.ndarray | None = None) -> list[np.ndarray]:
+                      contrasts: list[float] | None = None, fov: np.ndarray | None = None,
+                      noise: float | None = None) -> list[np.ndarray]:
     """The visible-vessel map (MAP_SIZE²) at each DEPTH_KERNELS scale. With ``contrasts`` (v3.5):
     weighted by depth and Weber contrast, and by :func:`brightness_visibility` (``fov``: the FOV
-    mask at any size, default the whole frame); without: by depth only."""
+    mask at any size, default the whole frame); with ``noise`` (v3.7, the clean photos' median
+    noise level) also by :func:`noise_visibility`; without ``contrasts``: by depth only."""
     if contrasts is None:
         return [to_map(prob * visibility(rgb, k, ref)) for k, ref in zip(DEPTH_KERNELS, references)]
     h, w = rgb.shape[:2]
     inside = np.ones((h, w), bool) if fov is None else \
         cv2.resize(fov.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     bright = brightness_visibility(rgb, inside)
+    if noise is not None:
+        bright = bright * noise_visibility(rgb, inside, noise)
     return [to_map(prob * visibility(rgb, k, ref, c) * bright) for k, ref, c in zip(DEPTH_KERNELS, references, contrasts)]
 
 
 def disagreement(expected: np.ndarray, traced: np.ndarray, rgb: np.ndarray, fov: np.ndarray,
                  references: list[float], floor: float = EXPECTED_FLOOR,
-                 contrasts: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(anomaly, visible map), both MAP_SIZE²: the traced vessels (photo resolution) weighted by
-    their visibility at each scale, compared with ``expected``; the larger anomaly of the scales is
-    kept, and the visible map is what shows at every scale."""
-    seen_at = visible_at_scales(traced, rgb, references, contrasts, fov)
+                 contrasts: list[float] | None = None, noise: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly, visible map), both MAP_SIZE²: the traced vessels (photo resolution; v3.7: the
+    anatomy map) weighted by their visibility at each scale, compared with ``expected``; the larger
+    anomaly of the scales is kept, and the visible map is what shows at every scale."""
+    seen_at = visible_at_scales(traced, rgb, references, contrasts, fov, noise)
     return (np.maximum.reduce([vessel_anomaly(expected, v, fov, floor=floor) for v in seen_at]),
             np.minimum.reduce(seen_at))
 
@@ -368,7 +400,7 @@ class TeacherParts:
     photo: Photo               # the photo in the extractors' geometry (vessels.SIZE²)
     anatomy: np.ndarray        # vessels.SIZE² the anatomy extractor's vessel probability
     expected: np.ndarray       # MAP_SIZE² the prior's reconstruction of the anatomy map (x̂)
-    traced: np.ndarray         # vessels.SIZE² the visible extractor's probability, capped by anatomy
+    traced: np.ndarray         # vessels.SIZE² the visible extractor's probability, capped by anatomy (diagnostics, studies)
 
 
 CONFIG = "teacher.json"
@@ -376,22 +408,27 @@ CONFIG = "teacher.json"
 DEFAULT_DEPTH = 10.0
 #: a typical green level behind the vessels: gives the default Weber contrast with DEFAULT_DEPTH
 DEFAULT_BACKGROUND = 100.0
+#: median noise level (grey levels, :func:`noise_level`) of clean photos until ``calibrate`` measures it
+DEFAULT_NOISE = 1.0
 
 
 class Teacher:
     """Photo → what should be there (anatomy) vs what is visible → their disagreement → patch scores.
 
     Two vessel extractors share DRIVE's labels: the *visible* one (mild augmentation) loses vessels
-    where a photo is degraded, further weighted by the vessels' measured contrast; the *anatomy*
-    one (trained through label-free perturbations) keeps finding the vessels that are there, and
-    the masked-inpainting prior reconstructs that map (closing its gaps). The anomaly is their
-    relative disagreement (:func:`vessel_anomaly`), mostly the share of the expected vasculature
-    the photo does not show.
+    where a photo is degraded; the *anatomy* one (trained through label-free perturbations) keeps
+    finding the vessels that are there, and the masked-inpainting prior reconstructs that map
+    (closing its gaps): what should be there. What is visible is halfway between the two maps,
+    weighted by the vessels' contrast, exposure and noise measured on the photo
+    (:func:`visible_at_scales`). The anomaly is their relative disagreement
+    (:func:`vessel_anomaly`), mostly the share of the expected vasculature the photo does not show.
 
     ``config`` holds what was calibrated on clean training photos: ``vessel_depth`` and
     ``vessel_contrast`` (their median vessel depth and Weber contrast, one per DEPTH_KERNELS scale;
-    a config without ``vessel_contrast`` gives teacher v3.4's depth-only visibility), ``tau`` (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that
-    flags a patch) and ``mean_threshold`` (the same false-positive budget for the mean score).
+    a config without ``vessel_contrast`` gives teacher v3.4's depth-only visibility),
+    ``noise_level`` (their median :func:`noise_level`), ``tau`` (pixel anomaly threshold), ``phi``
+    (fraction of anomalous pixels that flags a patch) and ``mean_threshold`` (the same
+    false-positive budget for the mean score).
     """
 
     def __init__(self, vessels: str | Path | UNet, anatomy: str | Path | UNet,
@@ -400,7 +437,8 @@ class Teacher:
         self.extractor, self.anatomy = load(vessels), load(anatomy)
         self.inpainter = inpainter.eval() if isinstance(inpainter, ResidualInpainter) else load_model(inpainter)
         self.config = {"tau": 0.02, "phi": 0.9, "mean_threshold": float("inf"),
-                       "vessel_depth": [DEFAULT_DEPTH] * len(DEPTH_KERNELS), **(config or {})}
+                       "vessel_depth": [DEFAULT_DEPTH] * len(DEPTH_KERNELS), "noise_level": DEFAULT_NOISE,
+                       **(config or {})}
         for key in ("vessel_depth", "vessel_contrast"):
             value = self.config.get(key)
             if value is not None and len(np.atleast_1d(value)) != len(DEPTH_KERNELS):
@@ -422,14 +460,35 @@ class Teacher:
         traced = np.minimum(vessel_stage.predict(self.extractor, photo), anatomy)
         return TeacherParts(photo, anatomy, expected, traced)
 
-    def judge(self, parts: TeacherParts) -> TeacherOutput:
-        """Expected vs visible vasculature of :meth:`parts` → anomaly and patch scores (fast, no network)."""
+    def judge(self, parts: TeacherParts, references: dict | None = None) -> TeacherOutput:
+        """Expected vs visible vasculature of :meth:`parts` → anomaly and patch scores (fast, no network).
+        ``references``: vessel depth and contrast to judge against (:meth:`references` of the photo's
+        unperturbed version, when labelling its perturbations); default the pool's, calibrated."""
         photo, expected, fov = parts.photo, parts.expected, map_fov(parts.photo)
-        anomaly, seen = disagreement(expected, parts.traced, photo.rgb, fov, self.config["vessel_depth"],
-                                     contrasts=self.config.get("vessel_contrast"))
+        refs = {"vessel_depth": self.config["vessel_depth"], "vessel_contrast": self.config.get("vessel_contrast"),
+                **(references or {})}
+        visible = 0.5 * (parts.traced + parts.anatomy)  # what the visible extractor loses counts half
+        anomaly, seen = disagreement(expected, visible, photo.rgb, fov, refs["vessel_depth"],
+                                     contrasts=refs["vessel_contrast"], noise=self.config["noise_level"])
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
         density = pool_cells(seen, fov, GRID, 0.0)[0]
         return TeacherOutput(seen, expected, anomaly, fov, score, frac, density, cov, photo.crop, photo.fov)
+
+    @staticmethod
+    def references(parts: TeacherParts) -> dict:
+        """A photo's own references, measured as calibration measures the pool's: median vessel depth
+        and Weber contrast at its confidently traced vessels, per DEPTH_KERNELS scale ({} where fewer
+        than 100 pixels are traced: then the pool's hold)."""
+        photo = parts.photo
+        vessels = (parts.traced > 0.5) & photo.fov_mask
+        if vessels.sum() < 100:
+            return {}
+        depth, contrast = [], []
+        for kernel in DEPTH_KERNELS:
+            d, background = _depth_and_background(photo.rgb, kernel)
+            depth.append(float(np.median(d[vessels])))
+            contrast.append(float(np.median(weber(d, background)[vessels])))
+        return {"vessel_depth": depth, "vessel_contrast": contrast}
 
     @classmethod
     def load(cls, folder: str | Path) -> "Teacher":
@@ -438,13 +497,15 @@ class Teacher:
         return cls(folder / "vessels.pt", folder / "anatomy.pt", folder / "inpainter.pt", config)
 
 
-def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) -> tuple[list[float], list[float]]:
+def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) -> tuple[list[float], list[float], float]:
     """Median vessel depth (grey levels) and Weber contrast at confidently traced vessels of clean
-    photos, per scale."""
+    photos, per scale, and the median :func:`noise_level` over their FOVs."""
     depths: list[list[np.ndarray]] = [[] for _ in DEPTH_KERNELS]
     contrasts: list[list[np.ndarray]] = [[] for _ in DEPTH_KERNELS]
+    noise: list[np.ndarray] = []
     for name, bgr in photos:
         photo = to_geometry(bgr, vessel_stage.SIZE, name)
+        noise.append(noise_level(photo.rgb, photo.fov_mask)[photo.fov_mask])
         traced = (vessel_stage.predict(teacher.extractor, photo) > 0.5) & photo.fov_mask
         for d_acc, c_acc, k in zip(depths, contrasts, DEPTH_KERNELS):
             depth, background = _depth_and_background(photo.rgb, k)
@@ -452,7 +513,8 @@ def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) ->
             c_acc.append(weber(depth, background)[traced])
     median = lambda parts, default: float(np.median(np.concatenate(parts))) if sum(map(len, parts)) else default  # noqa: E731
     return ([median(d, DEFAULT_DEPTH) for d in depths],
-            [median(c, DEFAULT_DEPTH / (DEFAULT_BACKGROUND + WEBER_OFFSET)) for c in contrasts])
+            [median(c, DEFAULT_DEPTH / (DEFAULT_BACKGROUND + WEBER_OFFSET)) for c in contrasts],
+            max(median(noise, DEFAULT_NOISE), 1e-3))
 
 
 def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budget: float = 0.05,
@@ -463,8 +525,11 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     patches, so tau and phi are re-derived from clean photos: tau = 90th percentile of clean pixel
     anomalies, phi = (1 − budget) quantile of clean patch fractions.
     """
-    teacher.config["vessel_depth"], teacher.config["vessel_contrast"] = reference_depth(teacher, photos)
-    outs = [teacher(bgr, name) for name, bgr in photos]
+    teacher.config["vessel_depth"], teacher.config["vessel_contrast"], teacher.config["noise_level"] = \
+        reference_depth(teacher, photos)
+    # each clean photo judged against its own references, as labelling judges an unperturbed photo
+    parts = [teacher.parts(bgr, name) for name, bgr in photos]
+    outs = [teacher.judge(p, teacher.references(p)) for p in parts]
     pixels = np.concatenate([o.anomaly[o.fov] for o in outs])
     recipe = np.concatenate([pool_cells(o.anomaly, o.fov, GRID, tau)[1][o.coverage >= 0.5] for o in outs])
     # The recipe's pixel threshold (0.02) is below almost every clean pixel of our maps (reconstructions
@@ -475,6 +540,7 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     m = np.concatenate([o.patch_score[o.coverage >= 0.5] for o in outs])
     phi = max(float(np.quantile(f, 1 - fp_budget)), 0.01)  # never "≥ 0": that would flag every patch
     return {"vessel_depth": teacher.config["vessel_depth"], "vessel_contrast": teacher.config["vessel_contrast"],
+            "noise_level": teacher.config["noise_level"],
             "tau": tau_clean, "phi": phi,
             "mean_threshold": float(np.quantile(m, 1 - fp_budget)),
             "image_threshold": float(np.quantile([x.mean() for x in fracs], 0.95)), "fp_budget": fp_budget,
