@@ -16,7 +16,10 @@ compared densities are (σ), visibility from measured contrast alone (the anatom
 of the visible extractor's) or from halfway between the two maps, each with the vessel depth
 measured on the photo or on its 3×3 median (noise); and a noise term that needs no extractor (the
 local residual after a 3×3 median against the clean pool's, :func:`noise_visibility`) beside the
-shipped rule, contrast alone and the halfway rule. The three seeds of the shipped rule give the
+shipped rule, contrast alone and the halfway rule; and each perturbation judged against its own
+unperturbed photo's vessel depth and contrast (``source_references``) instead of the pool's. Beside
+the heads' scores, every rule's teacher-level clean false-positive rate with each camera group left
+out of its calibration (:func:`clean_fpr`), which the ship rule bounds. The three seeds of the shipped rule give the
 yardstick (their spread); the rule to ship a candidate is fixed in SHIP_RULE, the held-out check
 it must then pass in HELD_OUT_RULE.
 
