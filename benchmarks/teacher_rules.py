@@ -210,9 +210,10 @@ SOURCE = "source"
 
 
 def source_references(parts: TeacherParts) -> dict:
-    """The references of one unperturbed photo, measured as calibration measures the pool's: median
-    vessel depth and Weber contrast at its confidently traced vessels, per scale, and its median
-    noise level. A perturbation of it is then judged against what *its own* clean version shows,
+    """The references of one unperturbed photo: median vessel depth and Weber contrast at its
+    confidently traced vessels (the visible extractor's map capped by anatomy > 0.5; calibration
+    takes the uncapped map), per scale, and its median noise level; {} (the pool's then hold) where
+    fewer than 100 pixels are traced or the unperturbed photo was refused. A perturbation of it is then judged against what *its own* clean version shows,
     not against the pool's median photo: a camera whose clean photos have fainter vessels (or more
     noise) than the pool's no longer reads as degraded throughout."""
     photo = parts.photo
@@ -275,6 +276,7 @@ SEEDS = (0, 1, 2)
 #: calibration (:func:`clean_fpr`) may exceed the shipped rule's by at most 0.005. Measured on the
 #: rules already judged, it orders them as the held-out checks did: shipped 0.049, the rejected
 #: halfway rule 0.062 and contrast alone + noise 0.071 (their held-out clean FPR 0.061 and 0.102).
+#: It is softer for SOURCE rules (see :func:`clean_fpr`): it passed v3.7b, which the held-out check rejected.
 SHIP_RULE = {"mean_gain": 0.01, "worst_seed_over_shipped_median": True, "ranking_drop": 0.01, "kind_drop": 0.05,
              "clean_fpr_loco_over_shipped": 0.005}
 #: The held-out check a candidate must then pass (accuracy.py beside the shipped student, real_photos.py).
@@ -363,7 +365,11 @@ def clean_fpr(teacher: Teacher, store: PartsStore, rules: list[str], names: list
     photos, and the rate is the share of the left-out group's patches (FOV coverage ≥ 0.5) flagged.
     In-sample the rate is the budget by construction; left out, it shows how far a rule's notion of
     a clean photo depends on the camera (the held-out check's clean-FPR clause, which both rejected
-    candidates failed, measures new photos of the pool's cameras against a pool-wide calibration)."""
+    candidates failed, measures new photos of the pool's cameras against a pool-wide calibration).
+    Only tau and phi leave the camera out: the vessel-depth, contrast and noise references stay the
+    pool's. A SOURCE rule judges each clean photo against its own references, which makes this rate
+    softer for it than for the others: it let v3.7b through (0.051), whose student then failed the
+    held-out clean rate (0.065). :func:`student_clean_fpr` estimates that rate directly."""
     from tqdm import tqdm
 
     outs: dict[str, list[tuple[str, T.TeacherOutput]]] = {name: [] for name in rules}
@@ -418,9 +424,10 @@ def distil(name: str, fs: distill.FeatureSet, features: str, train: set[int], he
 def student_clean_fpr(result: distill.AdapterResult, fs: distill.FeatureSet, train: set[int], names: list[str]) -> dict:
     """A head's clean false-positive rate on photos it never saw: its patch threshold set as the shipped
     one's starts (the upper CONFIDENCE bound of the 95th percentile of the training photos'
-    unperturbed cells, photo bootstrap), the share of the other photos' unperturbed cells at or above
-    it, overall and per camera group. The held-out check's clean-FPR clause asks the same of the
-    distilled student on new photos."""
+    unperturbed cells, photo bootstrap; in-sample, where the shipped threshold is out-of-fold, so this
+    reads somewhat higher), the share of the other photos' unperturbed cells at or above it, overall
+    and per camera group. The held-out check's clean-FPR clause asks the same of the distilled
+    student on new photos."""
     def cells(photos: set[int]) -> list[tuple[int, np.ndarray]]:
         idx = distill._unperturbed(fs, photos)
         prob, _, _, valid = distill.predict(result, fs, samples=idx)
@@ -436,7 +443,8 @@ def student_clean_fpr(result: distill.AdapterResult, fs: distill.FeatureSet, tra
 
 def _describe(value: object) -> object:
     if isinstance(value, functools.partial):
-        return f"{value.func.__name__}({', '.join(f'{k}={v}' for k, v in value.keywords.items())})"
+        named = lambda v: "the source photo's" if v is SOURCE_NOISE else v  # noqa: E731  (not its last value)
+        return f"{value.func.__name__}({', '.join(f'{k}={named(v)}' for k, v in value.keywords.items())})"
     return getattr(value, "__name__", value)
 
 
@@ -494,8 +502,10 @@ def main(args: argparse.Namespace) -> None:
         earlier = json.loads(path.read_text())
         commands = [*earlier.get("commands", [earlier["command"]]), command]
         rows = {**earlier["rows"], **rows}
-    for name, row in rows.items():
-        row["clean_fpr_loco"] = fpr[name]
+    for name, row in rows.items():  # a row of a rule no longer in RULES keeps none and is no candidate
+        row.pop("clean_fpr_loco", None)
+        if name in fpr:
+            row["clean_fpr_loco"] = fpr[name]
     base = rows[SHIPPED]
     for name, row in rows.items():
         row["candidate"] = bool(name not in (SHIPPED, HALF)
@@ -504,6 +514,7 @@ def main(args: argparse.Namespace) -> None:
                                      or min(row["overall_by_seed"]) > float(np.median(base["overall_by_seed"])))
                                 and base["ranking"] - row["ranking"] <= SHIP_RULE["ranking_drop"]
                                 and all(base["per_kind"][k] - v <= SHIP_RULE["kind_drop"] for k, v in row["per_kind"].items())
+                                and "clean_fpr_loco" in row
                                 and row["clean_fpr_loco"]["mean"] - base["clean_fpr_loco"]["mean"]
                                 <= SHIP_RULE["clean_fpr_loco_over_shipped"])
     out = {"benchmark": "teacher_rules", "command": command, "commands": commands,
