@@ -533,13 +533,15 @@ def main(args: argparse.Namespace) -> None:
           + "; ".join(f"`{c}`" for c in commands) + ".", "",
           "| rule | mean label | overall AUROC (mean) | by seed | ranking | " + " | ".join(kinds)
           + " | teacher clean FPR, cameras left out (mean; IDRiD / DRIVE / HRF / EyePACS / other) | student clean FPR, "
-            "unseen photos | candidate |",
+            "unseen photos (overall; DRIVE, HRF) | candidate |",
           "|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|"]
     md += [f"| {n} | {r['mean_label']:.3f} | {r['overall']:.4f} | {' / '.join(f'{x:.3f}' for x in r['overall_by_seed'])} | "
            f"{r['ranking']:.3f} | " + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds)
-           + f" | {r['clean_fpr_loco']['mean']:.3f} ("
-           + " / ".join(f"{r['clean_fpr_loco']['per_camera'].get(c, float('nan')):.3f}" for c in ("IDRiD", "DRIVE", "HRF", "EyePACS", "other"))
-           + ") | " + (f"{r['student_clean_fpr']['overall']:.3f}" if "student_clean_fpr" in r else "—")
+           + " | " + (f"{r['clean_fpr_loco']['mean']:.3f} (" + " / ".join(
+               f"{r['clean_fpr_loco']['per_camera'].get(c, float('nan')):.3f}" for c in ("IDRiD", "DRIVE", "HRF", "EyePACS", "other"))
+               + ")" if "clean_fpr_loco" in r else "—")
+           + " | " + (f"{r['student_clean_fpr']['overall']:.3f} (DRIVE {r['student_clean_fpr']['per_camera'].get('DRIVE', float('nan')):.3f}, "
+                      f"HRF {r['student_clean_fpr']['per_camera'].get('HRF', float('nan')):.3f})" if "student_clean_fpr" in r else "—")
            + f" | {'yes' if r['candidate'] else 'no'} |"
            for n, r in rows.items()]
     md += ["", (f"`{HALF}`: the shipped rule's labels of perturbations 0-{args.augmentations // 2 - 1} of each "
