@@ -213,9 +213,10 @@ def source_references(parts: TeacherParts) -> dict:
     """The references of one unperturbed photo: median vessel depth and Weber contrast at its
     confidently traced vessels (the visible extractor's map capped by anatomy > 0.5; calibration
     takes the uncapped map), per scale, and its median noise level; {} (the pool's then hold) where
-    fewer than 100 pixels are traced or the unperturbed photo was refused. A perturbation of it is then judged against what *its own* clean version shows,
-    not against the pool's median photo: a camera whose clean photos have fainter vessels (or more
-    noise) than the pool's no longer reads as degraded throughout."""
+    fewer than 100 pixels are traced or the unperturbed photo was refused. A perturbation of it is
+    then judged against what *its own* clean version shows, not against the pool's median photo: a
+    camera whose clean photos have fainter vessels (or more noise) than the pool's no longer reads
+    as degraded throughout."""
     photo = parts.photo
     vessels = (parts.traced > 0.5) & photo.fov_mask
     if vessels.sum() < 100:
@@ -333,8 +334,14 @@ def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: d
     return out
 
 
-def judged(teacher: Teacher, store: PartsStore, rules: list[str]) -> dict[str, distill.Labels]:
-    """The labels of the stored parts under each of ``rules`` (one pass over the store)."""
+#: a pool photo as it is: (its index, its parts, :func:`source_references` of them)
+Unperturbed = tuple[int, TeacherParts, dict]
+
+
+def judged(teacher: Teacher, store: PartsStore, rules: list[str],
+           unperturbed: list[Unperturbed] | None = None) -> dict[str, distill.Labels]:
+    """The labels of the stored parts under each of ``rules`` (one pass over the store); each
+    photo's unperturbed parts are appended to ``unperturbed`` on the way (for :func:`clean_fpr`)."""
     from tqdm import tqdm
 
     labels = {name: distill.Labels() for name in rules}
@@ -343,6 +350,8 @@ def judged(teacher: Teacher, store: PartsStore, rules: list[str]) -> dict[str, d
     for i, k, parts in tqdm(store, desc="judging", mininterval=10):
         if i != current:  # a photo's perturbations follow its unperturbed version (k = 0) in the store
             current, source = i, source_references(parts) if k == 0 else {}
+            if k == 0 and unperturbed is not None:
+                unperturbed.append((i, parts, source))
         for name, output in judge_all(teacher, parts, rules, source).items():
             labels[name].add(i, k, output)
     return labels
@@ -355,11 +364,11 @@ def camera(name: str) -> str:
     return group if group in ("IDRiD", "DRIVE", "HRF", "EyePACS") else "other"
 
 
-def clean_fpr(teacher: Teacher, store: PartsStore, rules: list[str], names: list[str],
+def clean_fpr(teacher: Teacher, unperturbed: list[Unperturbed], rules: list[str], names: list[str],
               budget: float = 0.05) -> dict[str, dict]:
     """Teacher-level clean false-positive rate of each rule, one camera left out at a time.
 
-    The pool's photos as they are (perturbation 0) are judged under each rule; for each camera
+    The pool's photos as they are (perturbation 0, collected by :func:`judged`) are judged under each rule; for each camera
     group, tau and phi are calibrated as ``teacher.calibrate`` does (tau: 90th percentile of clean
     pixel anomalies; phi: the ``budget`` quantile of clean patch fractions) on the *other* groups'
     photos, and the rate is the share of the left-out group's patches (FOV coverage ≥ 0.5) flagged.
@@ -370,13 +379,10 @@ def clean_fpr(teacher: Teacher, store: PartsStore, rules: list[str], names: list
     pool's. A SOURCE rule judges each clean photo against its own references, which makes this rate
     softer for it than for the others: it let v3.7b through (0.051), whose student then failed the
     held-out clean rate (0.065). :func:`student_clean_fpr` estimates that rate directly."""
-    from tqdm import tqdm
-
     outs: dict[str, list[tuple[str, T.TeacherOutput]]] = {name: [] for name in rules}
-    for i, k, parts in tqdm(store, desc="clean photos", mininterval=10):
-        if k == 0:
-            for name, output in judge_all(teacher, parts, rules, source_references(parts)).items():
-                outs[name].append((camera(names[i]), output))
+    for i, parts, source in unperturbed:
+        for name, output in judge_all(teacher, parts, rules, source).items():
+            outs[name].append((camera(names[i]), output))
     result = {}
     for name, items in outs.items():
         per = {}
@@ -464,9 +470,10 @@ def main(args: argparse.Namespace) -> None:
     if unknown:
         raise SystemExit(f"unknown rules {sorted(unknown)}; choose from {[*RULES, HALF]}")
     t0 = time.time()
-    labels = judged(teacher, store, list(dict.fromkeys([SHIPPED, *(n for n in chosen if n != HALF)])))
+    unperturbed: list[Unperturbed] = []
+    labels = judged(teacher, store, list(dict.fromkeys([SHIPPED, *(n for n in chosen if n != HALF)])), unperturbed)
     judge_s = time.time() - t0
-    fpr = clean_fpr(teacher, store, list(RULES), names)  # every rule's: cheap, and the ship rule compares them
+    fpr = clean_fpr(teacher, unperturbed, list(RULES), names)  # every rule's: cheap, and the ship rule compares them
     fpr[HALF] = fpr[SHIPPED]  # the shipped rule's labels
     reference = pickle.loads(labels_path.read_bytes())
     same = labels[SHIPPED]
