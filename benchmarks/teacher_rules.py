@@ -217,17 +217,34 @@ def source_references(parts: TeacherParts) -> dict:
     then judged against what *its own* clean version shows, not against the pool's median photo: a
     camera whose clean photos have fainter vessels (or more noise) than the pool's no longer reads
     as degraded throughout."""
-    photo = parts.photo
-    vessels = (parts.traced > 0.5) & photo.fov_mask
-    if vessels.sum() < 100:
+    return references([parts])
+
+
+def references(group: list[TeacherParts]) -> dict:
+    """:func:`source_references` pooled over the pixels of several unperturbed photos (a camera's)."""
+    depth: list[list[np.ndarray]] = [[] for _ in T.DEPTH_KERNELS]
+    contrast: list[list[np.ndarray]] = [[] for _ in T.DEPTH_KERNELS]
+    noise = []
+    for parts in group:
+        photo = parts.photo
+        vessels = (parts.traced > 0.5) & photo.fov_mask
+        for d_acc, c_acc, kernel in zip(depth, contrast, T.DEPTH_KERNELS):
+            d, background = SHIPPED_DEPTH(photo.rgb, kernel)
+            d_acc.append(d[vessels])
+            c_acc.append(T.weber(d, background)[vessels])
+        noise.append(noise_level(photo.rgb, photo.fov_mask)[photo.fov_mask])
+    if sum(v.size for v in depth[0]) < 100:
         return {}
-    depth, contrast = [], []
-    for kernel in T.DEPTH_KERNELS:
-        d, background = SHIPPED_DEPTH(photo.rgb, kernel)
-        depth.append(float(np.median(d[vessels])))
-        contrast.append(float(np.median(T.weber(d, background)[vessels])))
-    return {"vessel_depth": depth, "vessel_contrast": contrast,
-            "noise": max(float(np.median(noise_level(photo.rgb, photo.fov_mask)[photo.fov_mask])), 1e-3)}
+    median = lambda parts: float(np.median(np.concatenate(parts)))  # noqa: E731
+    return {"vessel_depth": [median(d) for d in depth], "vessel_contrast": [median(c) for c in contrast],
+            "noise": max(median(noise), 1e-3)}
+
+
+#: SOURCE's value for judging against the references of the photo's camera group (:func:`camera`:
+#: :func:`references` over the group's unperturbed photos) instead of its own: a camera's clean
+#: look is no longer a defect, while a photo poorer than its camera's others still reads as poorer
+#: (judged against itself, a whole-photo loss taught nothing: v3.7b's DRIMDB-dev drop)
+CAMERA = "camera"
 
 
 #: a rule's key: judge with a tau calibrated on the rule's own anomalies of the pool's photos as they
@@ -300,6 +317,16 @@ RULES: dict[str, dict] = {
                                                        "brightness_visibility": noise_term((2.0, 4.0))},
     "shipped + noise term 2-4x + under-exposure 0.4-0.85, balanced tau": {
         TAU: BALANCED, "UNDEREXPOSED": (0.4, 0.85), "brightness_visibility": noise_term((2.0, 4.0))},
+    # added 2026-11-30 (third session), after the TAU rules' results (tau does not enter the student's
+    # target, the cells' mean anomaly: their heads are their base rules' exactly) and before any of
+    # these rules' results: each perturbation judged against its camera group's references
+    "shipped, camera references": {SOURCE: CAMERA},
+    "half traced + noise term 2-4x, camera references": {PARTS: half_traced, SOURCE: CAMERA,
+                                                          "brightness_visibility": noise_term((2.0, 4.0))},
+    "contrast alone + noise term 2-4x, camera references": {PARTS: contrast_only, SOURCE: CAMERA,
+                                                             "brightness_visibility": noise_term((2.0, 4.0))},
+    "contrast alone + noise term 2-4x, camera references and noise": {
+        PARTS: contrast_only, SOURCE: CAMERA, "brightness_visibility": source_noise_term((2.0, 4.0))},
 }
 SEEDS = (0, 1, 2)
 #: Fixed before the first run: a rule is a candidate to ship only if its seeds' mean overall AUROC
@@ -351,10 +378,10 @@ def rule(swaps: dict) -> Iterator[None]:
 
 
 def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: dict | None = None,
-              taus: dict[str, float] | None = None) -> dict[str, T.TeacherOutput]:
+              taus: dict[str, float] | None = None, camera_refs: dict | None = None) -> dict[str, T.TeacherOutput]:
     """One perturbation's parts judged under each of ``rules``; ``source``: the references of its
-    unperturbed photo (:func:`source_references`), for the rules that judge against them; ``taus``:
-    the calibrated tau of each TAU rule (:func:`rule_taus`)."""
+    unperturbed photo (:func:`source_references`), ``camera_refs``: those of its camera group, for
+    the rules that judge against them; ``taus``: the calibrated tau of each TAU rule (:func:`rule_taus`)."""
     memo: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # vessel depth per kernel: the same under every rule
 
     def depth_and_background(rgb: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
@@ -367,11 +394,12 @@ def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: d
     for name in rules:
         swaps = RULES[name]
         judge = teacher
-        if swaps.get(SOURCE) and source:
+        refs = camera_refs if swaps.get(SOURCE) == CAMERA else source
+        if swaps.get(SOURCE) and refs:
             judge = copy.copy(teacher)
-            judge.config = {**teacher.config, "vessel_depth": source["vessel_depth"],
-                            "vessel_contrast": source["vessel_contrast"]}
-            SOURCE_NOISE[:] = [source["noise"]]
+            judge.config = {**teacher.config, "vessel_depth": refs["vessel_depth"],
+                            "vessel_contrast": refs["vessel_contrast"]}
+            SOURCE_NOISE[:] = [refs["noise"]]
         elif swaps.get(SOURCE):  # the unperturbed photo gave no references: the pool's
             SOURCE_NOISE[:] = [NOISE_REFERENCE[0]]
         if taus and name in taus:
@@ -395,12 +423,21 @@ def unperturbed_parts(store: PartsStore) -> list[Unperturbed]:
             if k == 0]
 
 
-def clean_outputs(teacher: Teacher, unperturbed: list[Unperturbed], rules: list[str],
-                  names: list[str]) -> dict[str, list[tuple[str, T.TeacherOutput]]]:
-    """The pool's photos as they are judged under each of ``rules``: (camera group, output) pairs."""
+def camera_references(unperturbed: list[Unperturbed], names: list[str]) -> dict[str, dict]:
+    """Each camera group's :func:`references`, from its photos as they are."""
+    groups: dict[str, list[TeacherParts]] = {}
+    for i, parts, _ in unperturbed:
+        groups.setdefault(camera(names[i]), []).append(parts)
+    return {g: references(group) for g, group in groups.items()}
+
+
+def clean_outputs(teacher: Teacher, unperturbed: list[Unperturbed], rules: list[str], names: list[str],
+                  cameras: dict[str, dict]) -> dict[str, list[tuple[str, T.TeacherOutput]]]:
+    """The pool's photos as they are judged under each of ``rules``: (camera group, output) pairs;
+    ``cameras``: :func:`camera_references`."""
     outs: dict[str, list[tuple[str, T.TeacherOutput]]] = {name: [] for name in rules}
     for i, parts, source in unperturbed:
-        for name, output in judge_all(teacher, parts, rules, source).items():
+        for name, output in judge_all(teacher, parts, rules, source, camera_refs=cameras[camera(names[i])]).items():
             outs[name].append((camera(names[i]), output))
     return outs
 
@@ -412,14 +449,15 @@ def rule_taus(outs: dict[str, list[tuple[str, T.TeacherOutput]]]) -> dict[str, f
 
 
 def judged(teacher: Teacher, store: PartsStore, rules: list[str], sources: dict[int, dict],
-           taus: dict[str, float]) -> dict[str, distill.Labels]:
+           taus: dict[str, float], cameras: dict[int, dict]) -> dict[str, distill.Labels]:
     """The labels of the stored parts under each of ``rules`` (one pass over the store); ``sources``:
-    each photo's :func:`source_references`; ``taus``: :func:`rule_taus`."""
+    each photo's :func:`source_references`; ``taus``: :func:`rule_taus`; ``cameras``: each photo's
+    camera group's references."""
     from tqdm import tqdm
 
     labels = {name: distill.Labels() for name in rules}
     for i, k, parts in tqdm(store, desc="judging", mininterval=10):
-        for name, output in judge_all(teacher, parts, rules, sources.get(i, {}), taus).items():
+        for name, output in judge_all(teacher, parts, rules, sources.get(i, {}), taus, cameras.get(i)).items():
             labels[name].add(i, k, output)
     return labels
 
@@ -521,7 +559,7 @@ def student_fpr_ok(row: dict, base: dict) -> bool:
 
 def _describe(value: object) -> object:
     if isinstance(value, functools.partial):
-        named = lambda v: "the source photo's" if v is SOURCE_NOISE else v  # noqa: E731  (not its last value)
+        named = lambda v: "the source photo's (or camera's)" if v is SOURCE_NOISE else v  # noqa: E731  (not its last value)
         return f"{value.func.__name__}({', '.join(f'{k}={named(v)}' for k, v in value.keywords.items())})"
     return getattr(value, "__name__", value)
 
@@ -544,9 +582,11 @@ def main(args: argparse.Namespace) -> None:
     t0 = time.time()
     unperturbed = unperturbed_parts(store)
     judging = list(dict.fromkeys([SHIPPED, *(n for n in chosen if n != HALF)]))
-    outs = clean_outputs(teacher, unperturbed, list(RULES), names)  # every rule's: the ship rule compares their rates
+    cameras = camera_references(unperturbed, names)
+    outs = clean_outputs(teacher, unperturbed, list(RULES), names, cameras)  # every rule's: the ship rule compares their rates
     taus = rule_taus(outs)
-    labels = judged(teacher, store, judging, {i: source for i, _, source in unperturbed}, taus)
+    labels = judged(teacher, store, judging, {i: source for i, _, source in unperturbed}, taus,
+                    {i: cameras[camera(names[i])] for i in range(len(names))})
     judge_s = time.time() - t0
     fpr = clean_fpr(outs)
     fpr[HALF] = fpr[SHIPPED]  # the shipped rule's labels
