@@ -17,9 +17,14 @@ of the visible extractor's) or from halfway between the two maps, each with the 
 measured on the photo or on its 3×3 median (noise); and a noise term that needs no extractor (the
 local residual after a 3×3 median against the clean pool's, :func:`noise_visibility`) beside the
 shipped rule, contrast alone and the halfway rule; and each perturbation judged against its own
-unperturbed photo's vessel depth and contrast (``source_references``) instead of the pool's. Beside
-the heads' scores, every rule's teacher-level clean false-positive rate with each camera group left
-out of its calibration (:func:`clean_fpr`), which the ship rule bounds. The three seeds of the shipped rule give the
+unperturbed photo's vessel depth and contrast (``source_references``), or against its camera
+group's (CAMERA), instead of the pool's; and tau calibrated per rule (TAU: on the pool as it is, or
+each camera weighed alike). Tau does not enter the student's target (the cells' mean anomaly), so
+a TAU rule's heads are its base rule's exactly: it changes only the teacher's own flags and its
+camera-left-out rate. Beside the heads' scores, every rule's teacher-level clean false-positive
+rate with each camera group left out of its calibration (:func:`clean_fpr`) and the heads' clean
+false-positive rate on the validation photos per camera (:func:`student_clean_fpr`), which the
+ship rule bounds. The three seeds of the shipped rule give the
 yardstick (their spread); the rule to ship a candidate is fixed in SHIP_RULE, the held-out check
 it must then pass in HELD_OUT_RULE.
 
