@@ -180,14 +180,63 @@ def noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
 
 
 def noise_visibility(rgb: np.ndarray, fov_mask: np.ndarray, ramp: tuple[float, float],
-                     reference: list[float] = NOISE_REFERENCE) -> np.ndarray:
-    """The shipped exposure term times a noise term: vessels fully visible up to ramp[0] × the clean
-    pool's residual level (NOISE_REFERENCE), not at all from ramp[1] ×, linear between. The visible
-    extractor, which loses vessels under speckle, is the shipped teacher's only noise guard; this
-    term guards without it, so that rules which drop the extractor's trace keep one."""
+                     reference: list[float] = NOISE_REFERENCE,
+                     exposure: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """The shipped exposure term (or ``exposure``) times a noise term: vessels fully visible up to
+    ramp[0] × the clean pool's residual level (NOISE_REFERENCE), not at all from ramp[1] ×, linear
+    between. The visible extractor, which loses vessels under speckle, is the shipped teacher's only
+    noise guard; this term guards without it, so that rules which drop the extractor's trace keep one."""
     lo, hi = ramp
     level = noise_level(rgb, fov_mask) / reference[0]
-    return SHIPPED_VISIBILITY(rgb, fov_mask) * np.clip((hi - level) / (hi - lo), 0, 1)
+    return (exposure or SHIPPED_VISIBILITY)(rgb, fov_mask) * np.clip((hi - level) / (hi - lo), 0, 1)
+
+
+#: the optic disc of the photo being judged (a bool mask at its resolution), set by ``judge_all``
+#: for DISC rules (:func:`find_disc`)
+CURRENT_DISC: list[np.ndarray] = []
+#: a rule's key: the optic disc is exempt from the washed-out half of the exposure term
+DISC = "disc"
+DISC_RADIUS = 0.2  # × the FOV radius: the exempt disc (an optic disc is about 0.15-0.2 R across half)
+
+
+def find_disc(parts: TeacherParts) -> np.ndarray:
+    """Where the optic disc is, label-free: the maximum, inside the FOV less its outer 0.05 R, of the
+    product of the anatomy map's vessel density and the green level (both averaged over σ 0.1 R of
+    FOV pixels, each over its maximum): where the large vessels converge on a bright spot. The
+    anatomy map keeps its vessels under the training perturbations, so a flare alone, bright but
+    without converging vessels, is seldom taken for the disc. A disc of DISC_RADIUS × R around it."""
+    import cv2
+
+    photo = parts.photo
+    fov = photo.fov_mask
+    r = max(float(np.sqrt(fov.sum() / np.pi)), 1.0)
+    inside = fov.astype(np.float32)
+    spread = cv2.GaussianBlur(inside, (0, 0), 0.1 * r)
+    local = lambda a: cv2.GaussianBlur(a * inside, (0, 0), 0.1 * r) / np.maximum(spread, 1e-3)  # noqa: E731
+    density = local(parts.anatomy.astype(np.float32))
+    green = local(photo.rgb[..., 1].astype(np.float32))
+    inner = cv2.erode(fov.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(0.1 * r) | 1,) * 2)) > 0
+    if not inner.any():
+        return np.zeros_like(fov)
+    score = np.where(inner, density / max(float(density[inner].max()), 1e-6) * green / max(float(green[inner].max()), 1e-6), -1)
+    y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+    yy, xx = np.indices(fov.shape)
+    return (np.hypot(yy - y, xx - x) < DISC_RADIUS * r) & fov
+
+
+def disc_exempt(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """The shipped exposure term, without its washed-out ramp on the optic disc (CURRENT_DISC): the
+    disc is bright by anatomy, and the ramp made every clean photo's disc read as washed out."""
+    vis = SHIPPED_VISIBILITY(rgb, fov_mask)
+    if not CURRENT_DISC or CURRENT_DISC[0].shape != vis.shape:
+        return vis
+    saved = T.WASHED_OUT
+    try:
+        T.WASHED_OUT = (1e9, 2e9)
+        dark_only = SHIPPED_VISIBILITY(rgb, fov_mask)
+    finally:
+        T.WASHED_OUT = saved
+    return np.where(CURRENT_DISC[0], dark_only, vis)
 
 
 def noise_reference(names: list[str], photos: list[np.ndarray]) -> float:
@@ -203,8 +252,10 @@ def noise_reference(names: list[str], photos: list[np.ndarray]) -> float:
     return float(np.median(np.concatenate(levels)))
 
 
-def noise_term(ramp: tuple[float, float], reference: list[float] = NOISE_REFERENCE) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    return functools.partial(noise_visibility, ramp=ramp, reference=reference)
+def noise_term(ramp: tuple[float, float], reference: list[float] = NOISE_REFERENCE,
+               exposure: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    return functools.partial(noise_visibility, ramp=ramp, reference=reference,
+                             **({"exposure": exposure} if exposure else {}))
 
 
 #: the references of the photo being judged, measured on its unperturbed version (see ``source_references``)
@@ -332,6 +383,14 @@ RULES: dict[str, dict] = {
                                                              "brightness_visibility": noise_term((2.0, 4.0))},
     "contrast alone + noise term 2-4x, camera references and noise": {
         PARTS: contrast_only, SOURCE: CAMERA, "brightness_visibility": source_noise_term((2.0, 4.0))},
+    # added 2026-11-30 (third session), before any of their results: the optic disc, bright by
+    # anatomy, exempt from the washed-out ramp (on the pool's photos as they are, the disc's mean
+    # anomaly is 0.28-0.53 against 0.19-0.32 elsewhere under the shipped rule)
+    "shipped, disc exempt": {DISC: True, "brightness_visibility": disc_exempt},
+    "half traced + noise term 2-4x, disc exempt": {PARTS: half_traced, DISC: True,
+                                                   "brightness_visibility": noise_term((2.0, 4.0), exposure=disc_exempt)},
+    "contrast alone + noise term 2-4x, disc exempt": {PARTS: contrast_only, DISC: True,
+                                                      "brightness_visibility": noise_term((2.0, 4.0), exposure=disc_exempt)},
 }
 SEEDS = (0, 1, 2)
 #: Fixed before the first run: a rule is a candidate to ship only if its seeds' mean overall AUROC
@@ -371,7 +430,7 @@ Otherwise reject and keep the result files."""
 @contextlib.contextmanager
 def rule(swaps: dict) -> Iterator[None]:
     """Swap names of the teacher module for the duration of the block."""
-    names = {k: v for k, v in swaps.items() if k not in (PARTS, SOURCE, TAU)}
+    names = {k: v for k, v in swaps.items() if k not in (PARTS, SOURCE, TAU, DISC)}
     saved = {k: getattr(T, k) for k in names}
     try:
         for k, v in names.items():
@@ -387,7 +446,7 @@ def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: d
     """One perturbation's parts judged under each of ``rules``; ``source``: the references of its
     unperturbed photo (:func:`source_references`), ``camera_refs``: those of its camera group, for
     the rules that judge against them; ``taus``: the calibrated tau of each TAU rule (:func:`rule_taus`)."""
-    memo: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # vessel depth per kernel: the same under every rule
+    memo: dict = {}  # vessel depth per kernel, the disc: the same under every rule
 
     def depth_and_background(rgb: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
         assert rgb is parts.photo.rgb
@@ -410,6 +469,10 @@ def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: d
         if taus and name in taus:
             judge = copy.copy(judge)
             judge.tau = taus[name]
+        if swaps.get(DISC):
+            if "disc" not in memo:
+                memo["disc"] = find_disc(parts)
+            CURRENT_DISC[:] = [memo["disc"]]
         with rule({"_depth_and_background": depth_and_background, **swaps}):
             out[name] = judge.judge(swaps.get(PARTS, lambda p: p)(parts))
     return out
@@ -564,7 +627,8 @@ def student_fpr_ok(row: dict, base: dict) -> bool:
 
 def _describe(value: object) -> object:
     if isinstance(value, functools.partial):
-        named = lambda v: "the source photo's (or camera's)" if v is SOURCE_NOISE else v  # noqa: E731  (not its last value)
+        named = lambda v: ("the source photo's (or camera's)" if v is SOURCE_NOISE  # noqa: E731  (not its last value)
+                           else getattr(v, "__name__", v))
         return f"{value.func.__name__}({', '.join(f'{k}={named(v)}' for k, v in value.keywords.items())})"
     return getattr(value, "__name__", value)
 
