@@ -224,19 +224,73 @@ def find_disc(parts: TeacherParts) -> np.ndarray:
     return (np.hypot(yy - y, xx - x) < DISC_RADIUS * r) & fov
 
 
-def disc_exempt(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
-    """The shipped exposure term, without its washed-out ramp on the optic disc (CURRENT_DISC): the
-    disc is bright by anatomy, and the ramp made every clean photo's disc read as washed out."""
-    vis = SHIPPED_VISIBILITY(rgb, fov_mask)
+def disc_exempt(rgb: np.ndarray, fov_mask: np.ndarray,
+                exposure: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """The shipped exposure term (or ``exposure``), without its washed-out ramp on the optic disc
+    (CURRENT_DISC): the disc is bright by anatomy, and the ramp made every clean photo's disc read
+    as washed out."""
+    exposure = exposure or SHIPPED_VISIBILITY
+    vis = exposure(rgb, fov_mask)
     if not CURRENT_DISC or CURRENT_DISC[0].shape != vis.shape:
         return vis
     saved = T.WASHED_OUT
     try:
         T.WASHED_OUT = (1e9, 2e9)
-        dark_only = SHIPPED_VISIBILITY(rgb, fov_mask)
+        dark_only = exposure(rgb, fov_mask)
     finally:
         T.WASHED_OUT = saved
     return np.where(CURRENT_DISC[0], dark_only, vis)
+
+
+def rho_map(fov_mask: np.ndarray) -> np.ndarray:
+    """Each pixel's distance from the FOV's centroid over its radius (from its area)."""
+    ys, xs = np.nonzero(fov_mask)
+    if not len(ys):
+        return np.zeros(fov_mask.shape, np.float32)
+    r = max(float(np.sqrt(len(ys) / np.pi)), 1.0)
+    yy, xx = np.indices(fov_mask.shape)
+    return (np.hypot(yy - ys.mean(), xx - xs.mean()) / r).astype(np.float32)
+
+
+def fov_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """Local green level (σ 4 px, as the shipped term smooths it) over the photo's in-FOV median,
+    averaged over FOV pixels only: the black outside no longer darkens the rim."""
+    import cv2
+
+    green = rgb[..., 1].astype(np.float32)
+    median = float(np.median(green[fov_mask])) + 1.0 if fov_mask.any() else 1.0
+    inside = fov_mask.astype(np.float32)
+    return cv2.GaussianBlur(green * inside, (0, 0), 4) / np.maximum(cv2.GaussianBlur(inside, (0, 0), 4), 1e-3) / median
+
+
+VIGNETTING_RINGS = 10
+#: the clean pool's median :func:`fov_level` in each of VIGNETTING_RINGS rings of ρ (set by main)
+VIGNETTING: list[float] = []
+
+
+def vignetting_profile(unperturbed: list) -> list[float]:
+    """The median, over the pool's photos as they are, of each photo's median :func:`fov_level` per ring
+    of ρ (0-1 in VIGNETTING_RINGS rings, the last taking what lies beyond): how much darker a clean
+    field is toward its rim."""
+    per_photo = []
+    for _, parts, _ in unperturbed:
+        fov = parts.photo.fov_mask
+        level, ring = fov_level(parts.photo.rgb, fov), np.minimum((rho_map(fov) * VIGNETTING_RINGS).astype(int),
+                                                                 VIGNETTING_RINGS - 1)
+        per_photo.append([float(np.median(level[fov & (ring == b)])) if (fov & (ring == b)).any() else np.nan
+                          for b in range(VIGNETTING_RINGS)])
+    return np.nanmedian(np.array(per_photo), axis=0).tolist()
+
+
+def vignetting_exposure(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """The shipped exposure ramps applied to :func:`fov_level` over the clean pool's level at the
+    pixel's eccentricity (VIGNETTING): a field that darkens toward its rim as clean fields do is
+    not under-exposed there."""
+    if not fov_mask.any() or not VIGNETTING:
+        return SHIPPED_VISIBILITY(rgb, fov_mask)
+    centres = (np.arange(VIGNETTING_RINGS) + 0.5) / VIGNETTING_RINGS
+    expected = np.interp(rho_map(fov_mask), centres, VIGNETTING)
+    return T.exposure_visibility(fov_level(rgb, fov_mask) / np.maximum(expected, 1e-3))
 
 
 def noise_reference(names: list[str], photos: list[np.ndarray]) -> float:
@@ -391,6 +445,20 @@ RULES: dict[str, dict] = {
                                                    "brightness_visibility": noise_term((2.0, 4.0), exposure=disc_exempt)},
     "contrast alone + noise term 2-4x, disc exempt": {PARTS: contrast_only, DISC: True,
                                                       "brightness_visibility": noise_term((2.0, 4.0), exposure=disc_exempt)},
+    # added 2026-11-30 (third session), after the disc rules' results and before any of these: the
+    # validation HRF photo's cells that the disc-exempt heads flag lie at the rim of its field, where
+    # the teacher's labels are 0.5-0.7 under every rule, mostly from the under-exposure ramp (0.43-0.49
+    # without it): its field darkens toward the rim as clean fields do, and the σ-4 px level counts
+    # the black outside the FOV. The level averaged over FOV pixels only, against the clean pool's
+    # level at the same eccentricity
+    "shipped, disc exempt, vignetting": {DISC: True, "brightness_visibility": functools.partial(
+        disc_exempt, exposure=vignetting_exposure)},
+    "half traced + noise term 2-4x, disc exempt, vignetting": {
+        PARTS: half_traced, DISC: True,
+        "brightness_visibility": noise_term((2.0, 4.0), exposure=functools.partial(disc_exempt, exposure=vignetting_exposure))},
+    "contrast alone + noise term 2-4x, disc exempt, vignetting": {
+        PARTS: contrast_only, DISC: True,
+        "brightness_visibility": noise_term((2.0, 4.0), exposure=functools.partial(disc_exempt, exposure=vignetting_exposure))},
 }
 SEEDS = (0, 1, 2)
 #: Fixed before the first run: a rule is a candidate to ship only if its seeds' mean overall AUROC
@@ -628,7 +696,7 @@ def student_fpr_ok(row: dict, base: dict) -> bool:
 def _describe(value: object) -> object:
     if isinstance(value, functools.partial):
         named = lambda v: ("the source photo's (or camera's)" if v is SOURCE_NOISE  # noqa: E731  (not its last value)
-                           else getattr(v, "__name__", v))
+                           else _describe(v) if isinstance(v, functools.partial) else getattr(v, "__name__", v))
         return f"{value.func.__name__}({', '.join(f'{k}={named(v)}' for k, v in value.keywords.items())})"
     return getattr(value, "__name__", value)
 
@@ -652,6 +720,7 @@ def main(args: argparse.Namespace) -> None:
     unperturbed = unperturbed_parts(store)
     judging = list(dict.fromkeys([SHIPPED, *(n for n in chosen if n != HALF)]))
     cameras = camera_references(unperturbed, names)
+    VIGNETTING[:] = vignetting_profile(unperturbed)
     outs = clean_outputs(teacher, unperturbed, list(RULES), names, cameras)  # every rule's: the ship rule compares their rates
     taus = rule_taus(outs)
     labels = judged(teacher, store, judging, {i: source for i, _, source in unperturbed}, taus,
