@@ -18,8 +18,10 @@ measured on the photo or on its 3×3 median (noise); and a noise term that needs
 local residual after a 3×3 median against the clean pool's, :func:`noise_visibility`) beside the
 shipped rule, contrast alone and the halfway rule; and each perturbation judged against its own
 unperturbed photo's vessel depth and contrast (``source_references``), or against its camera
-group's (CAMERA), instead of the pool's; and tau calibrated per rule (TAU: on the pool as it is, or
-each camera weighed alike). Tau does not enter the student's target (the cells' mean anomaly), so
+group's (CAMERA), instead of the pool's; tau calibrated per rule (TAU: on the pool as it is, or
+each camera weighed alike); the optic disc (:func:`find_disc`) exempt from the washed-out ramp
+(DISC); and exposure judged against the clean pool's level at the same eccentricity
+(:func:`vignetting_exposure`). Tau does not enter the student's target (the cells' mean anomaly), so
 a TAU rule's heads are its base rule's exactly: it changes only the teacher's own flags and its
 camera-left-out rate. Beside the heads' scores, every rule's teacher-level clean false-positive
 rate with each camera group left out of its calibration (:func:`clean_fpr`) and the heads' clean
