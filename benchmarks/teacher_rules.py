@@ -360,9 +360,11 @@ CAMERA = "camera"
 
 
 #: a rule's key: judge with a tau calibrated on the rule's own anomalies of the pool's photos as they
-#: are (their 90th percentile), as ``efiqa train teacher --calibrate-only`` would after the rule
-#: ships: OWN weighs every pixel alike (54 of the 85 photos are IDRiD's), BALANCED weighs each camera
-#: group alike (:func:`camera`). Without it, the shipped teacher's tau.
+#: are (their 90th percentile: the tau ``efiqa train teacher --calibrate-only`` would derive; phi and
+#: the references stay the shipped teacher's): OWN weighs every pixel alike (54 of the 85 photos are
+#: IDRiD's), BALANCED weighs each camera group alike (:func:`camera`). Without it, the shipped
+#: teacher's tau. Tau does not enter the student's target (the cells' mean anomaly): an OWN rule's
+#: row equals its base rule's, and a BALANCED rule changes only its camera-left-out rate.
 TAU = "tau"
 OWN, BALANCED = "own", "balanced"
 
@@ -371,14 +373,14 @@ def clean_tau(items: list[tuple[str, T.TeacherOutput]], balanced: bool) -> float
     """``teacher.calibrate``'s tau (the 90th percentile of clean in-FOV pixel anomalies, floor 1e-3) of
     (camera group, output) pairs; ``balanced``: each group's pixels weigh 1 / that group's pixel count."""
     pixels = [o.anomaly[o.fov] for _, o in items]
-    weights = None
-    if balanced:
-        count: dict[str, int] = {}
-        for (g, _), px in zip(items, pixels):
-            count[g] = count.get(g, 0) + px.size
-        weights = np.concatenate([np.full(px.size, 1.0 / count[g]) for (g, _), px in zip(items, pixels)])
-    q = np.quantile(np.concatenate(pixels), 0.9, weights=weights, method="inverted_cdf" if balanced else "linear")
-    return max(float(q), 1e-3)
+    if not balanced:
+        return max(float(np.quantile(np.concatenate(pixels), 0.9)), 1e-3)
+    count: dict[str, int] = {}
+    for (g, _), px in zip(items, pixels):
+        count[g] = count.get(g, 0) + px.size
+    weights = np.concatenate([np.full(px.size, 1.0 / count[g]) for (g, _), px in zip(items, pixels)])
+    # weighted quantiles need numpy >= 2.0 (the package itself asks only for 1.24)
+    return max(float(np.quantile(np.concatenate(pixels), 0.9, weights=weights, method="inverted_cdf")), 1e-3)
 
 
 def source_noise_term(ramp: tuple[float, float]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -575,7 +577,7 @@ def clean_outputs(teacher: Teacher, unperturbed: list[Unperturbed], rules: list[
     ``cameras``: :func:`camera_references`."""
     outs: dict[str, list[tuple[str, T.TeacherOutput]]] = {name: [] for name in rules}
     for i, parts, source in unperturbed:
-        for name, output in judge_all(teacher, parts, rules, source, camera_refs=cameras[camera(names[i])]).items():
+        for name, output in judge_all(teacher, parts, rules, source, camera_refs=cameras.get(camera(names[i]), {})).items():
             outs[name].append((camera(names[i]), output))
     return outs
 
@@ -726,7 +728,7 @@ def main(args: argparse.Namespace) -> None:
     outs = clean_outputs(teacher, unperturbed, list(RULES), names, cameras)  # every rule's: the ship rule compares their rates
     taus = rule_taus(outs)
     labels = judged(teacher, store, judging, {i: source for i, _, source in unperturbed}, taus,
-                    {i: cameras[camera(names[i])] for i in range(len(names))})
+                    {i: cameras.get(camera(names[i]), {}) for i in range(len(names))})
     judge_s = time.time() - t0
     fpr = clean_fpr(outs)
     fpr[HALF] = fpr[SHIPPED]  # the shipped rule's labels
@@ -812,21 +814,26 @@ def main(args: argparse.Namespace) -> None:
     md += ["", (f"`{HALF}`: the shipped rule's labels of perturbations 0-{args.augmentations // 2 - 1} of each "
                 "photo only (what the amount of data is worth beside the rule; never a candidate)."),
            "", (f"Noise-term rules: vessels fade from ramp[0] to ramp[1] × the clean pool's residual level "
-                f"({NOISE_REFERENCE[0]:.3f} grey levels of mean |green − 3×3 median|), times the shipped exposure term."),
+                f"({NOISE_REFERENCE[0]:.3f} grey levels of mean |green − 3×3 median|), times the shipped exposure term "
+                f"(or, where named, the disc-exempt or vignetting-aware one). Disc exempt: no washed-out ramp within "
+                f"{DISC_RADIUS} R of the optic disc (`find_disc`). Vignetting: the level over FOV pixels only against "
+                f"the clean pool's at the same eccentricity (by ring of ρ: "
+                + " ".join(f"{v:.2f}" for v in VIGNETTING) + ")."),
            "", ("Tau: the shipped teacher's (" + f"{teacher.tau:.3f}" + ") unless a rule names its own: calibrated on the "
                 "rule's anomalies of the pool's photos as they are, the 90th percentile of their pixels, each "
                 "pixel alike (own) or each camera group alike (balanced). "
                 + "; ".join(f"{n}: {r['tau']:.3f}" for n, r in rows.items() if RULES.get(n, {}).get(TAU) and "tau" in r) + "."),
            "", ("Source references: each perturbation judged against the vessel depth, Weber contrast (and, where "
                 "named, noise level) of its own unperturbed photo, measured as calibration measures the pool's, "
-                "instead of the pool's medians. Teacher clean FPR: `clean_fpr`, the pool's photos as they are, "
+                "instead of the pool's medians; camera references: pooled over its camera group's unperturbed "
+                "photos. Teacher clean FPR: `clean_fpr`, the pool's photos as they are, "
                 "tau and phi calibrated with each camera group left out, the share of its patches flagged. Student "
                 "clean FPR (`student_clean_fpr`, rows run since it was added): each head's patch threshold from the "
                 "training photos' unperturbed cells (upper 95 % bound of their 95th percentile), the share of the "
                 "validation photos' unperturbed cells at or above it, mean over the seeds."),
            "", (f"Ship rule, fixed before the run (its `kind_drop` clause added 2026-11-30, before the noise-term "
-                f"rules' first result, its `clean_fpr_loco_over_shipped` clause before the source-reference rules'; "
-                f"they apply to every row): {SHIP_RULE}.")]
+                f"rules' first result, its `clean_fpr_loco_over_shipped` clause before the source-reference rules', "
+                f"its `student_clean_fpr_*` clauses before the TAU rules'; they apply to every row): {SHIP_RULE}.")]
     (HERE / "results" / "teacher_rules.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
