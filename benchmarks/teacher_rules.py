@@ -284,14 +284,21 @@ def vignetting_profile(unperturbed: list) -> list[float]:
     return np.nanmedian(np.array(per_photo), axis=0).tolist()
 
 
+#: the profile :func:`vignetting_exposure` judges against, set by ``judge_all`` for each rule: the
+#: pool's (VIGNETTING), or for a CAMERA_VIGNETTING rule the photo's camera group's
+ACTIVE_VIGNETTING: list[float] = []
+#: a rule's key: :func:`vignetting_exposure` against the photo's camera group's profile
+CAMERA_VIGNETTING = "camera vignetting"
+
+
 def vignetting_exposure(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
-    """The shipped exposure ramps applied to :func:`fov_level` over the clean pool's level at the
-    pixel's eccentricity (VIGNETTING): a field that darkens toward its rim as clean fields do is
-    not under-exposed there."""
-    if not fov_mask.any() or not VIGNETTING:
+    """The shipped exposure ramps applied to :func:`fov_level` over the clean level at the pixel's
+    eccentricity (ACTIVE_VIGNETTING: the pool's or the camera's): a field that darkens toward its
+    rim as clean fields do is not under-exposed there."""
+    if not fov_mask.any() or not ACTIVE_VIGNETTING:
         return SHIPPED_VISIBILITY(rgb, fov_mask)
     centres = (np.arange(VIGNETTING_RINGS) + 0.5) / VIGNETTING_RINGS
-    expected = np.interp(rho_map(fov_mask), centres, VIGNETTING)
+    expected = np.interp(rho_map(fov_mask), centres, ACTIVE_VIGNETTING)
     return T.exposure_visibility(fov_level(rgb, fov_mask) / np.maximum(expected, 1e-3))
 
 
@@ -463,6 +470,15 @@ RULES: dict[str, dict] = {
     "contrast alone + noise term 2-4x, disc exempt, vignetting": {
         PARTS: contrast_only, DISC: True,
         "brightness_visibility": noise_term((2.0, 4.0), exposure=functools.partial(disc_exempt, exposure=vignetting_exposure))},
+    # added 2026-11-30 (third session), after the vignetting rules' results and before any of these:
+    # the pool's profile is IDRiD's mostly (0.76 at the rim) while HRF's rim is darker (about 0.5);
+    # each photo judged against its camera group's profile
+    "half traced + noise term 2-4x, disc exempt, camera vignetting": {
+        PARTS: half_traced, DISC: True, CAMERA_VIGNETTING: True,
+        "brightness_visibility": noise_term((2.0, 4.0), exposure=functools.partial(disc_exempt, exposure=vignetting_exposure))},
+    "contrast alone + noise term 2-4x, disc exempt, camera vignetting": {
+        PARTS: contrast_only, DISC: True, CAMERA_VIGNETTING: True,
+        "brightness_visibility": noise_term((2.0, 4.0), exposure=functools.partial(disc_exempt, exposure=vignetting_exposure))},
 }
 SEEDS = (0, 1, 2)
 #: Fixed before the first run: a rule is a candidate to ship only if its seeds' mean overall AUROC
@@ -502,7 +518,7 @@ Otherwise reject and keep the result files."""
 @contextlib.contextmanager
 def rule(swaps: dict) -> Iterator[None]:
     """Swap names of the teacher module for the duration of the block."""
-    names = {k: v for k, v in swaps.items() if k not in (PARTS, SOURCE, TAU, DISC)}
+    names = {k: v for k, v in swaps.items() if k not in (PARTS, SOURCE, TAU, DISC, CAMERA_VIGNETTING)}
     saved = {k: getattr(T, k) for k in names}
     try:
         for k, v in names.items():
@@ -531,7 +547,7 @@ def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: d
         swaps = RULES[name]
         judge = teacher
         refs = camera_refs if swaps.get(SOURCE) == CAMERA else source
-        if swaps.get(SOURCE) and refs:
+        if swaps.get(SOURCE) and refs and "vessel_depth" in refs:
             judge = copy.copy(teacher)
             judge.config = {**teacher.config, "vessel_depth": refs["vessel_depth"],
                             "vessel_contrast": refs["vessel_contrast"]}
@@ -541,6 +557,8 @@ def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: d
         if taus and name in taus:
             judge = copy.copy(judge)
             judge.tau = taus[name]
+        ACTIVE_VIGNETTING[:] = (camera_refs or {}).get("vignetting", VIGNETTING) if swaps.get(CAMERA_VIGNETTING) \
+            else VIGNETTING
         if swaps.get(DISC):
             if "disc" not in memo:
                 memo["disc"] = find_disc(parts)
@@ -568,7 +586,8 @@ def camera_references(unperturbed: list[Unperturbed], names: list[str]) -> dict[
     groups: dict[str, list[TeacherParts]] = {}
     for i, parts, _ in unperturbed:
         groups.setdefault(camera(names[i]), []).append(parts)
-    return {g: references(group) for g, group in groups.items()}
+    return {g: {**references(group), "vignetting": vignetting_profile([(0, p, {}) for p in group])}
+            for g, group in groups.items()}
 
 
 def clean_outputs(teacher: Teacher, unperturbed: list[Unperturbed], rules: list[str], names: list[str],
