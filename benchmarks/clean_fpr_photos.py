@@ -64,7 +64,7 @@ def main() -> None:
             r = qa.assess(bgr)
             valid = r.coverage >= MIN_COVERAGE
             near = near_clip(r.fov, r.crop, bgr.shape[:2], r.coverage)
-            hit = r.map >= r.patch_threshold
+            hit = r.flagged  # the SDK's flags: at or above the patch threshold, coverage >= MIN_COVERAGE
             flagged.append(hit[valid])
             away.append(hit[valid & ~near])
             per[n] = {"cells": int(valid.sum()), "clean_fpr": float(hit[valid].mean()),

@@ -168,6 +168,15 @@ NOISE_REFERENCE: list[float] = []
 NOISE_SIGMA = 8.0  # px (of the 512-px photo): the neighbourhood over which the residual level is averaged
 
 
+def fov_blur(a: np.ndarray, fov_mask: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian mean (σ ``sigma`` px) of ``a`` over in-FOV pixels only: the black outside the FOV
+    does not pull the rim toward zero."""
+    import cv2
+
+    inside = fov_mask.astype(np.float32)
+    return cv2.GaussianBlur(a * inside, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(inside, (0, 0), sigma), 1e-3)
+
+
 def noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     """Local sensor-noise level: mean |green − its 3×3 median| over a Gaussian neighbourhood (σ
     NOISE_SIGMA px) of in-FOV pixels. Blur and compression lower it, speckle raises it; vessel edges
@@ -176,9 +185,7 @@ def noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
 
     green = np.ascontiguousarray(rgb[..., 1])
     residual = np.abs(green.astype(np.float32) - cv2.medianBlur(green, 3).astype(np.float32))
-    inside = fov_mask.astype(np.float32)
-    blur = lambda a: cv2.GaussianBlur(a, (0, 0), NOISE_SIGMA)  # noqa: E731
-    return blur(residual * inside) / np.maximum(blur(inside), 1e-3)
+    return fov_blur(residual, fov_mask, NOISE_SIGMA)
 
 
 def noise_visibility(rgb: np.ndarray, fov_mask: np.ndarray, ramp: tuple[float, float],
@@ -212,11 +219,8 @@ def find_disc(parts: TeacherParts) -> np.ndarray:
     photo = parts.photo
     fov = photo.fov_mask
     r = max(float(np.sqrt(fov.sum() / np.pi)), 1.0)
-    inside = fov.astype(np.float32)
-    spread = cv2.GaussianBlur(inside, (0, 0), 0.1 * r)
-    local = lambda a: cv2.GaussianBlur(a * inside, (0, 0), 0.1 * r) / np.maximum(spread, 1e-3)  # noqa: E731
-    density = local(parts.anatomy.astype(np.float32))
-    green = local(photo.rgb[..., 1].astype(np.float32))
+    density = fov_blur(parts.anatomy.astype(np.float32), fov, 0.1 * r)
+    green = fov_blur(photo.rgb[..., 1].astype(np.float32), fov, 0.1 * r)
     inner = cv2.erode(fov.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(0.1 * r) | 1,) * 2)) > 0
     if not inner.any():
         return np.zeros_like(fov)
@@ -257,12 +261,9 @@ def rho_map(fov_mask: np.ndarray) -> np.ndarray:
 def fov_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     """Local green level (σ 4 px, as the shipped term smooths it) over the photo's in-FOV median,
     averaged over FOV pixels only: the black outside no longer darkens the rim."""
-    import cv2
-
     green = rgb[..., 1].astype(np.float32)
     median = float(np.median(green[fov_mask])) + 1.0 if fov_mask.any() else 1.0
-    inside = fov_mask.astype(np.float32)
-    return cv2.GaussianBlur(green * inside, (0, 0), 4) / np.maximum(cv2.GaussianBlur(inside, (0, 0), 4), 1e-3) / median
+    return fov_blur(green, fov_mask, 4) / median
 
 
 VIGNETTING_RINGS = 10
@@ -300,6 +301,10 @@ def vignetting_exposure(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     centres = (np.arange(VIGNETTING_RINGS) + 0.5) / VIGNETTING_RINGS
     expected = np.interp(rho_map(fov_mask), centres, ACTIVE_VIGNETTING)
     return T.exposure_visibility(fov_level(rgb, fov_mask) / np.maximum(expected, 1e-3))
+
+
+#: the vignetting-aware exposure term with the disc exempt from its washed-out ramp
+DISC_VIGNETTING = functools.partial(disc_exempt, exposure=vignetting_exposure)
 
 
 def noise_reference(names: list[str], photos: list[np.ndarray]) -> float:
@@ -462,23 +467,22 @@ RULES: dict[str, dict] = {
     # without it): its field darkens toward the rim as clean fields do, and the σ-4 px level counts
     # the black outside the FOV. The level averaged over FOV pixels only, against the clean pool's
     # level at the same eccentricity
-    "shipped, disc exempt, vignetting": {DISC: True, "brightness_visibility": functools.partial(
-        disc_exempt, exposure=vignetting_exposure)},
+    "shipped, disc exempt, vignetting": {DISC: True, "brightness_visibility": DISC_VIGNETTING},
     "half traced + noise term 2-4x, disc exempt, vignetting": {
         PARTS: half_traced, DISC: True,
-        "brightness_visibility": noise_term((2.0, 4.0), exposure=functools.partial(disc_exempt, exposure=vignetting_exposure))},
+        "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
     "contrast alone + noise term 2-4x, disc exempt, vignetting": {
         PARTS: contrast_only, DISC: True,
-        "brightness_visibility": noise_term((2.0, 4.0), exposure=functools.partial(disc_exempt, exposure=vignetting_exposure))},
+        "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
     # added 2026-11-30 (third session), after the vignetting rules' results and before any of these:
     # the pool's profile is IDRiD's mostly (0.76 at the rim) while HRF's rim is darker (about 0.5);
     # each photo judged against its camera group's profile
     "half traced + noise term 2-4x, disc exempt, camera vignetting": {
         PARTS: half_traced, DISC: True, CAMERA_VIGNETTING: True,
-        "brightness_visibility": noise_term((2.0, 4.0), exposure=functools.partial(disc_exempt, exposure=vignetting_exposure))},
+        "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
     "contrast alone + noise term 2-4x, disc exempt, camera vignetting": {
         PARTS: contrast_only, DISC: True, CAMERA_VIGNETTING: True,
-        "brightness_visibility": noise_term((2.0, 4.0), exposure=functools.partial(disc_exempt, exposure=vignetting_exposure))},
+        "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
 }
 SEEDS = (0, 1, 2)
 #: Fixed before the first run: a rule is a candidate to ship only if its seeds' mean overall AUROC
@@ -646,8 +650,9 @@ def clean_fpr(outs: dict[str, list[tuple[str, T.TeacherOutput]]], budget: float 
     for name, items in outs.items():
         per = {}
         for group in sorted({g for g, _ in items}):
-            rest = [o for g, o in items if g != group]
-            tau = clean_tau([(g, o) for g, o in items if g != group], RULES[name].get(TAU) == BALANCED)
+            others = [(g, o) for g, o in items if g != group]
+            rest = [o for _, o in others]
+            tau = clean_tau(others, RULES[name].get(TAU) == BALANCED)
             frac = lambda o: T.pool_cells(o.anomaly, o.fov, T.GRID, tau)[1][o.coverage >= 0.5]  # noqa: E731
             phi = max(float(np.quantile(np.concatenate([frac(o) for o in rest]), 1 - budget)), 0.01)
             per[group] = float(np.mean(np.concatenate([frac(o) for g, o in items if g == group]) >= phi))
