@@ -271,12 +271,12 @@ VIGNETTING_RINGS = 10
 VIGNETTING: list[float] = []
 
 
-def vignetting_profile(unperturbed: list) -> list[float]:
+def vignetting_profile(clean: list[TeacherParts]) -> list[float]:
     """The median, over the pool's photos as they are, of each photo's median :func:`fov_level` per ring
     of ρ (0-1 in VIGNETTING_RINGS rings, the last taking what lies beyond): how much darker a clean
     field is toward its rim."""
     per_photo = []
-    for _, parts, _ in unperturbed:
+    for parts in clean:
         fov = parts.photo.fov_mask
         level, ring = fov_level(parts.photo.rgb, fov), np.minimum((rho_map(fov) * VIGNETTING_RINGS).astype(int),
                                                                  VIGNETTING_RINGS - 1)
@@ -590,7 +590,7 @@ def camera_references(unperturbed: list[Unperturbed], names: list[str]) -> dict[
     groups: dict[str, list[TeacherParts]] = {}
     for i, parts, _ in unperturbed:
         groups.setdefault(camera(names[i]), []).append(parts)
-    return {g: {**references(group), "vignetting": vignetting_profile([(0, p, {}) for p in group])}
+    return {g: {**references(group), "vignetting": vignetting_profile(group)}
             for g, group in groups.items()}
 
 
@@ -638,7 +638,8 @@ def clean_fpr(outs: dict[str, list[tuple[str, T.TeacherOutput]]], budget: float 
     ``outs``: the pool's photos as they are judged under each rule (:func:`clean_outputs`); for each
     camera group, tau and phi are calibrated as ``teacher.calibrate`` does (tau: 90th percentile of
     clean pixel anomalies, each group weighed alike for a BALANCED rule; phi: the ``budget`` quantile
-    of clean patch fractions) on the *other* groups' photos, and the rate is the share of the left-out group's patches (FOV coverage ≥ 0.5) flagged.
+    of clean patch fractions) on the *other* groups' photos, and the rate is the share of the
+    left-out group's patches (FOV coverage ≥ 0.5) flagged.
     In-sample the rate is the budget by construction; left out, it shows how far a rule's notion of
     a clean photo depends on the camera (the held-out check's clean-FPR clause, which both rejected
     candidates failed, measures new photos of the pool's cameras against a pool-wide calibration).
@@ -748,7 +749,7 @@ def main(args: argparse.Namespace) -> None:
     unperturbed = unperturbed_parts(store)
     judging = list(dict.fromkeys([SHIPPED, *(n for n in chosen if n != HALF)]))
     cameras = camera_references(unperturbed, names)
-    VIGNETTING[:] = vignetting_profile(unperturbed)
+    VIGNETTING[:] = vignetting_profile([parts for _, parts, _ in unperturbed])
     outs = clean_outputs(teacher, unperturbed, list(RULES), names, cameras)  # every rule's: the ship rule compares their rates
     taus = rule_taus(outs)
     labels = judged(teacher, store, judging, {i: source for i, _, source in unperturbed}, taus,
