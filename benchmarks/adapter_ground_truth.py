@@ -95,8 +95,16 @@ VARIANTS = {
 def ground_truth(heads: dict[str, nn.Module], names: list[str], val: set[int], data: str | None, size: int,
                  features: str) -> tuple[dict[str, np.ndarray], dict]:
     """Each head's maps on the ``val`` pool photos degraded by ``synth``, scored against its masks:
-    (the photos by name, :func:`evaluation.summarise` of the records). Crop and coverage come from
-    the shipped bundle (the same preprocessing); the backbone runs once per image."""
+    (the photos by name, :func:`evaluation.summarise` of the records)."""
+    photos, records = ground_truth_records(heads, names, val, data, size, features)
+    return photos, summarise(records, list(heads))
+
+
+def ground_truth_records(heads: dict[str, nn.Module], names: list[str], val: set[int], data: str | None, size: int,
+                         features: str) -> tuple[dict[str, np.ndarray], list]:
+    """:func:`ground_truth`'s photos and unsummarised :func:`evaluation.run` records (a caller can
+    summarise a subset of the photos). Crop and coverage come from the shipped bundle (the same
+    preprocessing); the backbone runs once per image."""
     any_head = next(iter(heads.values()))
     student = distill.assemble(distill.AdapterResult(any_head, features, size, [], 0))
     qa = QualityAssessor(None, backend="onnxruntime", threads=2)
@@ -121,8 +129,7 @@ def ground_truth(heads: dict[str, nn.Module], names: list[str], val: set[int], d
 
     root = data_root(data)
     photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
-    records = run(photos, {n: method(n) for n in heads}, generator="synth")
-    return photos, summarise(records, list(heads))
+    return photos, run(photos, {n: method(n) for n in heads}, generator="synth")
 
 
 def main() -> None:
