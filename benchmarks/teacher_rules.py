@@ -318,6 +318,62 @@ def vignetting_exposure(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     return T.exposure_visibility(fov_level(rgb, fov_mask) / np.maximum(expected, 1e-3))
 
 
+#: a rule's key: vessels judged against the clean depth and contrast at their eccentricity
+#: (:func:`profiled_visibility`): POOL, the pool's profile (VESSEL_PROFILE), or CAMERA, the photo's
+#: camera group's
+VESSEL_PROFILE_KEY = "vessel profile"
+POOL = "pool"
+#: per DEPTH_KERNELS scale, (depth, contrast) factors per ring of ρ (set by main: the pool's)
+VESSEL_PROFILE: list = []
+#: the profile :func:`profiled_visibility` judges against, and the FOV of the photo being judged (set by ``judge_all``)
+ACTIVE_VESSEL_PROFILE: list = []
+CURRENT_FOV: list[np.ndarray] = []
+
+
+def vessel_profile(clean: list[TeacherParts]) -> list[list[list[float]]]:
+    """How much fainter clean vessels are toward the rim: for each DEPTH_KERNELS scale, the median
+    vessel depth and Weber contrast (at the pixels :func:`references` measures) in each of
+    VIGNETTING_RINGS rings of ρ over their median in the whole field, pooled over ``clean``'s
+    pixels; capped at 1 (the centre is not judged stricter). Peripheral vessels are thinner and the
+    rim darker: on HRF's clean photos their depth halves past ρ 0.85, which the pool-wide reference
+    read as vasculature lost."""
+    out = []
+    for kernel in T.DEPTH_KERNELS:
+        depths, contrasts, rings = [], [], []
+        for parts in clean:
+            photo = parts.photo
+            vessels = (parts.traced > 0.5) & photo.fov_mask
+            d, background = SHIPPED_DEPTH(photo.rgb, kernel)
+            depths.append(d[vessels])
+            contrasts.append(T.weber(d, background)[vessels])
+            rings.append(np.minimum((rho_map(photo.fov_mask)[vessels] * VIGNETTING_RINGS).astype(int), VIGNETTING_RINGS - 1))
+        d, c, ring = np.concatenate(depths), np.concatenate(contrasts), np.concatenate(rings)
+        factors = []
+        for values in (d, c):
+            whole = max(float(np.median(values)), 1e-6)
+            factors.append([min(float(np.median(values[ring == b])) / whole, 1.0) if (ring == b).sum() >= 100 else 1.0
+                            for b in range(VIGNETTING_RINGS)])
+        out.append(factors)
+    return out
+
+
+def profiled_visibility(rgb: np.ndarray, kernel: int, depth_ref: float, contrast_ref: float | None = None) -> np.ndarray:
+    """``T.visibility`` with its references scaled, pixel by pixel, by ACTIVE_VESSEL_PROFILE at the
+    pixel's eccentricity (:func:`vessel_profile`): a vessel as faint as clean ones are at that place
+    in the field is fully visible."""
+    if not ACTIVE_VESSEL_PROFILE or not CURRENT_FOV or CURRENT_FOV[0].shape != rgb.shape[:2]:
+        return SHIPPED_VESSEL_VISIBILITY(rgb, kernel, depth_ref, contrast_ref)
+    depth_f, contrast_f = ACTIVE_VESSEL_PROFILE[T.DEPTH_KERNELS.index(kernel)]
+    centres = (np.arange(VIGNETTING_RINGS) + 0.5) / VIGNETTING_RINGS
+    rho = rho_map(CURRENT_FOV[0])
+    depth, background = T._depth_and_background(rgb, kernel)
+    vis = np.clip(depth / (T.VISIBLE_K * depth_ref * np.interp(rho, centres, depth_f)), 0, 1)
+    if contrast_ref is not None:
+        vis = np.minimum(vis, np.clip(T.weber(depth, background)
+                                      / (T.VISIBLE_K * contrast_ref * np.interp(rho, centres, contrast_f)), 0, 1))
+    return vis
+
+
 #: the vignetting-aware exposure term with the disc exempt from its washed-out ramp
 DISC_VIGNETTING = functools.partial(disc_exempt, exposure=vignetting_exposure)
 
@@ -519,6 +575,22 @@ RULES: dict[str, dict] = {
     "half traced + noise term 2-4x, disc exempt with its contrast, camera vignetting, under-exposure 0.4-0.85": {
         PARTS: half_traced, DISC: True, CAMERA_VIGNETTING: True, "visibility": disc_depth_only,
         "UNDEREXPOSED": (0.4, 0.85), "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
+    # added 2026-11-30 (fourth session), after the rules above and before any of these rules'
+    # results: on the HRF photos as they are, the rim's excess anomaly (cells touching the FOV edge
+    # 0.25-0.32 against 0.16-0.21 inside, under the closest rule) stays with no exposure, noise or
+    # Weber term alike and goes only with no visibility term at all (0.03-0.05): the vessels that
+    # are traced there are shallower (depth about half the centre's past ρ 0.85) and of lower
+    # contrast, as peripheral vessels are. Each vessel judged against the clean depth and contrast
+    # at its eccentricity, the pool's or its camera group's
+    "half traced + noise term 2-4x, disc exempt, camera vignetting, camera vessel profile": {
+        PARTS: half_traced, DISC: True, CAMERA_VIGNETTING: True, VESSEL_PROFILE_KEY: CAMERA,
+        "visibility": profiled_visibility, "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
+    "contrast alone + noise term 2-4x, disc exempt, camera vignetting, camera vessel profile": {
+        PARTS: contrast_only, DISC: True, CAMERA_VIGNETTING: True, VESSEL_PROFILE_KEY: CAMERA,
+        "visibility": profiled_visibility, "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
+    "half traced + noise term 2-4x, disc exempt, vignetting, vessel profile": {
+        PARTS: half_traced, DISC: True, VESSEL_PROFILE_KEY: POOL,
+        "visibility": profiled_visibility, "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
 }
 SEEDS = (0, 1, 2)
 #: Fixed before the first run: a rule is a candidate to ship only if its seeds' mean overall AUROC
@@ -564,7 +636,7 @@ Otherwise reject and keep the result files."""
 @contextlib.contextmanager
 def rule(swaps: dict) -> Iterator[None]:
     """Swap names of the teacher module for the duration of the block."""
-    names = {k: v for k, v in swaps.items() if k not in (PARTS, SOURCE, TAU, DISC, CAMERA_VIGNETTING)}
+    names = {k: v for k, v in swaps.items() if k not in (PARTS, SOURCE, TAU, DISC, CAMERA_VIGNETTING, VESSEL_PROFILE_KEY)}
     saved = {k: getattr(T, k) for k in names}
     try:
         for k, v in names.items():
@@ -605,6 +677,9 @@ def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: d
             judge.tau = taus[name]
         ACTIVE_VIGNETTING[:] = (camera_refs or {}).get("vignetting", VIGNETTING) if swaps.get(CAMERA_VIGNETTING) \
             else VIGNETTING
+        ACTIVE_VESSEL_PROFILE[:] = (camera_refs or {}).get("vessel_profile", VESSEL_PROFILE) \
+            if swaps.get(VESSEL_PROFILE_KEY) == CAMERA else VESSEL_PROFILE
+        CURRENT_FOV[:] = [parts.photo.fov_mask]
         if swaps.get(DISC):
             if "disc" not in memo:
                 memo["disc"] = find_disc(parts)
@@ -632,7 +707,7 @@ def camera_references(unperturbed: list[Unperturbed], names: list[str]) -> dict[
     groups: dict[str, list[TeacherParts]] = {}
     for i, parts, _ in unperturbed:
         groups.setdefault(camera(names[i]), []).append(parts)
-    return {g: {**references(group), "vignetting": vignetting_profile(group)}
+    return {g: {**references(group), "vignetting": vignetting_profile(group), "vessel_profile": vessel_profile(group)}
             for g, group in groups.items()}
 
 
@@ -793,6 +868,7 @@ def main(args: argparse.Namespace) -> None:
     judging = list(dict.fromkeys([SHIPPED, *(n for n in chosen if n != HALF)]))
     cameras = camera_references(unperturbed, names)
     VIGNETTING[:] = vignetting_profile([parts for _, parts, _ in unperturbed])
+    VESSEL_PROFILE[:] = vessel_profile([parts for _, parts, _ in unperturbed])
     outs = clean_outputs(teacher, unperturbed, list(RULES), names, cameras)  # every rule's: the ship rule compares their rates
     taus = rule_taus(outs)
     labels = judged(teacher, store, judging, {i: source for i, _, source in unperturbed}, taus,
