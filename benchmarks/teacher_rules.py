@@ -616,6 +616,13 @@ SEEDS = (0, 1, 2)
 #: overall AUROC on the validation photos of the other cameras (:func:`camera` ≠ IDRiD: DRIVE 4, HRF
 #: 1, REFUGE 1, the scikit-image retina) must beat the shipped rule's by ``mean_gain_other_cameras``
 #: too. A row run before the clause has no such figure and is no candidate.
+#: Changed 2026-11-30 (fourth session), before any result under it: the per-camera clause reads the
+#: heads' clean rate with their thresholds set as the shipped recipe sets them, on the reference
+#: photos only (``distill.reference_photos``: judged good by eye, no IDRiD), not on every training
+#: photo: a rule that calms IDRiD's photos (two thirds of the training photos) lowered the study's
+#: thresholds, and so raised DRIVE's and HRF's rates, where the shipped threshold never sees IDRiD.
+#: Its controls: the rejected candidates' rules (CONTROLS) must still fail the clause under it, or
+#: the clause keeps the training-photo rate (:func:`fpr_estimator`); both rates are reported.
 SHIP_RULE = {"mean_gain": 0.01, "worst_seed_over_shipped_median": True, "ranking_drop": 0.01, "kind_drop": 0.05,
              "clean_fpr_loco_over_shipped": 0.005,
              "student_clean_fpr_cameras": ("DRIVE", "HRF"), "student_clean_fpr_times_shipped": 2.0,
@@ -796,32 +803,38 @@ def distil(name: str, fs: distill.FeatureSet, features: str, train: set[int], he
     mine = np.array([p in train for p in fs.photo])
     rows[name] = {"swaps": {k: _describe(v) for k, v in RULES.get(name, {}).items()},
                   "mean_label": float(np.stack(fs.score)[mine][np.stack(fs.valid)[mine]].mean())}
-    rates = []
+    rates, reference_rates = [], []
     for seed in SEEDS:
         result = distill.train_adapter(fs, features, distill.DEFAULT["head"], seed=seed, train_photos=train,
                                        target=distill.DEFAULT["target"])
         heads[f"{name} | seed {seed}"] = result.head.eval()
         rates.append(student_clean_fpr(result, fs, train, names))
-    rows[name]["student_clean_fpr_by_seed"] = [r["overall"] for r in rates]
-    rows[name]["student_clean_fpr"] = {"overall": float(np.mean([r["overall"] for r in rates])),
-                                       "per_camera": {g: float(np.mean([r["per_camera"][g] for r in rates]))
-                                                      for g in rates[0]["per_camera"]}}
+        reference_rates.append(student_clean_fpr(result, fs, train, names,
+                                                 threshold_photos=train & (distill.reference_photos(names) or train)))
+    for key, rs in (("student_clean_fpr", rates), ("student_clean_fpr_reference", reference_rates)):
+        rows[name][f"{key}_by_seed"] = [r["overall"] for r in rs]
+        rows[name][key] = {"overall": float(np.mean([r["overall"] for r in rs])),
+                           "per_camera": {g: float(np.mean([r["per_camera"][g] for r in rs])) for g in rs[0]["per_camera"]}}
     print(name, rows[name], flush=True)
 
 
-def student_clean_fpr(result: distill.AdapterResult, fs: distill.FeatureSet, train: set[int], names: list[str]) -> dict:
+def student_clean_fpr(result: distill.AdapterResult, fs: distill.FeatureSet, train: set[int], names: list[str],
+                      threshold_photos: set[int] | None = None) -> dict:
     """A head's clean false-positive rate on photos it never saw: its patch threshold set as the shipped
-    one's starts (the upper CONFIDENCE bound of the 95th percentile of the training photos'
-    unperturbed cells, photo bootstrap; in-sample, where the shipped threshold is out-of-fold, so this
-    reads somewhat higher), the share of the other photos' unperturbed cells at or above it, overall
-    and per camera group. The held-out check's clean-FPR clause asks the same of the distilled
-    student on new photos."""
+    one's starts (the upper CONFIDENCE bound of the 95th percentile of the unperturbed cells of
+    ``threshold_photos``, default the training photos, photo bootstrap; in-sample, where the shipped
+    threshold is out-of-fold, so this reads somewhat higher), the share of the other photos'
+    unperturbed cells at or above it, overall and per camera group. The held-out check's clean-FPR
+    clause asks the same of the distilled student on new photos. The shipped recipe sets its
+    threshold on the reference photos only (``distill.reference_photos``: judged good by eye, no
+    IDRiD); ``distil`` measures both ways."""
     def cells(photos: set[int]) -> list[tuple[int, np.ndarray]]:
         idx = distill._unperturbed(fs, photos)
         prob, _, _, valid = distill.predict(result, fs, samples=idx)
         return [(fs.photo[n], p[v]) for n, p, v in zip(idx, prob, valid)]
 
-    threshold = distill.upper_quantile([c for _, c in cells(train)], 0.95, distill.CONFIDENCE)
+    threshold = distill.upper_quantile([c for _, c in cells(train if threshold_photos is None else threshold_photos)],
+                                       0.95, distill.CONFIDENCE)
     by: dict[str, list[np.ndarray]] = {}
     for photo, c in cells(set(fs.photo) - train):
         by.setdefault(camera(names[photo]), []).append(c)
@@ -829,11 +842,25 @@ def student_clean_fpr(result: distill.AdapterResult, fs: distill.FeatureSet, tra
             "per_camera": {g: float(np.mean(np.concatenate(v) >= threshold)) for g, v in sorted(by.items())}}
 
 
-def student_fpr_ok(row: dict, base: dict) -> bool:
-    """SHIP_RULE's per-camera bound on the heads' clean false-positive rate (a row without it fails)."""
-    if "student_clean_fpr" not in row:
+#: The rejected candidates' rules (v3.7, v3.7b): the controls of the reference-photo estimator
+CONTROLS = ("contrast alone + noise term 2-4x", "half traced + noise term 2-4x, source references")
+
+
+def fpr_estimator(rows: dict) -> str:
+    """Which student clean rate SHIP_RULE's per-camera clause reads: the reference-photo one
+    (``student_clean_fpr_reference``) where both CONTROLS rows have it and fail the clause under it,
+    as they failed the held-out check; otherwise the training-photo one (``student_clean_fpr``)."""
+    key = "student_clean_fpr_reference"
+    base = rows[SHIPPED]
+    trusted = key in base and all(c in rows and key in rows[c] and not student_fpr_ok(rows[c], base, key) for c in CONTROLS)
+    return key if trusted else "student_clean_fpr"
+
+
+def student_fpr_ok(row: dict, base: dict, key: str = "student_clean_fpr") -> bool:
+    """SHIP_RULE's per-camera bound on the heads' clean false-positive rate ``key`` (a row without it fails)."""
+    if key not in row or key not in base:
         return False
-    mine, shipped = row["student_clean_fpr"]["per_camera"], base["student_clean_fpr"]["per_camera"]
+    mine, shipped = row[key]["per_camera"], base[key]["per_camera"]
     return all(mine[c] <= max(SHIP_RULE["student_clean_fpr_times_shipped"] * shipped[c],
                               shipped[c] + SHIP_RULE["student_clean_fpr_over_shipped"])
                for c in SHIP_RULE["student_clean_fpr_cameras"])
@@ -920,6 +947,7 @@ def main(args: argparse.Namespace) -> None:
         if name in fpr:
             row["clean_fpr_loco"] = fpr[name]
     base = rows[SHIPPED]
+    estimator = fpr_estimator(rows)
     for name, row in rows.items():
         row["candidate"] = bool(name not in (SHIPPED, HALF)
                                 and row["overall"] - base["overall"] >= SHIP_RULE["mean_gain"]
@@ -930,14 +958,14 @@ def main(args: argparse.Namespace) -> None:
                                 and "clean_fpr_loco" in row
                                 and row["clean_fpr_loco"]["mean"] - base["clean_fpr_loco"]["mean"]
                                 <= SHIP_RULE["clean_fpr_loco_over_shipped"]
-                                and student_fpr_ok(row, base)
+                                and student_fpr_ok(row, base, estimator)
                                 and "overall_other_cameras" in row
                                 and row["overall_other_cameras"] - base["overall_other_cameras"]
                                 >= SHIP_RULE["mean_gain_other_cameras"])
     out = {"benchmark": "teacher_rules", "command": command, "commands": commands,
            "machine": stamped, "size": size, "features": features, "seeds": list(SEEDS), "ship_rule": SHIP_RULE, "held_out_rule": HELD_OUT_RULE,
            "validation_photos": sorted(photos_val), "generator": "synth", "judge_seconds": round(judge_s, 1),
-           "noise_reference": NOISE_REFERENCE[0],
+           "noise_reference": NOISE_REFERENCE[0], "student_clean_fpr_estimator": estimator,
            "rows": rows}
     (HERE / "results").mkdir(exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
@@ -950,8 +978,8 @@ def main(args: argparse.Namespace) -> None:
           + "; ".join(f"`{c}`" for c in commands) + ".", "",
           "| rule | mean label | overall AUROC (mean) | by seed | other cameras than IDRiD | ranking | " + " | ".join(kinds)
           + " | teacher clean FPR, cameras left out (mean; IDRiD / DRIVE / HRF / EyePACS / other) | student clean FPR, "
-            "unseen photos (overall; DRIVE, HRF) | candidate |",
-          "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|"]
+            "unseen photos (overall; DRIVE, HRF) | the same, thresholds from the reference photos | candidate |",
+          "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|"]
     md += [f"| {n} | {r['mean_label']:.3f} | {r['overall']:.4f} | {' / '.join(f'{x:.3f}' for x in r['overall_by_seed'])} | "
            + (f"{r['overall_other_cameras']:.4f}" if "overall_other_cameras" in r else "—") + f" | {r['ranking']:.3f} | "
            + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds)
@@ -960,6 +988,10 @@ def main(args: argparse.Namespace) -> None:
                + ")" if "clean_fpr_loco" in r else "—")
            + " | " + (f"{r['student_clean_fpr']['overall']:.3f} (DRIVE {r['student_clean_fpr']['per_camera'].get('DRIVE', float('nan')):.3f}, "
                       f"HRF {r['student_clean_fpr']['per_camera'].get('HRF', float('nan')):.3f})" if "student_clean_fpr" in r else "—")
+           + " | " + (f"{r['student_clean_fpr_reference']['overall']:.3f} (DRIVE "
+                      f"{r['student_clean_fpr_reference']['per_camera'].get('DRIVE', float('nan')):.3f}, HRF "
+                      f"{r['student_clean_fpr_reference']['per_camera'].get('HRF', float('nan')):.3f})"
+                      if "student_clean_fpr_reference" in r else "—")
            + f" | {'yes' if r['candidate'] else 'no'} |"
            for n, r in rows.items()]
     md += ["", (f"`{HALF}`: the shipped rule's labels of perturbations 0-{args.augmentations // 2 - 1} of each "
@@ -981,7 +1013,9 @@ def main(args: argparse.Namespace) -> None:
                 "tau and phi calibrated with each camera group left out, the share of its patches flagged. Student "
                 "clean FPR (`student_clean_fpr`, rows run since it was added): each head's patch threshold from the "
                 "training photos' unperturbed cells (upper 95 % bound of their 95th percentile), the share of the "
-                "validation photos' unperturbed cells at or above it, mean over the seeds."),
+                "validation photos' unperturbed cells at or above it, mean over the seeds; beside it, the same with "
+                "the threshold from the training photos judged good by eye only (`distill.reference_photos`), as the "
+                f"shipped recipe sets it. The per-camera clause read `{estimator}` in this run (`fpr_estimator`)."),
            "", (f"Ship rule, fixed before the run (its `kind_drop` clause added 2026-11-30, before the noise-term "
                 f"rules' first result, its `clean_fpr_loco_over_shipped` clause before the source-reference rules', "
                 f"its `student_clean_fpr_*` clauses before the TAU rules'; they apply to every row): {SHIP_RULE}.")]
