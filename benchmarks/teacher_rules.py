@@ -334,7 +334,9 @@ def vessel_profile(clean: list[TeacherParts]) -> list[list[list[float]]]:
     """How much fainter clean vessels are toward the rim: for each DEPTH_KERNELS scale, the median
     vessel depth and Weber contrast (at the pixels :func:`references` measures) in each of
     VIGNETTING_RINGS rings of ρ over their median in the whole field, pooled over ``clean``'s
-    pixels; capped at 1 (the centre is not judged stricter). Peripheral vessels are thinner and the
+    pixels; capped at 1 (the centre is not judged stricter), floored at 0.1 (no profile of the pool
+    or its cameras comes near: their lowest factor is 0.5), and 1 in a ring with under 100 vessel
+    pixels (EyePACS's innermost: 50). Peripheral vessels are thinner and the
     rim darker: on HRF's clean photos their depth halves past ρ 0.85, which the pool-wide reference
     read as vasculature lost."""
     out = []
@@ -351,8 +353,8 @@ def vessel_profile(clean: list[TeacherParts]) -> list[list[list[float]]]:
         factors = []
         for values in (d, c):
             whole = max(float(np.median(values)), 1e-6)
-            factors.append([min(float(np.median(values[ring == b])) / whole, 1.0) if (ring == b).sum() >= 100 else 1.0
-                            for b in range(VIGNETTING_RINGS)])
+            factors.append([float(np.clip(np.median(values[ring == b]) / whole, 0.1, 1.0)) if (ring == b).sum() >= 100
+                            else 1.0 for b in range(VIGNETTING_RINGS)])
         out.append(factors)
     return out
 
@@ -849,7 +851,9 @@ CONTROLS = ("contrast alone + noise term 2-4x", "half traced + noise term 2-4x, 
 def fpr_estimator(rows: dict) -> str:
     """Which student clean rate SHIP_RULE's per-camera clause reads: the reference-photo one
     (``student_clean_fpr_reference``) where both CONTROLS rows have it and fail the clause under it,
-    as they failed the held-out check; otherwise the training-photo one (``student_clean_fpr``)."""
+    as they failed the held-out check; otherwise the training-photo one (``student_clean_fpr``).
+    A row kept from a run before the reference rate existed lacks it and then fails the clause:
+    re-run it (``--rules``) to judge it."""
     key = "student_clean_fpr_reference"
     base = rows[SHIPPED]
     trusted = key in base and all(c in rows and key in rows[c] and not student_fpr_ok(rows[c], base, key) for c in CONTROLS)
