@@ -353,7 +353,7 @@ def vessel_profile(clean: list[TeacherParts]) -> list[list[list[float]]]:
         factors = []
         for values in (d, c):
             whole = max(float(np.median(values)), 1e-6)
-            factors.append([float(np.clip(np.median(values[ring == b]) / whole, 0.1, 1.0)) if (ring == b).sum() >= 100
+            factors.append([float(np.clip(float(np.median(values[ring == b])) / whole, 0.1, 1.0)) if (ring == b).sum() >= 100
                             else 1.0 for b in range(VIGNETTING_RINGS)])
         out.append(factors)
     return out
