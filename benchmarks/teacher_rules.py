@@ -758,7 +758,8 @@ def camera(name: str) -> str:
     return group if group in ("IDRiD", "DRIVE", "HRF", "EyePACS") else "other"
 
 
-def clean_fpr(outs: dict[str, list[tuple[str, T.TeacherOutput]]], budget: float = 0.05) -> dict[str, dict]:
+def clean_fpr(outs: dict[str, list[tuple[str, T.TeacherOutput]]], budget: float = 0.05,
+              photos: list[str] | None = None) -> dict[str, dict]:
     """Teacher-level clean false-positive rate of each rule, one camera left out at a time.
 
     ``outs``: the pool's photos as they are judged under each rule (:func:`clean_outputs`); for each
@@ -772,10 +773,13 @@ def clean_fpr(outs: dict[str, list[tuple[str, T.TeacherOutput]]], budget: float 
     Only tau and phi leave the camera out: the vessel-depth, contrast and noise references stay the
     pool's. A SOURCE rule judges each clean photo against its own references, which makes this rate
     softer for it than for the others: it let v3.7b through (0.051), whose student then failed the
-    held-out clean rate (0.065). :func:`student_clean_fpr` estimates that rate directly."""
+    held-out clean rate (0.065). :func:`student_clean_fpr` estimates that rate directly.
+    ``photos``: the names of ``outs``' photos, in their order; then also each photo's flagged share
+    when its group is left out (``per_photo``): a group of three photos can rest on one."""
     result = {}
     for name, items in outs.items():
-        per = {}
+        per: dict[str, float] = {}
+        by_photo: dict[str, float] = {}
         for group in sorted({g for g, _ in items}):
             others = [(g, o) for g, o in items if g != group]
             rest = [o for _, o in others]
@@ -783,7 +787,11 @@ def clean_fpr(outs: dict[str, list[tuple[str, T.TeacherOutput]]], budget: float 
             frac = lambda o: T.pool_cells(o.anomaly, o.fov, T.GRID, tau)[1][o.coverage >= 0.5]  # noqa: E731
             phi = max(float(np.quantile(np.concatenate([frac(o) for o in rest]), 1 - budget)), 0.01)
             per[group] = float(np.mean(np.concatenate([frac(o) for g, o in items if g == group]) >= phi))
+            if photos:
+                by_photo.update({photos[n]: float(np.mean(frac(o) >= phi)) for n, (g, o) in enumerate(items) if g == group})
         result[name] = {"per_camera": per, "mean": float(np.mean(list(per.values())))}
+        if photos:
+            result[name]["per_photo"] = by_photo
     return result
 
 
@@ -905,7 +913,7 @@ def main(args: argparse.Namespace) -> None:
     labels = judged(teacher, store, judging, {i: source for i, _, source in unperturbed}, taus,
                     {i: cameras.get(camera(names[i]), {}) for i in range(len(names))})
     judge_s = time.time() - t0
-    fpr = clean_fpr(outs)
+    fpr = clean_fpr(outs, photos=[names[i] for i, _, _ in unperturbed])
     fpr[HALF] = fpr[SHIPPED]  # the shipped rule's labels
     reference = pickle.loads(labels_path.read_bytes())
     same = labels[SHIPPED]
@@ -998,6 +1006,11 @@ def main(args: argparse.Namespace) -> None:
                       if "student_clean_fpr_reference" in r else "—")
            + f" | {'yes' if r['candidate'] else 'no'} |"
            for n, r in rows.items()]
+    md += ["", ("Teacher clean FPR, cameras left out: the photos most flagged (share of their cells; photos of "
+                "EyePACS, the group of three, always shown):"), ""]
+    md += [f"- {n}: " + ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in sorted(
+               r["clean_fpr_loco"]["per_photo"].items(), key=lambda kv: (camera(kv[0]) != "EyePACS", -kv[1]))[:6])
+           for n, r in rows.items() if "per_photo" in r.get("clean_fpr_loco", {})]
     md += ["", (f"`{HALF}`: the shipped rule's labels of perturbations 0-{args.augmentations // 2 - 1} of each "
                 "photo only (what the amount of data is worth beside the rule; never a candidate)."),
            "", (f"Noise-term rules: vessels fade from ramp[0] to ramp[1] × the clean pool's residual level "
