@@ -282,8 +282,15 @@ def fov_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
 
 
 VIGNETTING_RINGS = 10
+#: each ring's centre in ρ: where its profile value sits when profiles are interpolated
+RING_CENTRES = (np.arange(VIGNETTING_RINGS) + 0.5) / VIGNETTING_RINGS
 #: the clean pool's median :func:`fov_level` in each of VIGNETTING_RINGS rings of ρ (set by main)
 VIGNETTING: list[float] = []
+
+
+def ring_of(rho: np.ndarray) -> np.ndarray:
+    """The ring (0 … VIGNETTING_RINGS − 1) of each ρ; the last ring takes what lies beyond ρ 1."""
+    return np.minimum((rho * VIGNETTING_RINGS).astype(int), VIGNETTING_RINGS - 1)
 
 
 def vignetting_profile(clean: list[TeacherParts]) -> list[float]:
@@ -293,8 +300,7 @@ def vignetting_profile(clean: list[TeacherParts]) -> list[float]:
     per_photo = []
     for parts in clean:
         fov = parts.photo.fov_mask
-        level, ring = fov_level(parts.photo.rgb, fov), np.minimum((rho_map(fov) * VIGNETTING_RINGS).astype(int),
-                                                                 VIGNETTING_RINGS - 1)
+        level, ring = fov_level(parts.photo.rgb, fov), ring_of(rho_map(fov))
         per_photo.append([float(np.median(level[fov & (ring == b)])) if (fov & (ring == b)).any() else np.nan
                           for b in range(VIGNETTING_RINGS)])
     return np.nanmedian(np.array(per_photo), axis=0).tolist()
@@ -313,8 +319,7 @@ def vignetting_exposure(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     rim as clean fields do is not under-exposed there."""
     if not fov_mask.any() or not ACTIVE_VIGNETTING:
         return SHIPPED_VISIBILITY(rgb, fov_mask)
-    centres = (np.arange(VIGNETTING_RINGS) + 0.5) / VIGNETTING_RINGS
-    expected = np.interp(rho_map(fov_mask), centres, ACTIVE_VIGNETTING)
+    expected = np.interp(rho_map(fov_mask), RING_CENTRES, ACTIVE_VIGNETTING)
     return T.exposure_visibility(fov_level(rgb, fov_mask) / np.maximum(expected, 1e-3))
 
 
@@ -325,9 +330,10 @@ VESSEL_PROFILE_KEY = "vessel profile"
 POOL = "pool"
 #: per DEPTH_KERNELS scale, (depth, contrast) factors per ring of ρ (set by main: the pool's)
 VESSEL_PROFILE: list = []
-#: the profile :func:`profiled_visibility` judges against, and the FOV of the photo being judged (set by ``judge_all``)
+#: the profile :func:`profiled_visibility` judges against, and the :func:`rho_map` of the photo being
+#: judged (set by ``judge_all``)
 ACTIVE_VESSEL_PROFILE: list = []
-CURRENT_FOV: list[np.ndarray] = []
+CURRENT_RHO: list[np.ndarray] = []
 
 
 def vessel_profile(clean: list[TeacherParts]) -> list[list[list[float]]]:
@@ -341,15 +347,10 @@ def vessel_profile(clean: list[TeacherParts]) -> list[list[list[float]]]:
     read as vasculature lost."""
     out = []
     for kernel in T.DEPTH_KERNELS:
-        depths, contrasts, rings = [], [], []
-        for parts in clean:
-            photo = parts.photo
-            vessels = (parts.traced > 0.5) & photo.fov_mask
-            d, background = SHIPPED_DEPTH(photo.rgb, kernel)
-            depths.append(d[vessels])
-            contrasts.append(T.weber(d, background)[vessels])
-            rings.append(np.minimum((rho_map(photo.fov_mask)[vessels] * VIGNETTING_RINGS).astype(int), VIGNETTING_RINGS - 1))
-        d, c, ring = np.concatenate(depths), np.concatenate(contrasts), np.concatenate(rings)
+        measured = [vessel_pixels(parts, kernel) for parts in clean]
+        d, c = (np.concatenate([m[j] for m in measured]) for j in (0, 1))
+        ring = np.concatenate([ring_of(rho_map(parts.photo.fov_mask)[vessels])
+                               for parts, (_, _, vessels) in zip(clean, measured)])
         factors = []
         for values in (d, c):
             whole = max(float(np.median(values)), 1e-6)
@@ -363,16 +364,17 @@ def profiled_visibility(rgb: np.ndarray, kernel: int, depth_ref: float, contrast
     """``T.visibility`` with its references scaled, pixel by pixel, by ACTIVE_VESSEL_PROFILE at the
     pixel's eccentricity (:func:`vessel_profile`): a vessel as faint as clean ones are at that place
     in the field is fully visible."""
-    if not ACTIVE_VESSEL_PROFILE or not CURRENT_FOV or CURRENT_FOV[0].shape != rgb.shape[:2]:
+    if not ACTIVE_VESSEL_PROFILE or not CURRENT_RHO or CURRENT_RHO[0].shape != rgb.shape[:2]:
         return SHIPPED_VESSEL_VISIBILITY(rgb, kernel, depth_ref, contrast_ref)
     depth_f, contrast_f = ACTIVE_VESSEL_PROFILE[T.DEPTH_KERNELS.index(kernel)]
-    centres = (np.arange(VIGNETTING_RINGS) + 0.5) / VIGNETTING_RINGS
-    rho = rho_map(CURRENT_FOV[0])
+    rho = CURRENT_RHO[0]
+    # T.visibility's body with per-pixel references, its products in the order the study's results were
+    # judged in (passing the scaled references to T.visibility rounds differently, by 1e-7)
     depth, background = T._depth_and_background(rgb, kernel)
-    vis = np.clip(depth / (T.VISIBLE_K * depth_ref * np.interp(rho, centres, depth_f)), 0, 1)
+    vis = np.clip(depth / (T.VISIBLE_K * depth_ref * np.interp(rho, RING_CENTRES, depth_f)), 0, 1)
     if contrast_ref is not None:
         vis = np.minimum(vis, np.clip(T.weber(depth, background)
-                                      / (T.VISIBLE_K * contrast_ref * np.interp(rho, centres, contrast_f)), 0, 1))
+                                      / (T.VISIBLE_K * contrast_ref * np.interp(rho, RING_CENTRES, contrast_f)), 0, 1))
     return vis
 
 
@@ -417,6 +419,15 @@ def source_references(parts: TeacherParts) -> dict:
     return references([parts])
 
 
+def vessel_pixels(parts: TeacherParts, kernel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vessel depth and Weber contrast (one DEPTH_KERNELS scale) at a photo's confidently traced
+    vessels (the visible extractor's map capped by anatomy > 0.5, inside the FOV), and that mask:
+    what :func:`references` and :func:`vessel_profile` measure."""
+    vessels = (parts.traced > 0.5) & parts.photo.fov_mask
+    d, background = SHIPPED_DEPTH(parts.photo.rgb, kernel)
+    return d[vessels], T.weber(d, background)[vessels], vessels
+
+
 def references(group: list[TeacherParts]) -> dict:
     """:func:`source_references` pooled over the pixels of several unperturbed photos (a camera's)."""
     depth: list[list[np.ndarray]] = [[] for _ in T.DEPTH_KERNELS]
@@ -424,11 +435,10 @@ def references(group: list[TeacherParts]) -> dict:
     noise = []
     for parts in group:
         photo = parts.photo
-        vessels = (parts.traced > 0.5) & photo.fov_mask
         for d_acc, c_acc, kernel in zip(depth, contrast, T.DEPTH_KERNELS):
-            d, background = SHIPPED_DEPTH(photo.rgb, kernel)
-            d_acc.append(d[vessels])
-            c_acc.append(T.weber(d, background)[vessels])
+            d, c, _ = vessel_pixels(parts, kernel)
+            d_acc.append(d)
+            c_acc.append(c)
         noise.append(noise_level(photo.rgb, photo.fov_mask)[photo.fov_mask])
     if sum(v.size for v in depth[0]) < 100:
         return {}
@@ -661,7 +671,7 @@ def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: d
     """One perturbation's parts judged under each of ``rules``; ``source``: the references of its
     unperturbed photo (:func:`source_references`), ``camera_refs``: those of its camera group, for
     the rules that judge against them; ``taus``: the calibrated tau of each TAU rule (:func:`rule_taus`)."""
-    memo: dict = {}  # vessel depth per kernel, the disc: the same under every rule
+    memo: dict = {}  # vessel depth per kernel, the disc, ρ: the same under every rule
 
     def depth_and_background(rgb: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
         assert rgb is parts.photo.rgb
@@ -688,7 +698,10 @@ def judge_all(teacher: Teacher, parts: TeacherParts, rules: list[str], source: d
             else VIGNETTING
         ACTIVE_VESSEL_PROFILE[:] = (camera_refs or {}).get("vessel_profile", VESSEL_PROFILE) \
             if swaps.get(VESSEL_PROFILE_KEY) == CAMERA else VESSEL_PROFILE
-        CURRENT_FOV[:] = [parts.photo.fov_mask]
+        if swaps.get(VESSEL_PROFILE_KEY):
+            if "rho" not in memo:
+                memo["rho"] = rho_map(parts.photo.fov_mask)
+            CURRENT_RHO[:] = [memo["rho"]]
         if swaps.get(DISC):
             if "disc" not in memo:
                 memo["disc"] = find_disc(parts)
@@ -813,15 +826,15 @@ def distil(name: str, fs: distill.FeatureSet, features: str, train: set[int], he
     mine = np.array([p in train for p in fs.photo])
     rows[name] = {"swaps": {k: _describe(v) for k, v in RULES.get(name, {}).items()},
                   "mean_label": float(np.stack(fs.score)[mine][np.stack(fs.valid)[mine]].mean())}
-    rates, reference_rates = [], []
+    thresholds = {"student_clean_fpr": train, "student_clean_fpr_reference": train & (distill.reference_photos(names) or train)}
+    rates: dict[str, list[dict]] = {key: [] for key in thresholds}
     for seed in SEEDS:
         result = distill.train_adapter(fs, features, distill.DEFAULT["head"], seed=seed, train_photos=train,
                                        target=distill.DEFAULT["target"])
         heads[f"{name} | seed {seed}"] = result.head.eval()
-        rates.append(student_clean_fpr(result, fs, train, names))
-        reference_rates.append(student_clean_fpr(result, fs, train, names,
-                                                 threshold_photos=train & (distill.reference_photos(names) or train)))
-    for key, rs in (("student_clean_fpr", rates), ("student_clean_fpr_reference", reference_rates)):
+        for key, r in student_clean_fpr(result, fs, train, names, thresholds).items():
+            rates[key].append(r)
+    for key, rs in rates.items():
         rows[name][f"{key}_by_seed"] = [r["overall"] for r in rs]
         rows[name][key] = {"overall": float(np.mean([r["overall"] for r in rs])),
                            "per_camera": {g: float(np.mean([r["per_camera"][g] for r in rs])) for g in rs[0]["per_camera"]}}
@@ -829,27 +842,30 @@ def distil(name: str, fs: distill.FeatureSet, features: str, train: set[int], he
 
 
 def student_clean_fpr(result: distill.AdapterResult, fs: distill.FeatureSet, train: set[int], names: list[str],
-                      threshold_photos: set[int] | None = None) -> dict:
-    """A head's clean false-positive rate on photos it never saw: its patch threshold set as the shipped
-    one's starts (the upper CONFIDENCE bound of the 95th percentile of the unperturbed cells of
-    ``threshold_photos``, default the training photos, photo bootstrap; in-sample, where the shipped
-    threshold is out-of-fold, so this reads somewhat higher), the share of the other photos'
-    unperturbed cells at or above it, overall and per camera group. The held-out check's clean-FPR
-    clause asks the same of the distilled student on new photos. The shipped recipe sets its
-    threshold on the reference photos only (``distill.reference_photos``: judged good by eye, no
-    IDRiD); ``distil`` measures both ways."""
+                      thresholds: dict[str, set[int]]) -> dict[str, dict]:
+    """A head's clean false-positive rate on photos it never saw, once per entry of ``thresholds``
+    (name → the training photos that set the threshold): its patch threshold set as the shipped
+    one's starts (the upper CONFIDENCE bound of the 95th percentile of those photos' unperturbed
+    cells, photo bootstrap; in-sample, where the shipped threshold is out-of-fold, so this reads
+    somewhat higher), the share of the other photos' unperturbed cells at or above it, overall and
+    per camera group. The held-out check's clean-FPR clause asks the same of the distilled student
+    on new photos. The shipped recipe sets its threshold on the reference photos only
+    (``distill.reference_photos``: judged good by eye, no IDRiD); ``distil`` measures it that way and
+    on every training photo."""
     def cells(photos: set[int]) -> list[tuple[int, np.ndarray]]:
         idx = distill._unperturbed(fs, photos)
         prob, _, _, valid = distill.predict(result, fs, samples=idx)
         return [(fs.photo[n], p[v]) for n, p, v in zip(idx, prob, valid)]
 
-    threshold = distill.upper_quantile([c for _, c in cells(train if threshold_photos is None else threshold_photos)],
-                                       0.95, distill.CONFIDENCE)
     by: dict[str, list[np.ndarray]] = {}
     for photo, c in cells(set(fs.photo) - train):
         by.setdefault(camera(names[photo]), []).append(c)
-    return {"overall": float(np.mean(np.concatenate([c for v in by.values() for c in v]) >= threshold)),
-            "per_camera": {g: float(np.mean(np.concatenate(v) >= threshold)) for g, v in sorted(by.items())}}
+    out = {}
+    for key, photos in thresholds.items():
+        threshold = distill.upper_quantile([c for _, c in cells(photos)], 0.95, distill.CONFIDENCE)
+        out[key] = {"overall": float(np.mean(np.concatenate([c for v in by.values() for c in v]) >= threshold)),
+                    "per_camera": {g: float(np.mean(np.concatenate(v) >= threshold)) for g, v in sorted(by.items())}}
+    return out
 
 
 #: The rejected candidates' rules (v3.7, v3.7b): the controls of the reference-photo estimator
