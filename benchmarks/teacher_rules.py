@@ -648,11 +648,25 @@ SEEDS = (0, 1, 2)
 #: the other camera groups. Its controls, fixed with it: both CONTROLS rows (the candidates that
 #: failed the held-out clean FPR) must fail the new clause, or the old clause (every group, no
 #: left-out student clause) stays in force (:func:`left_out_trusted`).
+#: Result (5df0799): the controls' left-out rates (0.106, 0.104) are below the shipped rule's (0.200):
+#: that clause was never in force, and its measurement (``left_out_fpr``) is retired; its figures
+#: are in results/teacher_rules.json as of 5df0799.
+#: Added 2026-11-30 (fifth session), before any result of the measurement it adds (:func:`drimdb_check`):
+#: a camera the pool never saw, at student level, as the held-out check's real-photo clauses read it.
+#: Each head (its reference-photo threshold, as ``student_clean_fpr_reference`` sets it) maps
+#: DRIMDB-dev's Good and Bad photos (checking photos, never trained on; the held-out check already
+#: decides on them): the share of the Good photos' cells it flags may be at most max(2 × the shipped
+#: rule's, the shipped rule's + 0.005), and its image AUROC Bad vs Good (mean cell score) no lower
+#: than the shipped rule's by more than ``drimdb_auroc_drop``; means over the seeds. Its controls,
+#: fixed with it: if both CONTROLS rows fail it (both failed the held-out check, on clean FPR and, for
+#: v3.7b, DRIMDB-dev AUROC), it is in force and REPLACES the teacher-level camera-left-out clause,
+#: which let v3.7b through (0.051 ≤ 0.054); otherwise it is reported only and the old clauses stay
+#: (:func:`drimdb_trusted`). Changed after that clause's results were seen (every rule's), before this one's.
 SHIP_RULE = {"mean_gain": 0.01, "worst_seed_over_shipped_median": True, "ranking_drop": 0.01, "kind_drop": 0.05,
              "clean_fpr_loco_over_shipped": 0.005,
              "student_clean_fpr_cameras": ("DRIVE", "HRF"), "student_clean_fpr_times_shipped": 2.0,
              "student_clean_fpr_over_shipped": 0.005, "mean_gain_other_cameras": 0.01,
-             "student_left_out_group": "EyePACS", "clean_fpr_loco_without_left_out_group": True}
+             "drimdb_auroc_drop": 0.01}
 #: The held-out check a candidate must then pass (accuracy.py beside the shipped student, real_photos.py).
 HELD_OUT_RULE = """Pre-registered (2026-11-29 22:46 UTC, before any result of benchmarks/teacher_rules.py was seen) rule to ship
 a teacher-rule candidate (one that passes teacher_rules.SHIP_RULE), judged in ONE accuracy.py run beside
@@ -848,6 +862,7 @@ def distil(name: str, fs: distill.FeatureSet, features: str, train: set[int], he
         heads[f"{name} | seed {seed}"] = result.head.eval()
         for key, r in student_clean_fpr(result, fs, train, names, thresholds).items():
             rates[key].append(r)
+    rows[name]["reference_threshold_by_seed"] = [r["threshold"] for r in rates["student_clean_fpr_reference"]]
     for key, rs in rates.items():
         rows[name][f"{key}_by_seed"] = [r["overall"] for r in rs]
         rows[name][key] = {"overall": float(np.mean([r["overall"] for r in rs])),
@@ -878,7 +893,8 @@ def student_clean_fpr(result: distill.AdapterResult, fs: distill.FeatureSet, tra
     for key, photos in thresholds.items():
         threshold = distill.upper_quantile([c for _, c in cells(photos)], 0.95, distill.CONFIDENCE)
         out[key] = {"overall": float(np.mean(np.concatenate([c for v in by.values() for c in v]) >= threshold)),
-                    "per_camera": {g: float(np.mean(np.concatenate(v) >= threshold)) for g, v in sorted(by.items())}}
+                    "per_camera": {g: float(np.mean(np.concatenate(v) >= threshold)) for g, v in sorted(by.items())},
+                    "threshold": float(threshold)}
     return out
 
 
@@ -908,44 +924,68 @@ def student_fpr_ok(row: dict, base: dict, key: str = "student_clean_fpr") -> boo
                for c in SHIP_RULE["student_clean_fpr_cameras"])
 
 
-def left_out_fpr(fs: distill.FeatureSet, features: str, train: set[int], names: list[str],
-                 group: str = SHIP_RULE["student_left_out_group"]) -> dict:
-    """The student's clean false-positive rate on each training photo of camera ``group``, that photo
-    left out: a head (seed 0, the shipped recipe) trained on the other training photos, its threshold
-    from their reference photos (``student_clean_fpr_reference``'s), the share of the left-out photo's
-    unperturbed cells at or above it; ``mean`` over the group's photos. The validation photos hold no
-    EyePACS photo, the held-out check two: this is the rate its clean-FPR clause reads there."""
-    per_photo = {}
-    for p in sorted(i for i in train if camera(names[i]) == group):
-        rest = train - {p}
-        result = distill.train_adapter(fs, features, distill.DEFAULT["head"], seed=SEEDS[0], train_photos=rest,
-                                       target=distill.DEFAULT["target"])
-        refs = rest & (distill.reference_photos(names) or rest)
-        rates = student_clean_fpr(result, fs, set(fs.photo) - {p}, names, {"reference": refs})  # scored on p alone
-        per_photo[names[p]] = rates["reference"]["per_camera"][group]
-    return {"group": group, "per_photo": per_photo, "mean": float(np.mean(list(per_photo.values())))}
+def drimdb_check(heads: dict, rows: dict, data: str | None, size: int, features: str) -> None:
+    """Each row's heads on DRIMDB-dev's Good and Bad photos (as published; checking photos, never
+    trained on): the share of the Good photos' valid cells at or above each head's reference-photo
+    threshold, and the image AUROC Bad vs Good of the mean cell score; means over the seeds, into
+    ``rows[name]["drimdb"]``. Crop, coverage and refusals as the runtime gives them (a refused photo
+    is left out and counted)."""
+    import torch
+    from tqdm import tqdm
+
+    from efiqa import QualityAssessor
+    from efiqa.errors import EfiqaError
+    from efiqa.eval.metrics import auroc
+    from efiqa.imageio import IMAGE_SUFFIXES, read_image
+    from efiqa.preprocess import Preprocessor
+    from efiqa.train.data import data_root
+
+    any_head = next(iter(heads.values()))
+    student = distill.assemble(distill.AdapterResult(any_head, features, size, [], 0))
+    qa, pre = QualityAssessor(None, backend="onnxruntime", threads=2), Preprocessor(size)
+    root = data_root(data) / "DRIMDB-dev"
+    maps: dict[str, list] = {"Good": [], "Bad": []}
+    refused = 0
+    files = [(label, f) for label in maps for f in sorted((root / label).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    for label, f in tqdm(files, desc="DRIMDB-dev", mininterval=10):
+        bgr = distill.working_copy(read_image(f))
+        try:
+            valid = qa.assess(bgr).coverage >= 0.5
+        except EfiqaError:
+            refused += 1
+            continue
+        with torch.no_grad():
+            feats = student.features(torch.from_numpy(pre(bgr).tensor[None]))
+            maps[label].append({n: torch.sigmoid(h(feats))[0, 0].numpy()[valid] for n, h in heads.items()})
+    for name, row in rows.items():
+        if "reference_threshold_by_seed" not in row:
+            continue
+        flagged, aurocs = [], []
+        for seed, threshold in zip(SEEDS, row["reference_threshold_by_seed"]):
+            key = f"{name} | seed {seed}"
+            flagged.append(float(np.mean(np.concatenate([m[key] for m in maps["Good"]]) >= threshold)))
+            scores = [float(m[key].mean()) for label in ("Good", "Bad") for m in maps[label]]
+            aurocs.append(auroc(np.array(scores), np.array([0] * len(maps["Good"]) + [1] * len(maps["Bad"]))))
+        row["drimdb"] = {"good_flagged": float(np.mean(flagged)), "auroc": float(np.mean(aurocs)),
+                         "good_flagged_by_seed": flagged, "auroc_by_seed": aurocs,
+                         "photos": {k: len(v) for k, v in maps.items()}, "refused": refused}
 
 
-def left_out_ok(row: dict, base: dict) -> bool:
-    """SHIP_RULE's bound on :func:`left_out_fpr` (a row without it fails)."""
-    if "student_clean_fpr_left_out" not in row or "student_clean_fpr_left_out" not in base:
+def drimdb_ok(row: dict, base: dict) -> bool:
+    """SHIP_RULE's DRIMDB-dev clause (a row without the figures fails)."""
+    if "drimdb" not in row or "drimdb" not in base:
         return False
-    mine, shipped = row["student_clean_fpr_left_out"]["mean"], base["student_clean_fpr_left_out"]["mean"]
-    return mine <= max(SHIP_RULE["student_clean_fpr_times_shipped"] * shipped,
-                       shipped + SHIP_RULE["student_clean_fpr_over_shipped"])
+    mine, shipped = row["drimdb"], base["drimdb"]
+    return (mine["good_flagged"] <= max(SHIP_RULE["student_clean_fpr_times_shipped"] * shipped["good_flagged"],
+                                        shipped["good_flagged"] + SHIP_RULE["student_clean_fpr_over_shipped"])
+            and mine["auroc"] >= shipped["auroc"] - SHIP_RULE["drimdb_auroc_drop"])
 
 
-def left_out_trusted(rows: dict) -> bool:
-    """Whether the left-out student clause replaces the teacher-level rate of its group: only where
-    the shipped row and both CONTROLS rows have it and both controls fail it."""
-    key = "student_clean_fpr_left_out"
-    return key in rows[SHIPPED] and all(c in rows and key in rows[c] and not left_out_ok(rows[c], rows[SHIPPED])
-                                        for c in CONTROLS)
-
-
-def loco_mean(row: dict, without: str | None) -> float:
-    """The teacher-level camera-left-out rate averaged over the groups, ``without`` one."""
-    return float(np.mean([v for g, v in row["clean_fpr_loco"]["per_camera"].items() if g != without]))
+def drimdb_trusted(rows: dict) -> bool:
+    """Whether the DRIMDB-dev clause is in force (and replaces the teacher-level camera-left-out
+    clause): only where the shipped row and both CONTROLS rows have it and both controls fail it."""
+    return "drimdb" in rows[SHIPPED] and all(c in rows and "drimdb" in rows[c] and not drimdb_ok(rows[c], rows[SHIPPED])
+                                             for c in CONTROLS)
 
 
 def _describe(value: object) -> object:
@@ -996,13 +1036,12 @@ def main(args: argparse.Namespace) -> None:
     sets = {name: distill.feature_sets(lab, {size: shipped.data})[size] for name, lab in labels.items()}
     for name, fs in sets.items():
         distil(name, fs, features, train, heads, rows, names)
-        rows[name]["student_clean_fpr_left_out"] = left_out_fpr(fs, features, train, names)
-        print(name, "left out:", rows[name]["student_clean_fpr_left_out"], flush=True)
     for name in sets:
         rows[name]["tau"] = taus.get(name, teacher.tau)
     if HALF in chosen:  # how much the data matter beside the rule: the shipped rule's labels of half the perturbations
         distil(HALF, subset(sets[SHIPPED], lambda k: k < args.augmentations // 2), features, train, heads, rows, names)
 
+    drimdb_check(heads, rows, args.data, size, features)
     photos_val, records = ground_truth_records(heads, names, val, args.data, size, features)
     summary = summarise(records, list(heads))
     others = summarise([r for r in records if camera(r.photo) != "IDRiD"], list(heads))
@@ -1032,8 +1071,7 @@ def main(args: argparse.Namespace) -> None:
             row["clean_fpr_loco"] = fpr[name]
     base = rows[SHIPPED]
     estimator = fpr_estimator(rows)
-    trusted = left_out_trusted(rows)
-    without = SHIP_RULE["student_left_out_group"] if trusted and SHIP_RULE["clean_fpr_loco_without_left_out_group"] else None
+    real = drimdb_trusted(rows)
     for name, row in rows.items():
         row["candidate"] = bool(name not in (SHIPPED, HALF)
                                 and row["overall"] - base["overall"] >= SHIP_RULE["mean_gain"]
@@ -1041,10 +1079,10 @@ def main(args: argparse.Namespace) -> None:
                                      or min(row["overall_by_seed"]) > float(np.median(base["overall_by_seed"])))
                                 and base["ranking"] - row["ranking"] <= SHIP_RULE["ranking_drop"]
                                 and all(base["per_kind"][k] - v <= SHIP_RULE["kind_drop"] for k, v in row["per_kind"].items())
-                                and "clean_fpr_loco" in row
-                                and loco_mean(row, without) - loco_mean(base, without)
-                                <= SHIP_RULE["clean_fpr_loco_over_shipped"]
-                                and (not trusted or left_out_ok(row, base))
+                                and (drimdb_ok(row, base) if real else
+                                     "clean_fpr_loco" in row
+                                     and row["clean_fpr_loco"]["mean"] - base["clean_fpr_loco"]["mean"]
+                                     <= SHIP_RULE["clean_fpr_loco_over_shipped"])
                                 and student_fpr_ok(row, base, estimator)
                                 and "overall_other_cameras" in row
                                 and row["overall_other_cameras"] - base["overall_other_cameras"]
@@ -1053,7 +1091,7 @@ def main(args: argparse.Namespace) -> None:
            "machine": stamped, "size": size, "features": features, "seeds": list(SEEDS), "ship_rule": SHIP_RULE, "held_out_rule": HELD_OUT_RULE,
            "validation_photos": sorted(photos_val), "generator": "synth", "judge_seconds": round(judge_s, 1),
            "noise_reference": NOISE_REFERENCE[0], "student_clean_fpr_estimator": estimator,
-           "left_out_clause_in_force": trusted,
+           "drimdb_clause_in_force": real,
            "rows": rows}
     (HERE / "results").mkdir(exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
@@ -1067,7 +1105,7 @@ def main(args: argparse.Namespace) -> None:
           "| rule | mean label | overall AUROC (mean) | by seed | other cameras than IDRiD | ranking | " + " | ".join(kinds)
           + " | teacher clean FPR, cameras left out (mean; IDRiD / DRIVE / HRF / EyePACS / other) | student clean FPR, "
             "unseen photos (overall; DRIVE, HRF) | the same, thresholds from the reference photos | student clean FPR, "
-            f"each {SHIP_RULE['student_left_out_group']} photo left out (mean) | candidate |",
+            "DRIMDB-dev: Good cells flagged, AUROC Bad vs Good | candidate |",
           "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|---|"]
     md += [f"| {n} | {r['mean_label']:.3f} | {r['overall']:.4f} | {' / '.join(f'{x:.3f}' for x in r['overall_by_seed'])} | "
            + (f"{r['overall_other_cameras']:.4f}" if "overall_other_cameras" in r else "—") + f" | {r['ranking']:.3f} | "
@@ -1081,9 +1119,7 @@ def main(args: argparse.Namespace) -> None:
                       f"{r['student_clean_fpr_reference']['per_camera'].get('DRIVE', float('nan')):.3f}, HRF "
                       f"{r['student_clean_fpr_reference']['per_camera'].get('HRF', float('nan')):.3f})"
                       if "student_clean_fpr_reference" in r else "—")
-           + " | " + (f"{r['student_clean_fpr_left_out']['mean']:.3f} (" + ", ".join(
-               f"{k.split('/')[-1]} {v:.3f}" for k, v in r["student_clean_fpr_left_out"]["per_photo"].items()) + ")"
-                      if "student_clean_fpr_left_out" in r else "—")
+           + " | " + (f"{r['drimdb']['good_flagged']:.3f}, {r['drimdb']['auroc']:.3f}" if "drimdb" in r else "—")
            + f" | {'yes' if r['candidate'] else 'no'} |"
            for n, r in rows.items()]
     md += ["", ("Teacher clean FPR, cameras left out: the photos most flagged (share of their cells; photos of "
@@ -1113,10 +1149,11 @@ def main(args: argparse.Namespace) -> None:
                 "validation photos' unperturbed cells at or above it, mean over the seeds; beside it, the same with "
                 "the threshold from the training photos judged good by eye only (`distill.reference_photos`), as the "
                 f"shipped recipe sets it. The per-camera clause read `{estimator}` in this run (`fpr_estimator`). "
-                f"Left out (`left_out_fpr`): a head (seed 0) per {SHIP_RULE['student_left_out_group']} photo of the "
-                f"pool, trained without it, thresholds from the other reference photos, the share of its clean "
-                f"cells flagged; its clause {'replaced' if trusted else 'did not replace (its controls did not both fail it)'} "
-                f"the teacher-level rate of that group in this run (`left_out_trusted`)."),
+                f"DRIMDB-dev (`drimdb_check`, rows run since it was added): each head on the dataset's Good and Bad "
+                f"photos as published, the share of the Good photos' cells at or above its reference-photo "
+                f"threshold and the image AUROC Bad vs Good, means over the seeds; its clause "
+                f"{'was in force and replaced the teacher-level camera-left-out clause' if real else 'was not in force (its controls did not both fail it): reported only'} "
+                f"in this run (`drimdb_trusted`)."),
            "", (f"Ship rule, fixed before the run (its `kind_drop` clause added 2026-11-30, before the noise-term "
                 f"rules' first result, its `clean_fpr_loco_over_shipped` clause before the source-reference rules', "
                 f"its `student_clean_fpr_*` clauses before the TAU rules'; they apply to every row): {SHIP_RULE}.")]
