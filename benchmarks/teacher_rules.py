@@ -157,6 +157,11 @@ def half_traced(parts: TeacherParts) -> TeacherParts:
     return dataclasses.replace(parts, traced=0.5 * (parts.traced + parts.anatomy))
 
 
+def three_quarter_traced(parts: TeacherParts) -> TeacherParts:
+    """Three quarters the visible extractor's map, a quarter the anatomy map: its losses count 3/4."""
+    return dataclasses.replace(parts, traced=0.75 * parts.traced + 0.25 * parts.anatomy)
+
+
 def denoised_depth(rgb: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
     """Vessel depth and background as the shipped rule measures them, on a 3×3 median of the photo:
     sensor noise no longer reads as vessel contrast (the black-hat sees every dark speck)."""
@@ -602,6 +607,17 @@ RULES: dict[str, dict] = {
         "visibility": profiled_visibility, "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
     "half traced + noise term 2-4x, disc exempt, vignetting, vessel profile": {
         PARTS: half_traced, DISC: True, VESSEL_PROFILE_KEY: POOL,
+        "visibility": profiled_visibility, "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
+    # added 2026-11-30 (fifth session), after the DRIMDB-dev clause's results, before any of theirs: the
+    # vessel-profile rules' heads rank DRIMDB-dev's Bad photos (mostly blurred) over its Good ones at
+    # 0.984 against the shipped rule's 1.000. Halfway, a vessel the visible extractor loses under blur
+    # counts only half missing; these weigh the extractor's losses 3/4 and wholly (the shipped share),
+    # with the same field profiles, disc exemption and noise term.
+    "three-quarter traced + noise term 2-4x, disc exempt, vignetting, vessel profile": {
+        PARTS: three_quarter_traced, DISC: True, VESSEL_PROFILE_KEY: POOL,
+        "visibility": profiled_visibility, "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
+    "shipped traced + noise term 2-4x, disc exempt, vignetting, vessel profile": {
+        DISC: True, VESSEL_PROFILE_KEY: POOL,
         "visibility": profiled_visibility, "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
 }
 SEEDS = (0, 1, 2)
