@@ -1,4 +1,5 @@
 """Stage 1: masking schedule, geometry, and a tiny end-to-end training run on generated photos."""
+import dataclasses
 import json
 
 import cv2
@@ -222,6 +223,78 @@ def test_brightness_visibility_marks_an_under_exposed_region_and_v35_does_not(mo
     assert np.median(teacher_mod.brightness_visibility(dark, photo.fov_mask)[inner]) == pytest.approx(1.0)
 
 
+def _profile(photo, rho=None, disc=None, vessels=None, noise=None):
+    """A FieldProfile measured on ``photo`` itself (a clean field is its own reference)."""
+    return teacher_mod.FieldProfile(
+        teacher_mod.vignetting_profile([photo]),
+        vessels or [[[1.0] * teacher_mod.RINGS] * 2 for _ in teacher_mod.DEPTH_KERNELS],
+        noise or float(np.median(teacher_mod.noise_level(photo.rgb, photo.fov_mask)[photo.fov_mask])),
+        teacher_mod.rho_map(photo.fov_mask) if rho is None else rho,
+        np.zeros(photo.fov_mask.shape, bool) if disc is None else disc)
+
+
+def test_field_exposure_takes_a_vignetted_rim_as_clean_and_a_dark_region_as_dark():
+    """Teacher v3.7c: brightness is judged against the clean field's level at that eccentricity, so
+    a rim as much darker as clean rims are keeps its vessels; a region darkened to 0.2× does not."""
+    photo, _ = _synthetic_photo_and_label()
+    rgb = photo.rgb.astype(np.float32)
+    rho = teacher_mod.rho_map(photo.fov_mask)
+    vignetted = (rgb * np.clip(1.3 - 1.2 * rho ** 2, 0.15, 1)[..., None]).astype(np.uint8)  # rim at ~0.3x
+    field = dataclasses.replace(photo, rgb=vignetted)
+    rim = photo.fov_mask & (rho > 0.85) & (rho < 0.95)
+    assert np.median(teacher_mod.brightness_visibility(vignetted, photo.fov_mask)[rim]) < 0.5  # v3.6: under-exposed
+    profile = _profile(field)
+    assert np.median(teacher_mod.field_exposure(vignetted, photo.fov_mask, profile)[rim]) == pytest.approx(1.0)
+    dark = vignetted.astype(np.float32)
+    s = dark.shape[0]
+    region = np.zeros(dark.shape[:2], bool)
+    region[s // 4: s // 2, s // 4: s // 2] = True
+    dark[region] *= 0.2
+    inner = cv2.erode(region.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool) & photo.fov_mask
+    assert np.median(teacher_mod.field_exposure(dark.astype(np.uint8), photo.fov_mask, profile)[inner]) < 0.2
+
+
+def test_field_exposure_spares_the_optic_disc_and_fades_noise():
+    """The optic disc is bright by anatomy: no washed-out ramp there (an as bright region elsewhere
+    keeps it); speckle well above the clean level fades the vessels under it."""
+    photo, _ = _synthetic_photo_and_label()
+    out = photo.rgb.astype(np.float32)
+    s = out.shape[0]
+    region = np.zeros(out.shape[:2], bool)
+    region[s // 4: s // 2, s // 4: s // 2] = True
+    out[region] = np.clip(out[region] * 2.6, 0, 255)
+    bright = out.astype(np.uint8)
+    inner = cv2.erode(region.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool) & photo.fov_mask
+    clean = _profile(photo)
+    quiet = dataclasses.replace(clean, noise=1e6)  # the gain scales the speckle too: exposure alone here
+    assert np.median(teacher_mod.field_exposure(bright, photo.fov_mask, quiet)[inner]) < 0.2
+    as_disc = dataclasses.replace(quiet, disc=region)
+    assert np.median(teacher_mod.field_exposure(bright, photo.fov_mask, as_disc)[inner]) == pytest.approx(1.0)
+    noisy = photo.rgb.astype(np.float32)
+    noisy[region] += np.random.default_rng(0).normal(0, 25, noisy[region].shape)
+    vis = teacher_mod.field_exposure(np.clip(noisy, 0, 255).astype(np.uint8), photo.fov_mask, clean)
+    rest = cv2.erode((~region & photo.fov_mask).astype(np.uint8), np.ones((41, 41), np.uint8)).astype(bool)
+    assert np.median(vis[inner]) < 0.1 and np.median(vis[rest]) == pytest.approx(1.0)
+
+
+def test_vessel_profile_excuses_faint_vessels_only_where_clean_ones_are_faint():
+    """A factor of 0.5 in the outer rings: a vessel at half the reference depth counts fully visible
+    there, still half visible at the centre."""
+    photo, label = _synthetic_photo_and_label()
+    kernel = teacher_mod.DEPTH_KERNELS[0]
+    depth = teacher_mod.vessel_depth(photo.rgb, kernel)
+    ref = 2 * float(np.median(depth[label])) / teacher_mod.VISIBLE_K  # every vessel reads half visible
+    rho = teacher_mod.rho_map(photo.fov_mask)
+    factors = [1.0] * 5 + [0.5] * 5
+    profile = _profile(photo, rho=rho, vessels=[[factors, factors] for _ in teacher_mod.DEPTH_KERNELS])
+    plain = teacher_mod.visibility(photo.rgb, kernel, ref)
+    profiled = teacher_mod.visibility(photo.rgb, kernel, ref, profile=profile)
+    outer, centre = label & (rho > 0.6), label & (rho < 0.4)
+    assert np.median(plain[outer]) == pytest.approx(0.5, abs=0.15)
+    assert np.median(profiled[outer]) > 0.9
+    np.testing.assert_allclose(profiled[centre], plain[centre], rtol=1e-5)
+
+
 def test_fine_depth_scale_sees_blur_first():
     """Why two scales: a slight blur takes more of the thin-vessel contrast (fine kernel) than of
     the all-calibre contrast (coarse kernel), so the fine scale flags it earlier."""
@@ -272,6 +345,11 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     clean = [(str(s), synthetic_fundus(seed=s)) for s in range(2)]
     cfg = teacher_mod.calibrate(teacher, clean)
     assert cfg["tau"] > 0 and 0 <= cfg["phi"] <= 1 and 0 <= cfg["clean_fpr_recipe_rule"] <= 1
+    # v3.7c: the clean field's profiles, which the teacher judges against from now on
+    assert len(cfg["vignetting"]) == teacher_mod.RINGS and cfg["noise_level"] > 0
+    assert np.array(cfg["vessel_profile"]).shape == (len(teacher_mod.DEPTH_KERNELS), 2, teacher_mod.RINGS)
+    assert np.all((np.array(cfg["vessel_profile"]) >= 0.1) & (np.array(cfg["vessel_profile"]) <= 1))
+    assert teacher.field_profile(kept[0]) is not None
     # the rule flags about the budgeted share of the clean photos' own patches (ties can add a little)
     outs = [teacher(img) for _, img in clean]
     flagged = np.concatenate([teacher_mod.pool_cells(o.anomaly, o.fov, g, cfg["tau"])[1][o.coverage >= 0.5]

@@ -7,13 +7,19 @@ Inference compares what should be there with what is visible:
 - expected x̂: the prior's reconstruction (one pass, the authors' inference) of the *anatomy*
   extractor's vessel map — that extractor was trained to see vessels through label-free
   perturbations, so x̂ is the vasculature the photo should show;
-- visible x: the *visible-vessel* extractor's map (mild augmentation: it loses degraded vessels),
-  capped by the anatomy map, weighted by how visible each vessel is at two scales of the 512-px
-  photo, a fine one (thin vessels: what blur and JPEG take first) and a coarse one (all calibres:
-  what veils and shadows take): the smaller of its depth (black-hat, grey levels) and its Weber
-  contrast (depth over the local background), each relative to the training pool's median, times
-  an exposure term that fades vessels where the photo is much brighter (washed out, v3.5) or much
-  darker (under-exposed, v3.6) than its own median;
+- visible x: halfway between the *visible-vessel* extractor's map (mild augmentation: it loses
+  degraded vessels; capped by the anatomy map) and the anatomy map (v3.7c: what that extractor
+  loses counts half missing; up to v3.6 wholly), weighted by how visible each vessel is at two
+  scales of the 512-px photo, a fine one (thin vessels: what blur and JPEG take first) and a coarse
+  one (all calibres: what veils and shadows take): the smaller of its depth (black-hat, grey levels)
+  and its Weber contrast (depth over the local background), each relative to the training pool's
+  median, times an exposure term that fades vessels where the photo is much brighter (washed out,
+  v3.5) or much darker (under-exposed, v3.6) than its own median. Since v3.7c every reference is
+  the clean field's *at that place*: depth and contrast scaled by how much fainter clean vessels
+  are at that eccentricity, brightness against the clean field's vignetting, no washed-out ramp
+  on the optic disc; and a noise term fades vessels where the photo's fine residual (|green − its
+  3×3 median|) is well above the clean photos' (:class:`FieldProfile`). Chosen by the student it
+  teaches: benchmarks/teacher_rules.py;
 - anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.02), G a Gaussian over a few vessel spacings,
   the larger of the two scales': where the photo shows less, the share of its expected vessels it
   does not show; where it shows more, the share of its visible "vessels" that anatomy does not
@@ -54,6 +60,11 @@ VISIBLE_K = 0.6         # a vessel counts as fully visible from 0.6× the clean 
 WEBER_OFFSET = 10.0     # grey levels added to the background: Weber contrast stays finite where it is dark
 WASHED_OUT = (1.4, 2.2)  # local green / the photo's median: vessels fully visible below 1.4×, not at all from 2.2×
 UNDEREXPOSED = (0.3, 0.7)  # local green / the photo's median: vessels not visible at all below 0.3×, fully from 0.7×
+NOISY = (2.0, 4.0)      # local residual level / the clean photos' median: vessels fully visible below 2×, not at all from 4×
+NOISE_SIGMA = 8.0       # px (of the 512-px photo): the neighbourhood over which the residual level is averaged
+DISC_RADIUS = 0.2       # × the FOV radius: the optic disc exempt from the washed-out ramp
+RINGS = 10              # rings of eccentricity ρ (0-1, the last takes what lies beyond) of the clean-field profiles
+RING_CENTRES = (np.arange(RINGS) + 0.5) / RINGS
 
 
 def hole_patterns(size: int = MAP_SIZE, cell: int = HOLE) -> list[np.ndarray]:
@@ -150,9 +161,10 @@ def brightness_visibility(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     return exposure_visibility(cv2.GaussianBlur(green, (0, 0), 4) / median)
 
 
-def exposure_visibility(level: np.ndarray) -> np.ndarray:
-    """The WASHED_OUT and UNDEREXPOSED ramps applied to a brightness ``level`` (1 = the reference)."""
-    lo, hi = WASHED_OUT
+def exposure_visibility(level: np.ndarray, washed_out: bool = True) -> np.ndarray:
+    """The WASHED_OUT and UNDEREXPOSED ramps applied to a brightness ``level`` (1 = the reference);
+    ``washed_out=False``: the under-exposed ramp only (the optic disc, bright by anatomy)."""
+    lo, hi = WASHED_OUT if washed_out else (1e9, 2e9)
     vis = np.clip((hi - level) / (hi - lo), 0, 1)
     if UNDEREXPOSED is not None:
         dark_lo, dark_hi = UNDEREXPOSED
@@ -160,15 +172,99 @@ def exposure_visibility(level: np.ndarray) -> np.ndarray:
     return vis
 
 
-def visibility(rgb: np.ndarray, kernel: int, depth_ref: float, contrast_ref: float | None = None) -> np.ndarray:
+def visibility(rgb: np.ndarray, kernel: int, depth_ref: float, contrast_ref: float | None = None,
+               profile: FieldProfile | None = None) -> np.ndarray:
     """How visible a vessel at each pixel is, in [0, 1], at one DEPTH_KERNELS scale: its depth, full
     from VISIBLE_K × the clean photos' median depth; with ``contrast_ref`` (teacher v3.5) also its
-    Weber contrast, full from VISIBLE_K × their median contrast; the smaller of the two."""
+    Weber contrast, full from VISIBLE_K × their median contrast; the smaller of the two. With
+    ``profile`` (v3.7c) both references are scaled, pixel by pixel, by how much fainter clean vessels
+    are at that eccentricity (:func:`vessel_profile`): peripheral vessels are thinner and the rim
+    darker, and a vessel as faint as clean ones are there is fully visible."""
     depth, background = _depth_and_background(rgb, kernel)
-    vis = np.clip(depth / (VISIBLE_K * depth_ref), 0, 1)
+    if profile is None:
+        vis = np.clip(depth / (VISIBLE_K * depth_ref), 0, 1)
+        if contrast_ref is not None:
+            vis = np.minimum(vis, np.clip(weber(depth, background) / (VISIBLE_K * contrast_ref), 0, 1))
+        return vis
+    depth_f, contrast_f = profile.vessels[DEPTH_KERNELS.index(kernel)]
+    vis = np.clip(depth / (VISIBLE_K * depth_ref * np.interp(profile.rho, RING_CENTRES, depth_f)), 0, 1)
     if contrast_ref is not None:
-        vis = np.minimum(vis, np.clip(weber(depth, background) / (VISIBLE_K * contrast_ref), 0, 1))
+        vis = np.minimum(vis, np.clip(weber(depth, background)
+                                      / (VISIBLE_K * contrast_ref * np.interp(profile.rho, RING_CENTRES, contrast_f)), 0, 1))
     return vis
+
+
+def fov_blur(a: np.ndarray, fov_mask: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian mean (σ ``sigma`` px) of ``a`` over in-FOV pixels only: the black outside the FOV
+    does not pull the rim toward zero."""
+    inside = fov_mask.astype(np.float32)
+    return cv2.GaussianBlur(a * inside, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(inside, (0, 0), sigma), 1e-3)
+
+
+def noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """Local sensor-noise level in grey levels: mean |green − its 3×3 median| over a Gaussian
+    neighbourhood (σ NOISE_SIGMA px) of in-FOV pixels. Speckle raises it, blur and compression lower
+    it; vessel edges add a little, alike in clean and noisy photos. Measured on the photo alone: the
+    anatomy extractor sees vessels through noise and the black-hat reads noise specks as vessel depth."""
+    green = np.ascontiguousarray(rgb[..., 1])
+    residual = np.abs(green.astype(np.float32) - cv2.medianBlur(green, 3).astype(np.float32))
+    return fov_blur(residual, fov_mask, NOISE_SIGMA)
+
+
+def rho_map(fov_mask: np.ndarray) -> np.ndarray:
+    """Each pixel's distance from the FOV's centroid over its radius (from its area)."""
+    ys, xs = np.nonzero(fov_mask)
+    if not len(ys):
+        return np.zeros(fov_mask.shape, np.float32)
+    r = max(float(np.sqrt(len(ys) / np.pi)), 1.0)
+    yy, xx = np.indices(fov_mask.shape)
+    return (np.hypot(yy - ys.mean(), xx - xs.mean()) / r).astype(np.float32)
+
+
+def ring_of(rho: np.ndarray) -> np.ndarray:
+    """The ring (0 … RINGS − 1) of each ρ; the last ring takes what lies beyond ρ 1."""
+    return np.minimum((rho * RINGS).astype(int), RINGS - 1)
+
+
+def fov_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """Local green level (σ 4 px) over the photo's in-FOV median, averaged over FOV pixels only."""
+    green = rgb[..., 1].astype(np.float32)
+    median = float(np.median(green[fov_mask])) + 1.0 if fov_mask.any() else 1.0
+    return fov_blur(green, fov_mask, 4) / median
+
+
+def find_disc(photo: Photo, anatomy: np.ndarray) -> np.ndarray:
+    """Where the optic disc is, label-free: the maximum, inside the FOV less its outer 0.05 R, of the
+    product of the anatomy map's vessel density and the green level (both averaged over σ 0.1 R of
+    FOV pixels, each over its maximum): where the large vessels converge on a bright spot. The
+    anatomy map keeps its vessels under perturbations, so a flare alone, bright but without
+    converging vessels, is seldom taken for the disc. A disc of DISC_RADIUS × R around it."""
+    fov = photo.fov_mask
+    r = max(float(np.sqrt(fov.sum() / np.pi)), 1.0)
+    density = fov_blur(anatomy.astype(np.float32), fov, 0.1 * r)
+    green = fov_blur(photo.rgb[..., 1].astype(np.float32), fov, 0.1 * r)
+    inner = cv2.erode(fov.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(0.1 * r) | 1,) * 2)) > 0
+    if not inner.any():
+        return np.zeros_like(fov)
+    score = np.where(inner, density / max(float(density[inner].max()), 1e-6) * green / max(float(green[inner].max()), 1e-6), -1)
+    y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+    yy, xx = np.indices(fov.shape)
+    return (np.hypot(yy - y, xx - x) < DISC_RADIUS * r) & fov
+
+
+@dataclass
+class FieldProfile:
+    """What teacher v3.7c expects of a clean field at each place, and where that place is in this photo:
+    ``vignetting`` (the clean level per ring of ρ, :func:`vignetting_profile`), ``vessels`` (per
+    DEPTH_KERNELS scale, the (depth, contrast) factors per ring, :func:`vessel_profile`), ``noise``
+    (the clean median :func:`noise_level`); ``rho`` (:func:`rho_map`) and ``disc``
+    (:func:`find_disc`) of the photo judged, at its resolution."""
+
+    vignetting: list[float]
+    vessels: list
+    noise: float
+    rho: np.ndarray
+    disc: np.ndarray
 
 
 def visible_vessels(vmap: np.ndarray, depth: np.ndarray, reference_depth: float) -> np.ndarray:
@@ -177,27 +273,48 @@ def visible_vessels(vmap: np.ndarray, depth: np.ndarray, reference_depth: float)
     return (vmap * np.clip(depth / (VISIBLE_K * reference_depth), 0, 1)).astype(np.float32)
 
 
+def field_exposure(rgb: np.ndarray, fov_mask: np.ndarray, profile: FieldProfile) -> np.ndarray:
+    """Teacher v3.7c's exposure term: the WASHED_OUT and UNDEREXPOSED ramps applied to the local level
+    (:func:`fov_level`) over the clean level at the pixel's eccentricity (a field that darkens toward
+    its rim as clean fields do is not under-exposed there), with no washed-out ramp on the optic disc
+    (bright by anatomy: the ramp made every clean photo's disc read as washed out), times the noise
+    term: vessels fully visible up to NOISY[0] × the clean photos' median :func:`noise_level`, not at
+    all from NOISY[1] × (the anatomy extractor sees vessels through speckle)."""
+    if not fov_mask.any():
+        return brightness_visibility(rgb, fov_mask)
+    level = fov_level(rgb, fov_mask) / np.maximum(np.interp(rho_map(fov_mask), RING_CENTRES, profile.vignetting), 1e-3)
+    vis = exposure_visibility(level)
+    if profile.disc.shape == vis.shape:
+        vis = np.where(profile.disc, exposure_visibility(level, washed_out=False), vis)
+    lo, hi = NOISY
+    return vis * np.clip((hi - noise_level(rgb, fov_mask) / profile.noise) / (hi - lo), 0, 1)
+
+
 def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float],
-                      contrasts: list[float] | None = None, fov: np.ndarray | None = None) -> list[np.ndarray]:
+                      contrasts: list[float] | None = None, fov: np.ndarray | None = None,
+                      profile: FieldProfile | None = None) -> list[np.ndarray]:
     """The visible-vessel map (MAP_SIZE²) at each DEPTH_KERNELS scale. With ``contrasts`` (v3.5):
     weighted by depth and Weber contrast, and by :func:`brightness_visibility` (``fov``: the FOV
-    mask at any size, default the whole frame); without: by depth only."""
+    mask at any size, default the whole frame); with ``profile`` (v3.7c) against the clean field's
+    profiles instead (:func:`visibility`, :func:`field_exposure`); without ``contrasts``: by depth only."""
     if contrasts is None:
         return [to_map(prob * visibility(rgb, k, ref)) for k, ref in zip(DEPTH_KERNELS, references)]
     h, w = rgb.shape[:2]
     inside = np.ones((h, w), bool) if fov is None else \
         cv2.resize(fov.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-    bright = brightness_visibility(rgb, inside)
-    return [to_map(prob * visibility(rgb, k, ref, c) * bright) for k, ref, c in zip(DEPTH_KERNELS, references, contrasts)]
+    bright = brightness_visibility(rgb, inside) if profile is None else field_exposure(rgb, inside, profile)
+    return [to_map(prob * visibility(rgb, k, ref, c, profile) * bright)
+            for k, ref, c in zip(DEPTH_KERNELS, references, contrasts)]
 
 
 def disagreement(expected: np.ndarray, traced: np.ndarray, rgb: np.ndarray, fov: np.ndarray,
                  references: list[float], floor: float = EXPECTED_FLOOR,
-                 contrasts: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 contrasts: list[float] | None = None,
+                 profile: FieldProfile | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(anomaly, visible map), both MAP_SIZE²: the traced vessels (photo resolution) weighted by
     their visibility at each scale, compared with ``expected``; the larger anomaly of the scales is
     kept, and the visible map is what shows at every scale."""
-    seen_at = visible_at_scales(traced, rgb, references, contrasts, fov)
+    seen_at = visible_at_scales(traced, rgb, references, contrasts, fov, profile)
     return (np.maximum.reduce([vessel_anomaly(expected, v, fov, floor=floor) for v in seen_at]),
             np.minimum.reduce(seen_at))
 
@@ -372,6 +489,8 @@ class TeacherParts:
 
 
 CONFIG = "teacher.json"
+#: what ``calibrate`` measures of the clean field since teacher v3.7c (:class:`FieldProfile`)
+FIELD_KEYS = ("vignetting", "vessel_profile", "noise_level")
 #: median vessel depth (grey levels) of clean photos until ``calibrate`` measures it
 DEFAULT_DEPTH = 10.0
 #: a typical green level behind the vessels: gives the default Weber contrast with DEFAULT_DEPTH
@@ -390,8 +509,10 @@ class Teacher:
 
     ``config`` holds what was calibrated on clean training photos: ``vessel_depth`` and
     ``vessel_contrast`` (their median vessel depth and Weber contrast, one per DEPTH_KERNELS scale;
-    a config without ``vessel_contrast`` gives teacher v3.4's depth-only visibility), ``tau`` (pixel anomaly threshold), ``phi`` (fraction of anomalous pixels that
-    flags a patch) and ``mean_threshold`` (the same false-positive budget for the mean score).
+    a config without ``vessel_contrast`` gives teacher v3.4's depth-only visibility), the clean
+    field's profiles (FIELD_KEYS, v3.7c; a config without them gives v3.6's rule), ``tau`` (pixel
+    anomaly threshold), ``phi`` (fraction of anomalous pixels that flags a patch) and
+    ``mean_threshold`` (the same false-positive budget for the mean score).
     """
 
     def __init__(self, vessels: str | Path | UNet, anatomy: str | Path | UNet,
@@ -425,11 +546,23 @@ class Teacher:
     def judge(self, parts: TeacherParts) -> TeacherOutput:
         """Expected vs visible vasculature of :meth:`parts` → anomaly and patch scores (fast, no network)."""
         photo, expected, fov = parts.photo, parts.expected, map_fov(parts.photo)
-        anomaly, seen = disagreement(expected, parts.traced, photo.rgb, fov, self.config["vessel_depth"],
-                                     contrasts=self.config.get("vessel_contrast"))
+        profile = self.field_profile(parts)
+        # v3.7c: what the visible extractor loses counts half missing (the other half rests on the
+        # anatomy map weighted by what the photo shows); up to v3.6 wholly
+        visible = parts.traced if profile is None else 0.5 * (parts.traced + parts.anatomy)
+        anomaly, seen = disagreement(expected, visible, photo.rgb, fov, self.config["vessel_depth"],
+                                     contrasts=self.config.get("vessel_contrast"), profile=profile)
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
         density = pool_cells(seen, fov, GRID, 0.0)[0]
         return TeacherOutput(seen, expected, anomaly, fov, score, frac, density, cov, photo.crop, photo.fov)
+
+    def field_profile(self, parts: TeacherParts) -> FieldProfile | None:
+        """The clean-field profiles calibrated into ``config`` (v3.7c) with this photo's ρ and optic
+        disc; None for a config calibrated before them (teacher v3.6's rule then holds)."""
+        if not all(k in self.config for k in FIELD_KEYS):
+            return None
+        return FieldProfile(self.config["vignetting"], self.config["vessel_profile"], self.config["noise_level"],
+                            rho_map(parts.photo.fov_mask), find_disc(parts.photo, parts.anatomy))
 
     @classmethod
     def load(cls, folder: str | Path) -> "Teacher":
@@ -455,6 +588,44 @@ def reference_depth(teacher: "Teacher", photos: list[tuple[str, np.ndarray]]) ->
             [median(c, DEFAULT_DEPTH / (DEFAULT_BACKGROUND + WEBER_OFFSET)) for c in contrasts])
 
 
+def vignetting_profile(clean: list[Photo]) -> list[float]:
+    """The median, over clean photos, of each photo's median :func:`fov_level` per ring of ρ: how much
+    darker a clean field is toward its rim."""
+    per_photo = []
+    for photo in clean:
+        fov = photo.fov_mask
+        level, ring = fov_level(photo.rgb, fov), ring_of(rho_map(fov))
+        per_photo.append([float(np.median(level[fov & (ring == b)])) if (fov & (ring == b)).any() else np.nan
+                          for b in range(RINGS)])
+    return np.nanmedian(np.array(per_photo), axis=0).tolist()
+
+
+def vessel_profile(clean: list[TeacherParts]) -> list[list[list[float]]]:
+    """How much fainter clean vessels are toward the rim: for each DEPTH_KERNELS scale, the median
+    vessel depth and Weber contrast at confidently traced vessels (the visible extractor's map capped
+    by anatomy > 0.5) in each ring of ρ over their median in the whole field, pooled over the clean
+    photos' pixels; capped at 1 (the centre is not judged stricter), floored at 0.1, and 1 in a ring
+    with under 100 vessel pixels. On HRF's clean photos the depth halves past ρ 0.85, which a
+    field-wide reference read as vasculature lost."""
+    out = []
+    for kernel in DEPTH_KERNELS:
+        d_acc, c_acc, ring_acc = [], [], []
+        for parts in clean:
+            vessels = (parts.traced > 0.5) & parts.photo.fov_mask
+            d, background = _depth_and_background(parts.photo.rgb, kernel)
+            d_acc.append(d[vessels])
+            c_acc.append(weber(d, background)[vessels])
+            ring_acc.append(ring_of(rho_map(parts.photo.fov_mask)[vessels]))
+        ring = np.concatenate(ring_acc)
+        factors = []
+        for values in (np.concatenate(d_acc), np.concatenate(c_acc)):
+            whole = max(float(np.median(values)), 1e-6)
+            factors.append([float(np.clip(float(np.median(values[ring == b])) / whole, 0.1, 1.0)) if (ring == b).sum() >= 100
+                            else 1.0 for b in range(RINGS)])
+        out.append(factors)
+    return out
+
+
 def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budget: float = 0.05,
               tau: float = 0.02) -> dict:
     """Label-free decision rule from clean (name, BGR photo) pairs only: flag at most ``fp_budget`` of their patches.
@@ -464,7 +635,14 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     anomalies, phi = (1 − budget) quantile of clean patch fractions.
     """
     teacher.config["vessel_depth"], teacher.config["vessel_contrast"] = reference_depth(teacher, photos)
-    outs = [teacher(bgr, name) for name, bgr in photos]
+    for key in FIELD_KEYS:  # measured below from these photos' parts, judged without them meanwhile
+        teacher.config.pop(key, None)
+    parts = [teacher.parts(bgr, name) for name, bgr in photos]
+    teacher.config["noise_level"] = max(float(np.median(np.concatenate(
+        [noise_level(p.photo.rgb, p.photo.fov_mask)[p.photo.fov_mask] for p in parts]))), 1e-3)
+    teacher.config["vignetting"] = vignetting_profile([p.photo for p in parts])
+    teacher.config["vessel_profile"] = vessel_profile(parts)
+    outs = [teacher.judge(p) for p in parts]
     pixels = np.concatenate([o.anomaly[o.fov] for o in outs])
     recipe = np.concatenate([pool_cells(o.anomaly, o.fov, GRID, tau)[1][o.coverage >= 0.5] for o in outs])
     # The recipe's pixel threshold (0.02) is below almost every clean pixel of our maps (reconstructions
@@ -475,6 +653,7 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     m = np.concatenate([o.patch_score[o.coverage >= 0.5] for o in outs])
     phi = max(float(np.quantile(f, 1 - fp_budget)), 0.01)  # never "≥ 0": that would flag every patch
     return {"vessel_depth": teacher.config["vessel_depth"], "vessel_contrast": teacher.config["vessel_contrast"],
+            **{key: teacher.config[key] for key in FIELD_KEYS},
             "tau": tau_clean, "phi": phi,
             "mean_threshold": float(np.quantile(m, 1 - fp_budget)),
             "image_threshold": float(np.quantile([x.mean() for x in fracs], 0.95)), "fp_budget": fp_budget,
