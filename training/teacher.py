@@ -7,9 +7,9 @@ Inference compares what should be there with what is visible:
 - expected x̂: the prior's reconstruction (one pass, the authors' inference) of the *anatomy*
   extractor's vessel map — that extractor was trained to see vessels through label-free
   perturbations, so x̂ is the vasculature the photo should show;
-- visible x: halfway between the *visible-vessel* extractor's map (mild augmentation: it loses
-  degraded vessels; capped by the anatomy map) and the anatomy map (v3.7c: what that extractor
-  loses counts half missing; up to v3.6 wholly), weighted by how visible each vessel is at two
+- visible x: three quarters the *visible-vessel* extractor's map (mild augmentation: it loses
+  degraded vessels; capped by the anatomy map), a quarter the anatomy map (v3.7c: what that
+  extractor loses counts 3/4 missing; up to v3.6 wholly), weighted by how visible each vessel is at two
   scales of the 512-px photo, a fine one (thin vessels: what blur and JPEG take first) and a coarse
   one (all calibres: what veils and shadows take): the smaller of its depth (black-hat, grey levels)
   and its Weber contrast (depth over the local background), each relative to the training pool's
@@ -63,6 +63,7 @@ UNDEREXPOSED = (0.3, 0.7)  # local green / the photo's median: vessels not visib
 NOISY = (2.0, 4.0)      # local residual level / the clean photos' median: vessels fully visible below 2×, not at all from 4×
 NOISE_SIGMA = 8.0       # px (of the 512-px photo): the neighbourhood over which the residual level is averaged
 DISC_RADIUS = 0.2       # × the FOV radius: the optic disc exempt from the washed-out ramp
+TRACED_SHARE = 0.75     # v3.7c: the visible extractor's share of the visible map (the anatomy map's: the rest)
 RINGS = 10              # rings of eccentricity ρ (0-1, the last takes what lies beyond) of the clean-field profiles
 RING_CENTRES = (np.arange(RINGS) + 0.5) / RINGS
 
@@ -547,9 +548,9 @@ class Teacher:
         """Expected vs visible vasculature of :meth:`parts` → anomaly and patch scores (fast, no network)."""
         photo, expected, fov = parts.photo, parts.expected, map_fov(parts.photo)
         profile = self.field_profile(parts)
-        # v3.7c: what the visible extractor loses counts half missing (the other half rests on the
+        # v3.7c: what the visible extractor loses counts 3/4 missing (the other quarter rests on the
         # anatomy map weighted by what the photo shows); up to v3.6 wholly
-        visible = parts.traced if profile is None else 0.5 * (parts.traced + parts.anatomy)
+        visible = parts.traced if profile is None else TRACED_SHARE * parts.traced + (1 - TRACED_SHARE) * parts.anatomy
         anomaly, seen = disagreement(expected, visible, photo.rgb, fov, self.config["vessel_depth"],
                                      contrasts=self.config.get("vessel_contrast"), profile=profile)
         score, frac, cov = pool_cells(anomaly, fov, GRID, self.tau)
