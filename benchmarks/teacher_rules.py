@@ -659,11 +659,11 @@ SEEDS = (0, 1, 2)
 #: clause on an EyePACS photo (15_left), and it rests on one photo of three (9575_left). It is
 #: replaced by what the held-out clause measures: the student's clean rate on each EyePACS photo of
 #: the pool with that photo left out of the head's training and of its thresholds (seed 0, the
-#: reference-photo thresholds; :func:`left_out_fpr`), its mean over the photos at most
+#: reference-photo thresholds; ``left_out_fpr``, since retired), its mean over the photos at most
 #: max(2 × the shipped rule's, the shipped rule's + 0.005). The teacher-level clause then averages
 #: the other camera groups. Its controls, fixed with it: both CONTROLS rows (the candidates that
 #: failed the held-out clean FPR) must fail the new clause, or the old clause (every group, no
-#: left-out student clause) stays in force (:func:`left_out_trusted`).
+#: left-out student clause) stays in force.
 #: Result (5df0799): the controls' left-out rates (0.106, 0.104) are below the shipped rule's (0.200):
 #: that clause was never in force, and its measurement (``left_out_fpr``) is retired; its figures
 #: are in results/teacher_rules.json as of 5df0799.
