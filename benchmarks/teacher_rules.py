@@ -678,6 +678,9 @@ SEEDS = (0, 1, 2)
 #: v3.7b, DRIMDB-dev AUROC), it is in force and REPLACES the teacher-level camera-left-out clause,
 #: which let v3.7b through (0.051 ≤ 0.054); otherwise it is reported only and the old clauses stay
 #: (:func:`drimdb_trusted`). Changed after that clause's results were seen (every rule's), before this one's.
+#: Result (e48b316): both controls fail it, so it is in force. The three-quarter traced rule then passed
+#: (fd619a0) and, as teacher v3.7c, passed every map clause of HELD_OUT_RULE but failed two real-photo
+#: ones (CLAHE'd DRIMDB-dev Good ungradable 37 of 42): rejected (accuracy_teacher37c.json, 5fe7466).
 SHIP_RULE = {"mean_gain": 0.01, "worst_seed_over_shipped_median": True, "ranking_drop": 0.01, "kind_drop": 0.05,
              "clean_fpr_loco_over_shipped": 0.005,
              "student_clean_fpr_cameras": ("DRIVE", "HRF"), "student_clean_fpr_times_shipped": 2.0,
