@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from evaluation import run, summarise  # noqa: E402
 from machine import stamp  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
-from efiqa import QualityAssessor  # noqa: E402
+from efiqa import QualityAssessor, QualityResult  # noqa: E402
 from efiqa.eval.metrics import auroc  # noqa: E402
 from efiqa.imageio import read_image  # noqa: E402
 from efiqa.preprocess import Preprocessor  # noqa: E402
@@ -100,22 +101,32 @@ def ground_truth(heads: dict[str, nn.Module], names: list[str], val: set[int], d
     return photos, summarise(records, list(heads))
 
 
+def feature_reader(head: nn.Module, features: str, size: int) -> Callable[[np.ndarray], tuple[QualityResult, torch.Tensor]]:
+    """What every head on ``features`` reads of one BGR photo: the shipped pipeline's result (its
+    crop and coverage; raises its ``EfiqaError`` on a refused photo) and the frozen backbone's
+    features (``head`` only completes the student the backbone is taken from)."""
+    student = distill.assemble(distill.AdapterResult(head, features, size, [], 0))
+    qa = QualityAssessor(None, backend="onnxruntime", threads=2)
+    pre = Preprocessor(size)
+
+    def read(bgr: np.ndarray) -> tuple[QualityResult, torch.Tensor]:
+        r = qa.assess(bgr)
+        with torch.no_grad():
+            return r, student.features(torch.from_numpy(pre(bgr).tensor[None]))
+    return read
+
+
 def ground_truth_records(heads: dict[str, nn.Module], names: list[str], val: set[int], data: str | None, size: int,
                          features: str) -> tuple[dict[str, np.ndarray], list]:
     """:func:`ground_truth`'s photos and unsummarised :func:`evaluation.run` records (a caller can
     summarise a subset of the photos). Crop and coverage come from the shipped bundle (the same
     preprocessing); the backbone runs once per image."""
-    any_head = next(iter(heads.values()))
-    student = distill.assemble(distill.AdapterResult(any_head, features, size, [], 0))
-    qa = QualityAssessor(None, backend="onnxruntime", threads=2)
-    pre = Preprocessor(size)
+    read = feature_reader(next(iter(heads.values())), features, size)
     memo: dict = {}
 
     def shared(bgr: np.ndarray) -> dict:
         if memo.get("img") is not bgr:
-            r = qa.assess(bgr)
-            with torch.no_grad():
-                feats = student.features(torch.from_numpy(pre(bgr).tensor[None]))
+            r, feats = read(bgr)
             memo.update(img=bgr, crop=r.crop, coverage=r.coverage, features=feats)
         return memo
 

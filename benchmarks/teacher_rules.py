@@ -928,9 +928,20 @@ def fpr_estimator(rows: dict) -> str:
     A row kept from a run before the reference rate existed lacks it and then fails the clause:
     re-run it (``--rules``) to judge it."""
     key = "student_clean_fpr_reference"
-    base = rows[SHIPPED]
-    trusted = key in base and all(c in rows and key in rows[c] and not student_fpr_ok(rows[c], base, key) for c in CONTROLS)
-    return key if trusted else "student_clean_fpr"
+    return key if controls_fail(rows, key, lambda row, base: student_fpr_ok(row, base, key)) else "student_clean_fpr"
+
+
+def within_clean_bound(mine: float, shipped: float) -> bool:
+    """SHIP_RULE's bound on a clean rate: at most max(``student_clean_fpr_times_shipped`` × the
+    shipped rule's, the shipped rule's + ``student_clean_fpr_over_shipped``)."""
+    return mine <= max(SHIP_RULE["student_clean_fpr_times_shipped"] * shipped,
+                       shipped + SHIP_RULE["student_clean_fpr_over_shipped"])
+
+
+def controls_fail(rows: dict, key: str, ok: Callable[[dict, dict], bool]) -> bool:
+    """Whether the shipped row and both CONTROLS rows have ``key`` and both controls fail ``ok``
+    (the rejected candidates failed the held-out check): what puts a new clause in force."""
+    return key in rows[SHIPPED] and all(c in rows and key in rows[c] and not ok(rows[c], rows[SHIPPED]) for c in CONTROLS)
 
 
 def student_fpr_ok(row: dict, base: dict, key: str = "student_clean_fpr") -> bool:
@@ -938,9 +949,7 @@ def student_fpr_ok(row: dict, base: dict, key: str = "student_clean_fpr") -> boo
     if key not in row or key not in base:
         return False
     mine, shipped = row[key]["per_camera"], base[key]["per_camera"]
-    return all(mine[c] <= max(SHIP_RULE["student_clean_fpr_times_shipped"] * shipped[c],
-                              shipped[c] + SHIP_RULE["student_clean_fpr_over_shipped"])
-               for c in SHIP_RULE["student_clean_fpr_cameras"])
+    return all(within_clean_bound(mine[c], shipped[c]) for c in SHIP_RULE["student_clean_fpr_cameras"])
 
 
 def drimdb_check(heads: dict, rows: dict, data: str | None, size: int, features: str) -> None:
@@ -949,32 +958,31 @@ def drimdb_check(heads: dict, rows: dict, data: str | None, size: int, features:
     threshold, and the image AUROC Bad vs Good of the mean cell score; means over the seeds, into
     ``rows[name]["drimdb"]``. Crop, coverage and refusals as the runtime gives them (a refused photo
     is left out and counted)."""
+    import csv
+
     import torch
+    from adapter_ground_truth import feature_reader
     from tqdm import tqdm
 
-    from efiqa import QualityAssessor
     from efiqa.errors import EfiqaError
     from efiqa.eval.metrics import auroc
-    from efiqa.imageio import IMAGE_SUFFIXES, read_image
-    from efiqa.preprocess import Preprocessor
+    from efiqa.imageio import read_image
     from efiqa.train.data import data_root
 
-    any_head = next(iter(heads.values()))
-    student = distill.assemble(distill.AdapterResult(any_head, features, size, [], 0))
-    qa, pre = QualityAssessor(None, backend="onnxruntime", threads=2), Preprocessor(size)
+    read = feature_reader(next(iter(heads.values())), features, size)
     root = data_root(data) / "DRIMDB-dev"
     maps: dict[str, list] = {"Good": [], "Bad": []}
     refused = 0
-    files = [(label, f) for label in maps for f in sorted((root / label).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-    for label, f in tqdm(files, desc="DRIMDB-dev", mininterval=10):
-        bgr = distill.working_copy(read_image(f))
+    with open(root / "labels.csv", newline="") as f:  # the dataset's labels, as accuracy.py and real_photos.py read them
+        files = [(r["label"], root / r["image"]) for r in csv.DictReader(f) if r["label"] in maps]
+    for label, path in tqdm(files, desc="DRIMDB-dev", mininterval=10):
         try:
-            valid = qa.assess(bgr).coverage >= 0.5
+            result, feats = read(distill.working_copy(read_image(path)))
         except EfiqaError:
             refused += 1
             continue
+        valid = result.coverage >= 0.5
         with torch.no_grad():
-            feats = student.features(torch.from_numpy(pre(bgr).tensor[None]))
             maps[label].append({n: torch.sigmoid(h(feats))[0, 0].numpy()[valid] for n, h in heads.items()})
     for name, row in rows.items():
         if "reference_threshold_by_seed" not in row:
@@ -995,16 +1003,14 @@ def drimdb_ok(row: dict, base: dict) -> bool:
     if "drimdb" not in row or "drimdb" not in base:
         return False
     mine, shipped = row["drimdb"], base["drimdb"]
-    return (mine["good_flagged"] <= max(SHIP_RULE["student_clean_fpr_times_shipped"] * shipped["good_flagged"],
-                                        shipped["good_flagged"] + SHIP_RULE["student_clean_fpr_over_shipped"])
+    return (within_clean_bound(mine["good_flagged"], shipped["good_flagged"])
             and mine["auroc"] >= shipped["auroc"] - SHIP_RULE["drimdb_auroc_drop"])
 
 
 def drimdb_trusted(rows: dict) -> bool:
     """Whether the DRIMDB-dev clause is in force (and replaces the teacher-level camera-left-out
     clause): only where the shipped row and both CONTROLS rows have it and both controls fail it."""
-    return "drimdb" in rows[SHIPPED] and all(c in rows and "drimdb" in rows[c] and not drimdb_ok(rows[c], rows[SHIPPED])
-                                             for c in CONTROLS)
+    return controls_fail(rows, "drimdb", drimdb_ok)
 
 
 def _describe(value: object) -> object:
