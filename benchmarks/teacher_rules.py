@@ -195,15 +195,46 @@ def noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     return fov_blur(residual, fov_mask, NOISE_SIGMA)
 
 
+#: px (of the 512-px photo): the Gaussian that smooths the photo before :func:`vessel_scale` measures it
+SCALE_SIGMA = 2.0
+SCALE_KERNEL = 17  # px: the closing element of :func:`vessel_scale` (the larger DEPTH_KERNELS scale)
+
+
+def vessel_scale(rgb: np.ndarray, fov_mask: np.ndarray) -> float:
+    """The photo's own contrast scale: the 90th percentile over the FOV of the vessel depth (black-hat,
+    SCALE_KERNEL px) of the photo smoothed by a σ SCALE_SIGMA px Gaussian, which averages sensor noise
+    away but keeps the vessels. A contrast enhancement (CLAHE, an unsharp mask) raises it with the
+    fine residual; speckle barely moves it."""
+    import cv2
+
+    if not fov_mask.any():
+        return 1.0
+    depth, _ = SHIPPED_DEPTH(cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), SCALE_SIGMA), SCALE_KERNEL)
+    return max(float(np.quantile(depth[fov_mask], 0.9)), 1e-3)
+
+
+def relative_noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """:func:`noise_level` over the photo's :func:`vessel_scale`: noise relative to the contrast the
+    photo shows. CLAHE and unsharp masks amplify the fine residual 2-4x (what v3.7c's noise term read
+    as noise, 37 of 42 CLAHE'd DRIMDB-dev Good photos then ungradable) and the vessels as much."""
+    return noise_level(rgb, fov_mask) / vessel_scale(rgb, fov_mask)
+
+
+#: :func:`relative_noise_level`'s median over the clean pool photos' FOV pixels: set by main
+RELATIVE_NOISE_REFERENCE: list[float] = []
+
+
 def noise_visibility(rgb: np.ndarray, fov_mask: np.ndarray, ramp: tuple[float, float],
                      reference: list[float] = NOISE_REFERENCE,
-                     exposure: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                     exposure: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                     level: Callable[[np.ndarray, np.ndarray], np.ndarray] = noise_level) -> np.ndarray:
     """The shipped exposure term (or ``exposure``) times a noise term: vessels fully visible up to
     ramp[0] × the clean pool's residual level (NOISE_REFERENCE), not at all from ramp[1] ×, linear
     between. The visible extractor, which loses vessels under speckle, is the shipped teacher's only
-    noise guard; this term guards without it, so that rules which drop the extractor's trace keep one."""
+    noise guard; this term guards without it, so that rules which drop the extractor's trace keep one.
+    ``level``: another measure of the residual (:func:`relative_noise_level`, with its reference)."""
     lo, hi = ramp
-    level = noise_level(rgb, fov_mask) / reference[0]
+    level = level(rgb, fov_mask) / reference[0]
     return (exposure or SHIPPED_VISIBILITY)(rgb, fov_mask) * np.clip((hi - level) / (hi - lo), 0, 1)
 
 
@@ -387,23 +418,29 @@ def profiled_visibility(rgb: np.ndarray, kernel: int, depth_ref: float, contrast
 DISC_VIGNETTING = functools.partial(disc_exempt, exposure=vignetting_exposure)
 
 
-def noise_reference(names: list[str], photos: list[np.ndarray]) -> float:
-    """The median residual level over the FOV pixels of the pool's photos as they are (the teacher's
-    calibration set), in the teachers' 512-px geometry."""
+def noise_reference(names: list[str], photos: list[np.ndarray],
+                    level: Callable[[np.ndarray, np.ndarray], np.ndarray] = noise_level) -> float:
+    """The median residual level (or ``level``) over the FOV pixels of the pool's photos as they are
+    (the teacher's calibration set), in the teachers' 512-px geometry."""
     from efiqa.train import vessels
     from efiqa.train.data import to_geometry
 
     levels = []
     for name, bgr in zip(names, photos):
         photo = to_geometry(bgr, vessels.SIZE, name)
-        levels.append(noise_level(photo.rgb, photo.fov_mask)[photo.fov_mask])
+        levels.append(level(photo.rgb, photo.fov_mask)[photo.fov_mask])
     return float(np.median(np.concatenate(levels)))
 
 
 def noise_term(ramp: tuple[float, float], reference: list[float] = NOISE_REFERENCE,
-               exposure: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    return functools.partial(noise_visibility, ramp=ramp, reference=reference,
-                             **({"exposure": exposure} if exposure else {}))
+               exposure: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+               relative: bool = False) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """:func:`noise_visibility` with these settings; ``relative``: the residual over the photo's
+    contrast scale (:func:`relative_noise_level`) against its pool reference."""
+    extra = {"exposure": exposure} if exposure else {}
+    if relative:
+        extra.update(level=relative_noise_level, reference=RELATIVE_NOISE_REFERENCE)
+    return functools.partial(noise_visibility, ramp=ramp, **{"reference": reference, **extra})
 
 
 #: the references of the photo being judged, measured on its unperturbed version (see ``source_references``)
@@ -619,6 +656,21 @@ RULES: dict[str, dict] = {
     "shipped traced + noise term 2-4x, disc exempt, vignetting, vessel profile": {
         DISC: True, VESSEL_PROFILE_KEY: POOL,
         "visibility": profiled_visibility, "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING)},
+    # added 2026-11-30 (sixth session), with the CLAHE clause of SHIP_RULE and before any of their
+    # results: v3.7c (the three-quarter rule above, realised) failed the held-out check on CLAHE'd
+    # DRIMDB-dev Good photos (37 of 42 ungradable). Ad hoc, on 12 of those photos, its teacher's mean
+    # anomaly rose from 0.36 to 0.56 when CLAHE'd, and without its noise term fell from 0.33 to 0.26:
+    # CLAHE raised their residual level 2.8x, inside the 2-4x ramp. Ad hoc on 16 pool photos, the
+    # residual over the photo's contrast scale (relative_noise_level) stays at 0.73-1.43x its level
+    # as it is under CLAHE and unsharp masks (the absolute level: 1.9-4.0x) and rises 2.5-4.5x under
+    # σ-8 grey-level speckle (absolute: 2.5-4.7x), 5.0-9.1x under σ 20 (absolute: 5.8-11.6x).
+    # The three-quarter rule without a noise term, and with the relative one:
+    "three-quarter traced, disc exempt, vignetting, vessel profile": {
+        PARTS: three_quarter_traced, DISC: True, VESSEL_PROFILE_KEY: POOL,
+        "visibility": profiled_visibility, "brightness_visibility": DISC_VIGNETTING},
+    "three-quarter traced + relative noise term 2-4x, disc exempt, vignetting, vessel profile": {
+        PARTS: three_quarter_traced, DISC: True, VESSEL_PROFILE_KEY: POOL, "visibility": profiled_visibility,
+        "brightness_visibility": noise_term((2.0, 4.0), exposure=DISC_VIGNETTING, relative=True)},
 }
 SEEDS = (0, 1, 2)
 #: Fixed before the first run: a rule is a candidate to ship only if its seeds' mean overall AUROC
@@ -681,11 +733,18 @@ SEEDS = (0, 1, 2)
 #: Result (e48b316): both controls fail it, so it is in force. The three-quarter traced rule then passed
 #: (fd619a0) and, as teacher v3.7c, passed every map clause of HELD_OUT_RULE but failed two real-photo
 #: ones (CLAHE'd DRIMDB-dev Good ungradable 37 of 42): rejected (accuracy_teacher37c.json, 5fe7466).
+#: Added 2026-11-30 (sixth session), before any result of the measurement it adds: the held-out
+#: check's CLAHE clause at student level (:func:`drimdb_check`, :func:`clahe_ok`): the share of
+#: DRIMDB-dev's Good photos, CLAHE'd as real_photos.py CLAHEs them, that the heads score ungradable
+#: (mean cell score at or above each head's in-sample reference-photo gradable threshold; mean over the
+#: seeds) may exceed the shipped rule's by at most ``drimdb_clahe_ungradable_over_shipped`` (two photos
+#: of 42). Its control, fixed with it: v3.7c's rule (CLAHE_CONTROL) must fail it, or it is reported
+#: only (:func:`clahe_trusted`). It applies on top of every other clause in force.
 SHIP_RULE = {"mean_gain": 0.01, "worst_seed_over_shipped_median": True, "ranking_drop": 0.01, "kind_drop": 0.05,
              "clean_fpr_loco_over_shipped": 0.005,
              "student_clean_fpr_cameras": ("DRIVE", "HRF"), "student_clean_fpr_times_shipped": 2.0,
              "student_clean_fpr_over_shipped": 0.005, "mean_gain_other_cameras": 0.01,
-             "drimdb_auroc_drop": 0.01}
+             "drimdb_auroc_drop": 0.01, "drimdb_clahe_ungradable_over_shipped": 2 / 42}
 #: The held-out check a candidate must then pass (accuracy.py beside the shipped student, real_photos.py).
 HELD_OUT_RULE = """Pre-registered (2026-11-29 22:46 UTC, before any result of benchmarks/teacher_rules.py was seen) rule to ship
 a teacher-rule candidate (one that passes teacher_rules.SHIP_RULE), judged in ONE accuracy.py run beside
@@ -875,13 +934,19 @@ def distil(name: str, fs: distill.FeatureSet, features: str, train: set[int], he
                   "mean_label": float(np.stack(fs.score)[mine][np.stack(fs.valid)[mine]].mean())}
     thresholds = {"student_clean_fpr": train, "student_clean_fpr_reference": train & (distill.reference_photos(names) or train)}
     rates: dict[str, list[dict]] = {key: [] for key in thresholds}
+    gradable = []
     for seed in SEEDS:
         result = distill.train_adapter(fs, features, distill.DEFAULT["head"], seed=seed, train_photos=train,
                                        target=distill.DEFAULT["target"])
         heads[f"{name} | seed {seed}"] = result.head.eval()
         for key, r in student_clean_fpr(result, fs, train, names, thresholds).items():
             rates[key].append(r)
+        # the photo threshold as the shipped recipe's in-sample half sets it (the 95th percentile of
+        # the reference photos' mean cell scores): what drimdb_check's CLAHE clause scores against
+        gradable.append(distill.clean_thresholds(result, fs, reference=thresholds["student_clean_fpr_reference"])
+                        ["gradable_threshold"])
     rows[name]["reference_threshold_by_seed"] = [r["threshold"] for r in rates["student_clean_fpr_reference"]]
+    rows[name]["reference_gradable_threshold_by_seed"] = gradable
     for key, rs in rates.items():
         rows[name][f"{key}_by_seed"] = [r["overall"] for r in rs]
         rows[name][key] = {"overall": float(np.mean([r["overall"] for r in rs])),
@@ -956,8 +1021,11 @@ def drimdb_check(heads: dict, rows: dict, data: str | None, size: int, features:
     """Each row's heads on DRIMDB-dev's Good and Bad photos (as published; checking photos, never
     trained on): the share of the Good photos' valid cells at or above each head's reference-photo
     threshold, and the image AUROC Bad vs Good of the mean cell score; means over the seeds, into
-    ``rows[name]["drimdb"]``. Crop, coverage and refusals as the runtime gives them (a refused photo
-    is left out and counted)."""
+    ``rows[name]["drimdb"]``. And the Good photos CLAHE'd as the held-out check's real_photos.py
+    CLAHEs them (``efiqa.eval.synth.preprocessed``): the share scored ungradable (mean cell score at or
+    above the head's reference-photo gradable threshold; a refused photo counts as ungradable) and of
+    their cells flagged. Crop, coverage and refusals as the runtime gives them (a refused photo is
+    otherwise left out and counted)."""
     import csv
 
     import torch
@@ -966,36 +1034,52 @@ def drimdb_check(heads: dict, rows: dict, data: str | None, size: int, features:
 
     from efiqa.errors import EfiqaError
     from efiqa.eval.metrics import auroc
+    from efiqa.eval.synth import preprocessed
+    from efiqa.fov import find_fov
     from efiqa.imageio import read_image
     from efiqa.train.data import data_root
 
     read = feature_reader(next(iter(heads.values())), features, size)
     root = data_root(data) / "DRIMDB-dev"
-    maps: dict[str, list] = {"Good": [], "Bad": []}
-    refused = 0
+    maps: dict[str, list] = {"Good": [], "Bad": [], CLAHE_GOOD: []}
+    refused: dict[str, int] = {k: 0 for k in maps}
     with open(root / "labels.csv", newline="") as f:  # the dataset's labels, as accuracy.py and real_photos.py read them
-        files = [(r["label"], root / r["image"]) for r in csv.DictReader(f) if r["label"] in maps]
+        files = [(r["label"], root / r["image"]) for r in csv.DictReader(f) if r["label"] in ("Good", "Bad")]
     for label, path in tqdm(files, desc="DRIMDB-dev", mininterval=10):
-        try:
-            result, feats = read(distill.working_copy(read_image(path)))
-        except EfiqaError:
-            refused += 1
-            continue
-        valid = result.coverage >= 0.5
-        with torch.no_grad():
-            maps[label].append({n: torch.sigmoid(h(feats))[0, 0].numpy()[valid] for n, h in heads.items()})
+        img = read_image(path)
+        variants = {label: img}
+        if label == "Good":
+            variants[CLAHE_GOOD] = preprocessed(img, find_fov(img, path.name), "clahe")
+        for kind, x in variants.items():
+            try:
+                result, feats = read(distill.working_copy(x))
+            except EfiqaError:
+                refused[kind] += 1
+                continue
+            valid = result.coverage >= 0.5
+            with torch.no_grad():
+                maps[kind].append({n: torch.sigmoid(h(feats))[0, 0].numpy()[valid] for n, h in heads.items()})
     for name, row in rows.items():
         if "reference_threshold_by_seed" not in row:
             continue
-        flagged, aurocs = [], []
+        flagged, aurocs, clahe_flagged, clahe_ungradable = [], [], [], []
         for seed, threshold in zip(SEEDS, row["reference_threshold_by_seed"]):
             key = f"{name} | seed {seed}"
             flagged.append(float(np.mean(np.concatenate([m[key] for m in maps["Good"]]) >= threshold)))
             scores = [float(m[key].mean()) for label in ("Good", "Bad") for m in maps[label]]
             aurocs.append(auroc(np.array(scores), np.array([0] * len(maps["Good"]) + [1] * len(maps["Bad"]))))
+            clahe_flagged.append(float(np.mean(np.concatenate([m[key] for m in maps[CLAHE_GOOD]]) >= threshold)))
+        for seed, threshold in zip(SEEDS, row.get("reference_gradable_threshold_by_seed", [])):
+            key = f"{name} | seed {seed}"
+            ungradable = sum(float(m[key].mean()) >= threshold for m in maps[CLAHE_GOOD]) + refused[CLAHE_GOOD]
+            clahe_ungradable.append(ungradable / (len(maps[CLAHE_GOOD]) + refused[CLAHE_GOOD]))
         row["drimdb"] = {"good_flagged": float(np.mean(flagged)), "auroc": float(np.mean(aurocs)),
                          "good_flagged_by_seed": flagged, "auroc_by_seed": aurocs,
+                         "clahe_good_flagged": float(np.mean(clahe_flagged)),
                          "photos": {k: len(v) for k, v in maps.items()}, "refused": refused}
+        if clahe_ungradable:
+            row["drimdb"].update(clahe_good_ungradable=float(np.mean(clahe_ungradable)),
+                                 clahe_good_ungradable_by_seed=clahe_ungradable)
 
 
 def drimdb_ok(row: dict, base: dict) -> bool:
@@ -1005,6 +1089,29 @@ def drimdb_ok(row: dict, base: dict) -> bool:
     mine, shipped = row["drimdb"], base["drimdb"]
     return (within_clean_bound(mine["good_flagged"], shipped["good_flagged"])
             and mine["auroc"] >= shipped["auroc"] - SHIP_RULE["drimdb_auroc_drop"])
+
+
+#: drimdb_check's DRIMDB-dev Good photos CLAHE'd
+CLAHE_GOOD = "Good, CLAHE'd"
+#: v3.7c's rule: its student failed the held-out check on CLAHE'd DRIMDB-dev Good photos (the CLAHE clause's control)
+CLAHE_CONTROL = "three-quarter traced + noise term 2-4x, disc exempt, vignetting, vessel profile"
+
+
+def clahe_ok(row: dict, base: dict) -> bool:
+    """SHIP_RULE's CLAHE clause: the share of CLAHE'd DRIMDB-dev Good photos the heads score ungradable
+    (mean over the seeds) at most the shipped rule's + ``drimdb_clahe_ungradable_over_shipped`` (a row
+    without the figure fails)."""
+    key = "clahe_good_ungradable"
+    if key not in row.get("drimdb", {}) or key not in base.get("drimdb", {}):
+        return False
+    return row["drimdb"][key] <= base["drimdb"][key] + SHIP_RULE["drimdb_clahe_ungradable_over_shipped"]
+
+
+def clahe_trusted(rows: dict) -> bool:
+    """Whether the CLAHE clause is in force: only where the shipped row and CLAHE_CONTROL's have the
+    figure and the control fails it, as its realised student failed the held-out check."""
+    return CLAHE_CONTROL in rows and "clahe_good_ungradable" in rows[CLAHE_CONTROL].get("drimdb", {}) \
+        and "clahe_good_ungradable" in rows[SHIPPED].get("drimdb", {}) and not clahe_ok(rows[CLAHE_CONTROL], rows[SHIPPED])
 
 
 def drimdb_trusted(rows: dict) -> bool:
@@ -1030,6 +1137,7 @@ def main(args: argparse.Namespace) -> None:
 
     names, photos, teacher, store, labels_path = pool(args)
     NOISE_REFERENCE[:] = [noise_reference(names, photos)]
+    RELATIVE_NOISE_REFERENCE[:] = [noise_reference(names, photos, relative_noise_level)]
     size, features = distill.DEFAULT["size"], distill.DEFAULT["features"]
     shipped = distill.cached_features(names, photos, teacher, args.teacher, (size,), args.augmentations, 0,
                                       args.cache)[size]
@@ -1097,6 +1205,7 @@ def main(args: argparse.Namespace) -> None:
     base = rows[SHIPPED]
     estimator = fpr_estimator(rows)
     real = drimdb_trusted(rows)
+    clahe = clahe_trusted(rows)
     for name, row in rows.items():
         row["candidate"] = bool(name not in (SHIPPED, HALF)
                                 and row["overall"] - base["overall"] >= SHIP_RULE["mean_gain"]
@@ -1109,14 +1218,16 @@ def main(args: argparse.Namespace) -> None:
                                      and row["clean_fpr_loco"]["mean"] - base["clean_fpr_loco"]["mean"]
                                      <= SHIP_RULE["clean_fpr_loco_over_shipped"])
                                 and student_fpr_ok(row, base, estimator)
+                                and (not clahe or clahe_ok(row, base))
                                 and "overall_other_cameras" in row
                                 and row["overall_other_cameras"] - base["overall_other_cameras"]
                                 >= SHIP_RULE["mean_gain_other_cameras"])
     out = {"benchmark": "teacher_rules", "command": command, "commands": commands,
            "machine": stamped, "size": size, "features": features, "seeds": list(SEEDS), "ship_rule": SHIP_RULE, "held_out_rule": HELD_OUT_RULE,
            "validation_photos": sorted(photos_val), "generator": "synth", "judge_seconds": round(judge_s, 1),
-           "noise_reference": NOISE_REFERENCE[0], "student_clean_fpr_estimator": estimator,
-           "drimdb_clause_in_force": real,
+           "noise_reference": NOISE_REFERENCE[0], "relative_noise_reference": RELATIVE_NOISE_REFERENCE[0],
+           "student_clean_fpr_estimator": estimator,
+           "drimdb_clause_in_force": real, "clahe_clause_in_force": clahe,
            "rows": rows}
     (HERE / "results").mkdir(exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
@@ -1130,8 +1241,8 @@ def main(args: argparse.Namespace) -> None:
           "| rule | mean label | overall AUROC (mean) | by seed | other cameras than IDRiD | ranking | " + " | ".join(kinds)
           + " | teacher clean FPR, cameras left out (mean; IDRiD / DRIVE / HRF / EyePACS / other) | student clean FPR, "
             "unseen photos (overall; DRIVE, HRF) | the same, thresholds from the reference photos | student clean FPR, "
-            "DRIMDB-dev: Good cells flagged, AUROC Bad vs Good | candidate |",
-          "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|---|"]
+            "DRIMDB-dev: Good cells flagged, AUROC Bad vs Good | CLAHE'd DRIMDB-dev Good: ungradable, cells flagged | candidate |",
+          "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|---|---|"]
     md += [f"| {n} | {r['mean_label']:.3f} | {r['overall']:.4f} | {' / '.join(f'{x:.3f}' for x in r['overall_by_seed'])} | "
            + (f"{r['overall_other_cameras']:.4f}" if "overall_other_cameras" in r else "—") + f" | {r['ranking']:.3f} | "
            + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds)
@@ -1145,6 +1256,8 @@ def main(args: argparse.Namespace) -> None:
                       f"{r['student_clean_fpr_reference']['per_camera'].get('HRF', float('nan')):.3f})"
                       if "student_clean_fpr_reference" in r else "—")
            + " | " + (f"{r['drimdb']['good_flagged']:.3f}, {r['drimdb']['auroc']:.3f}" if "drimdb" in r else "—")
+           + " | " + (f"{r['drimdb']['clahe_good_ungradable']:.3f}, {r['drimdb']['clahe_good_flagged']:.3f}"
+                      if "clahe_good_ungradable" in r.get("drimdb", {}) else "—")
            + f" | {'yes' if r['candidate'] else 'no'} |"
            for n, r in rows.items()]
     md += ["", ("Teacher clean FPR, cameras left out: the photos most flagged (share of their cells; photos of "
@@ -1178,7 +1291,16 @@ def main(args: argparse.Namespace) -> None:
                 f"photos as published, the share of the Good photos' cells at or above its reference-photo "
                 f"threshold and the image AUROC Bad vs Good, means over the seeds; its clause "
                 f"{'was in force and replaced the teacher-level camera-left-out clause' if real else 'was not in force (its controls did not both fail it): reported only'} "
-                f"in this run (`drimdb_trusted`)."),
+                f"in this run (`drimdb_trusted`). CLAHE'd DRIMDB-dev Good (rows run since it was added): the "
+                f"same Good photos CLAHE'd as real_photos.py does, the share scored ungradable (mean cell score "
+                f"at or above the head's in-sample reference-photo gradable threshold) and of their cells "
+                f"flagged; its clause (`clahe_ok`) "
+                f"{'was in force' if clahe else 'was not in force (its control did not fail it, or lacks it): reported only'} "
+                f"in this run (`clahe_trusted`)."),
+           "", (f"Relative noise term: the residual level over the photo's contrast scale (`relative_noise_level`: "
+                f"the 90th percentile of the σ-{SCALE_SIGMA:g} px smoothed photo's vessel depth, {SCALE_KERNEL}-px "
+                f"black-hat), against the clean pool's median "
+                + (f"({RELATIVE_NOISE_REFERENCE[0]:.4f})." if RELATIVE_NOISE_REFERENCE else ".")),
            "", (f"Ship rule, fixed before the run (its `kind_drop` clause added 2026-11-30, before the noise-term "
                 f"rules' first result, its `clean_fpr_loco_over_shipped` clause before the source-reference rules', "
                 f"its `student_clean_fpr_*` clauses before the TAU rules'; they apply to every row): {SHIP_RULE}.")]
