@@ -18,8 +18,9 @@ Inference compares what should be there with what is visible:
   the clean field's *at that place*: depth and contrast scaled by how much fainter clean vessels
   are at that eccentricity, brightness against the clean field's vignetting, no washed-out ramp
   on the optic disc; and a noise term fades vessels where the photo's fine residual (|green − its
-  3×3 median|) is well above the clean photos' (:class:`FieldProfile`). Chosen by the student it
-  teaches: benchmarks/teacher_rules.py;
+  3×3 median|), relative to the contrast the photo shows (v3.7d: an enhanced photo amplifies both),
+  is well above the clean photos' (:class:`FieldProfile`). Chosen by the student it teaches:
+  benchmarks/teacher_rules.py;
 - anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.02), G a Gaussian over a few vessel spacings,
   the larger of the two scales': where the photo shows less, the share of its expected vessels it
   does not show; where it shows more, the share of its visible "vessels" that anatomy does not
@@ -62,6 +63,8 @@ WASHED_OUT = (1.4, 2.2)  # local green / the photo's median: vessels fully visib
 UNDEREXPOSED = (0.3, 0.7)  # local green / the photo's median: vessels not visible at all below 0.3×, fully from 0.7×
 NOISY = (2.0, 4.0)      # local residual level / the clean photos' median: vessels fully visible below 2×, not at all from 4×
 NOISE_SIGMA = 8.0       # px (of the 512-px photo): the neighbourhood over which the residual level is averaged
+SCALE_SIGMA = 2.0       # px (of the 512-px photo): the Gaussian that smooths the photo before vessel_scale measures it
+SCALE_KERNEL = 17       # px: the closing element of vessel_scale (the larger DEPTH_KERNELS scale)
 DISC_RADIUS = 0.2       # × the FOV radius: the optic disc exempt from the washed-out ramp
 TRACED_SHARE = 0.75     # v3.7c: the visible extractor's share of the visible map (the anatomy map's: the rest)
 RINGS = 10              # rings of eccentricity ρ (0-1, the last takes what lies beyond) of the clean-field profiles
@@ -212,6 +215,25 @@ def noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     return fov_blur(residual, fov_mask, NOISE_SIGMA)
 
 
+def vessel_scale(rgb: np.ndarray, fov_mask: np.ndarray) -> float:
+    """The photo's own contrast scale: the 90th percentile over the FOV of the vessel depth
+    (black-hat, SCALE_KERNEL px) of the photo smoothed by a σ SCALE_SIGMA px Gaussian, which
+    averages sensor noise away but keeps the vessels. A contrast enhancement raises it as much as
+    it raises the fine residual; speckle barely moves it."""
+    if not fov_mask.any():
+        return 1.0
+    depth, _ = _depth_and_background(cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), SCALE_SIGMA), SCALE_KERNEL)
+    return max(float(np.quantile(depth[fov_mask], 0.9)), 1e-3)
+
+
+def relative_noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
+    """:func:`noise_level` over the photo's :func:`vessel_scale`: noise relative to the contrast the
+    photo shows. CLAHE and unsharp masks raise the fine residual 2-4x and the vessels as much, so
+    an enhanced photo is not read as noisy (v3.7c, which used the absolute level, called 37 of 42
+    CLAHE'd DRIMDB-dev Good photos ungradable); speckle raises it as it raises the residual."""
+    return noise_level(rgb, fov_mask) / vessel_scale(rgb, fov_mask)
+
+
 def rho_map(fov_mask: np.ndarray) -> np.ndarray:
     """Each pixel's distance from the FOV's centroid over its radius (from its area)."""
     ys, xs = np.nonzero(fov_mask)
@@ -258,7 +280,7 @@ class FieldProfile:
     """What teacher v3.7c expects of a clean field at each place, and where that place is in this photo:
     ``vignetting`` (the clean level per ring of ρ, :func:`vignetting_profile`), ``vessels`` (per
     DEPTH_KERNELS scale, the (depth, contrast) factors per ring, :func:`vessel_profile`), ``noise``
-    (the clean median :func:`noise_level`); ``rho`` (:func:`rho_map`) and ``disc``
+    (the clean median :func:`relative_noise_level`, v3.7d); ``rho`` (:func:`rho_map`) and ``disc``
     (:func:`find_disc`) of the photo judged, at its resolution."""
 
     vignetting: list[float]
@@ -279,8 +301,9 @@ def field_exposure(rgb: np.ndarray, fov_mask: np.ndarray, profile: FieldProfile)
     (:func:`fov_level`) over the clean level at the pixel's eccentricity (a field that darkens toward
     its rim as clean fields do is not under-exposed there), with no washed-out ramp on the optic disc
     (bright by anatomy: the ramp made every clean photo's disc read as washed out), times the noise
-    term: vessels fully visible up to NOISY[0] × the clean photos' median :func:`noise_level`, not at
-    all from NOISY[1] × (the anatomy extractor sees vessels through speckle)."""
+    term: vessels fully visible up to NOISY[0] × the clean photos' median :func:`relative_noise_level`
+    (v3.7d; v3.7c's absolute level read enhanced photos as noisy), not at all from NOISY[1] × (the
+    anatomy extractor sees vessels through speckle)."""
     if not fov_mask.any():
         return brightness_visibility(rgb, fov_mask)
     level = fov_level(rgb, fov_mask) / np.maximum(np.interp(rho_map(fov_mask), RING_CENTRES, profile.vignetting), 1e-3)
@@ -288,7 +311,7 @@ def field_exposure(rgb: np.ndarray, fov_mask: np.ndarray, profile: FieldProfile)
     if profile.disc.shape == vis.shape:
         vis = np.where(profile.disc, exposure_visibility(level, washed_out=False), vis)
     lo, hi = NOISY
-    return vis * np.clip((hi - noise_level(rgb, fov_mask) / profile.noise) / (hi - lo), 0, 1)
+    return vis * np.clip((hi - relative_noise_level(rgb, fov_mask) / profile.noise) / (hi - lo), 0, 1)
 
 
 def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float],
@@ -491,7 +514,7 @@ class TeacherParts:
 
 CONFIG = "teacher.json"
 #: what ``calibrate`` measures of the clean field since teacher v3.7c (:class:`FieldProfile`)
-FIELD_KEYS = ("vignetting", "vessel_profile", "noise_level")
+FIELD_KEYS = ("vignetting", "vessel_profile", "relative_noise_level")
 #: median vessel depth (grey levels) of clean photos until ``calibrate`` measures it
 DEFAULT_DEPTH = 10.0
 #: a typical green level behind the vessels: gives the default Weber contrast with DEFAULT_DEPTH
@@ -562,7 +585,7 @@ class Teacher:
         disc; None for a config calibrated before them (teacher v3.6's rule then holds)."""
         if not all(k in self.config for k in FIELD_KEYS):
             return None
-        return FieldProfile(self.config["vignetting"], self.config["vessel_profile"], self.config["noise_level"],
+        return FieldProfile(self.config["vignetting"], self.config["vessel_profile"], self.config["relative_noise_level"],
                             rho_map(parts.photo.fov_mask), find_disc(parts.photo, parts.anatomy))
 
     @classmethod
@@ -639,8 +662,8 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     for key in FIELD_KEYS:  # measured below from these photos' parts, judged without them meanwhile
         teacher.config.pop(key, None)
     parts = [teacher.parts(bgr, name) for name, bgr in photos]
-    teacher.config["noise_level"] = max(float(np.median(np.concatenate(
-        [noise_level(p.photo.rgb, p.photo.fov_mask)[p.photo.fov_mask] for p in parts]))), 1e-3)
+    teacher.config["relative_noise_level"] = max(float(np.median(np.concatenate(
+        [relative_noise_level(p.photo.rgb, p.photo.fov_mask)[p.photo.fov_mask] for p in parts]))), 1e-6)
     teacher.config["vignetting"] = vignetting_profile([p.photo for p in parts])
     teacher.config["vessel_profile"] = vessel_profile(parts)
     outs = [teacher.judge(p) for p in parts]
