@@ -228,7 +228,8 @@ def _profile(photo, rho=None, disc=None, vessels=None, noise=None):
     return teacher_mod.FieldProfile(
         teacher_mod.vignetting_profile([photo]),
         vessels or [[[1.0] * teacher_mod.RINGS] * 2 for _ in teacher_mod.DEPTH_KERNELS],
-        noise or float(np.median(teacher_mod.relative_noise_level(photo.rgb, photo.fov_mask)[photo.fov_mask])),
+        noise or float(np.median(teacher_mod.noise_level(photo.rgb, photo.fov_mask)[photo.fov_mask])),
+        float(np.median(teacher_mod.relative_noise_level(photo.rgb, photo.fov_mask)[photo.fov_mask])),
         teacher_mod.rho_map(photo.fov_mask) if rho is None else rho,
         np.zeros(photo.fov_mask.shape, bool) if disc is None else disc)
 
@@ -278,27 +279,27 @@ def test_field_exposure_spares_the_optic_disc_and_fades_noise():
 
 
 def test_noise_term_reads_speckle_as_noise_and_an_enhanced_photo_as_clean():
-    """Teacher v3.7d: the residual is judged relative to the contrast the photo shows. An unsharp mask
-    or CLAHE amplifies the fine residual as much as the vessels (v3.7c's absolute level read such
-    photos as noisy); speckle of the same residual raises only the residual."""
+    """Teacher v3.7e: a region fades only where the residual is high both as it is and relative to
+    the contrast the photo shows. An unsharp mask or CLAHE amplifies the fine residual as much as the
+    vessels (v3.7c, on the absolute level alone, read such photos as noisy); speckle raises both."""
     photo, _ = _synthetic_photo_and_label()
     fov = photo.fov_mask
     clean = _profile(photo)
+    quiet = dataclasses.replace(clean, noise=1e6, relative_noise=1e6)  # no noise term: exposure alone
     rgb = photo.rgb.astype(np.float32)
     sharpened = np.clip(rgb + 1.5 * (rgb - cv2.GaussianBlur(rgb, (0, 0), 3)), 0, 255).astype(np.uint8)
     lab = cv2.cvtColor(photo.rgb, cv2.COLOR_RGB2LAB)
     lab[..., 0] = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(lab[..., 0])
     clahe = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     inner = cv2.erode(fov.astype(np.uint8), np.ones((41, 41), np.uint8)).astype(bool)
-    absolute = lambda x: float(np.median(teacher_mod.noise_level(x, fov)[inner]))  # noqa: E731
     for enhanced in (sharpened, clahe):
-        assert absolute(enhanced) > 2 * absolute(photo.rgb)  # the absolute level (v3.7c's) rises into the ramp
-        relative = teacher_mod.relative_noise_level(enhanced, fov) / clean.noise
-        assert np.median(relative[inner]) < teacher_mod.NOISY[0]
+        absolute = teacher_mod.noise_level(enhanced, fov) / clean.noise
+        assert np.median(absolute[inner]) > teacher_mod.NOISY[0]  # alone, the absolute level would fade it
+        np.testing.assert_allclose(teacher_mod.field_exposure(enhanced, fov, clean)[inner],
+                                   teacher_mod.field_exposure(enhanced, fov, quiet)[inner], atol=0.02)
     speckled = np.clip(rgb + np.random.default_rng(0).normal(0, 25, rgb.shape), 0, 255).astype(np.uint8)
-    relative = teacher_mod.relative_noise_level(speckled, fov) / clean.noise
-    assert np.median(relative[inner]) > teacher_mod.NOISY[0] + 1  # more than halfway down the fade
     assert np.median(teacher_mod.field_exposure(speckled, fov, clean)[inner]) < 0.5
+    assert np.median(teacher_mod.field_exposure(speckled, fov, quiet)[inner]) == pytest.approx(1.0)
     assert np.median(teacher_mod.field_exposure(photo.rgb, fov, clean)[inner]) == pytest.approx(1.0)
 
 
@@ -371,7 +372,7 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     cfg = teacher_mod.calibrate(teacher, clean)
     assert cfg["tau"] > 0 and 0 <= cfg["phi"] <= 1 and 0 <= cfg["clean_fpr_recipe_rule"] <= 1
     # v3.7c: the clean field's profiles, which the teacher judges against from now on
-    assert len(cfg["vignetting"]) == teacher_mod.RINGS and cfg["relative_noise_level"] > 0
+    assert len(cfg["vignetting"]) == teacher_mod.RINGS and cfg["noise_level"] > 0 and cfg["relative_noise_level"] > 0
     assert np.array(cfg["vessel_profile"]).shape == (len(teacher_mod.DEPTH_KERNELS), 2, teacher_mod.RINGS)
     assert np.all((np.array(cfg["vessel_profile"]) >= 0.1) & (np.array(cfg["vessel_profile"]) <= 1))
     assert teacher.field_profile(kept[0]) is not None

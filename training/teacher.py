@@ -18,9 +18,9 @@ Inference compares what should be there with what is visible:
   the clean field's *at that place*: depth and contrast scaled by how much fainter clean vessels
   are at that eccentricity, brightness against the clean field's vignetting, no washed-out ramp
   on the optic disc; and a noise term fades vessels where the photo's fine residual (|green − its
-  3×3 median|), relative to the contrast the photo shows (v3.7d: an enhanced photo amplifies both),
-  is well above the clean photos' (:class:`FieldProfile`). Chosen by the student it teaches:
-  benchmarks/teacher_rules.py;
+  3×3 median|) is well above the clean photos' both as it is and relative to the contrast the
+  photo shows (v3.7e: an enhanced photo raises the first alone, a camera of little contrast the
+  second alone) (:class:`FieldProfile`). Chosen by the student it teaches: benchmarks/teacher_rules.py;
 - anomaly: |G(x̂) − G(x)| / (max(G(x̂), G(x)) + 0.02), G a Gaussian over a few vessel spacings,
   the larger of the two scales': where the photo shows less, the share of its expected vessels it
   does not show; where it shows more, the share of its visible "vessels" that anatomy does not
@@ -228,9 +228,9 @@ def vessel_scale(rgb: np.ndarray, fov_mask: np.ndarray) -> float:
 
 def relative_noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     """:func:`noise_level` over the photo's :func:`vessel_scale`: noise relative to the contrast the
-    photo shows. CLAHE and unsharp masks raise the fine residual 2-4x and the vessels as much, so
-    an enhanced photo is not read as noisy (v3.7c, which used the absolute level, called 37 of 42
-    CLAHE'd DRIMDB-dev Good photos ungradable); speckle raises it as it raises the residual."""
+    photo shows. CLAHE and unsharp masks raise the fine residual 2-4x and the vessels as much
+    (v3.7c, which used the absolute level alone, called 37 of 42 CLAHE'd DRIMDB-dev Good photos
+    ungradable); speckle raises it as it raises the residual."""
     return noise_level(rgb, fov_mask) / vessel_scale(rgb, fov_mask)
 
 
@@ -280,12 +280,14 @@ class FieldProfile:
     """What teacher v3.7c expects of a clean field at each place, and where that place is in this photo:
     ``vignetting`` (the clean level per ring of ρ, :func:`vignetting_profile`), ``vessels`` (per
     DEPTH_KERNELS scale, the (depth, contrast) factors per ring, :func:`vessel_profile`), ``noise``
-    (the clean median :func:`relative_noise_level`, v3.7d); ``rho`` (:func:`rho_map`) and ``disc``
+    and ``relative_noise`` (the clean medians of :func:`noise_level` and :func:`relative_noise_level`,
+    v3.7e); ``rho`` (:func:`rho_map`) and ``disc``
     (:func:`find_disc`) of the photo judged, at its resolution."""
 
     vignetting: list[float]
     vessels: list
     noise: float
+    relative_noise: float
     rho: np.ndarray
     disc: np.ndarray
 
@@ -301,9 +303,11 @@ def field_exposure(rgb: np.ndarray, fov_mask: np.ndarray, profile: FieldProfile)
     (:func:`fov_level`) over the clean level at the pixel's eccentricity (a field that darkens toward
     its rim as clean fields do is not under-exposed there), with no washed-out ramp on the optic disc
     (bright by anatomy: the ramp made every clean photo's disc read as washed out), times the noise
-    term: vessels fully visible up to NOISY[0] × the clean photos' median :func:`relative_noise_level`
-    (v3.7d; v3.7c's absolute level read enhanced photos as noisy), not at all from NOISY[1] × (the
-    anatomy extractor sees vessels through speckle)."""
+    term: vessels fully visible up to NOISY[0] × the clean photos' median residual, not at all from
+    NOISY[1] ×, the residual taken both as it is (:func:`noise_level`) and relative to the photo's
+    contrast (:func:`relative_noise_level`), each over its clean median, and the smaller of the two
+    kept (v3.7e: a CLAHE'd photo raises the first alone, a clean photo of little contrast the second
+    alone; speckle both). The anatomy extractor sees vessels through speckle."""
     if not fov_mask.any():
         return brightness_visibility(rgb, fov_mask)
     level = fov_level(rgb, fov_mask) / np.maximum(np.interp(rho_map(fov_mask), RING_CENTRES, profile.vignetting), 1e-3)
@@ -311,7 +315,8 @@ def field_exposure(rgb: np.ndarray, fov_mask: np.ndarray, profile: FieldProfile)
     if profile.disc.shape == vis.shape:
         vis = np.where(profile.disc, exposure_visibility(level, washed_out=False), vis)
     lo, hi = NOISY
-    return vis * np.clip((hi - relative_noise_level(rgb, fov_mask) / profile.noise) / (hi - lo), 0, 1)
+    level = np.minimum(noise_level(rgb, fov_mask) / profile.noise, relative_noise_level(rgb, fov_mask) / profile.relative_noise)
+    return vis * np.clip((hi - level) / (hi - lo), 0, 1)
 
 
 def visible_at_scales(prob: np.ndarray, rgb: np.ndarray, references: list[float],
@@ -514,7 +519,7 @@ class TeacherParts:
 
 CONFIG = "teacher.json"
 #: what ``calibrate`` measures of the clean field since teacher v3.7c (:class:`FieldProfile`)
-FIELD_KEYS = ("vignetting", "vessel_profile", "relative_noise_level")
+FIELD_KEYS = ("vignetting", "vessel_profile", "noise_level", "relative_noise_level")
 #: median vessel depth (grey levels) of clean photos until ``calibrate`` measures it
 DEFAULT_DEPTH = 10.0
 #: a typical green level behind the vessels: gives the default Weber contrast with DEFAULT_DEPTH
@@ -585,7 +590,8 @@ class Teacher:
         disc; None for a config calibrated before them (teacher v3.6's rule then holds)."""
         if not all(k in self.config for k in FIELD_KEYS):
             return None
-        return FieldProfile(self.config["vignetting"], self.config["vessel_profile"], self.config["relative_noise_level"],
+        return FieldProfile(self.config["vignetting"], self.config["vessel_profile"], self.config["noise_level"],
+                            self.config["relative_noise_level"],
                             rho_map(parts.photo.fov_mask), find_disc(parts.photo, parts.anatomy))
 
     @classmethod
@@ -662,6 +668,8 @@ def calibrate(teacher: "Teacher", photos: list[tuple[str, np.ndarray]], fp_budge
     for key in FIELD_KEYS:  # measured below from these photos' parts, judged without them meanwhile
         teacher.config.pop(key, None)
     parts = [teacher.parts(bgr, name) for name, bgr in photos]
+    teacher.config["noise_level"] = max(float(np.median(np.concatenate(
+        [noise_level(p.photo.rgb, p.photo.fov_mask)[p.photo.fov_mask] for p in parts]))), 1e-3)
     teacher.config["relative_noise_level"] = max(float(np.median(np.concatenate(
         [relative_noise_level(p.photo.rgb, p.photo.fov_mask)[p.photo.fov_mask] for p in parts]))), 1e-6)
     teacher.config["vignetting"] = vignetting_profile([p.photo for p in parts])
