@@ -677,7 +677,7 @@ RULES: dict[str, dict] = {
     # results: v3.7c (the three-quarter rule above, realised) failed the held-out check on CLAHE'd
     # DRIMDB-dev Good photos (37 of 42 ungradable). Ad hoc, on 12 of those photos, its teacher's mean
     # anomaly rose from 0.36 to 0.56 when CLAHE'd, and without its noise term fell from 0.33 to 0.26:
-    # CLAHE raised their residual level 2.8x, inside the 2-4x ramp. Ad hoc on 16 pool photos, the
+    # CLAHE'd, their residual level was 2.8x the pool's (1.16x as they are), inside the 2-4x ramp. Ad hoc on 16 pool photos, the
     # residual over the photo's contrast scale (relative_noise_level) stays at 0.73-1.43x its level
     # as it is under CLAHE and unsharp masks (the absolute level: 1.9-4.0x) and rises 2.5-4.5x under
     # σ-8 grey-level speckle (absolute: 2.5-4.7x), 5.0-9.1x under σ 20 (absolute: 5.8-11.6x).
