@@ -1054,8 +1054,9 @@ def drimdb_check(heads: dict, rows: dict, data: str | None, size: int, features:
     ``rows[name]["drimdb"]``. And the Good photos CLAHE'd as the held-out check's real_photos.py
     CLAHEs them (``efiqa.eval.synth.preprocessed``): the share scored ungradable (mean cell score at or
     above the head's reference-photo gradable threshold; a refused photo counts as ungradable) and of
-    their cells flagged. Crop, coverage and refusals as the runtime gives them (a refused photo is
-    otherwise left out and counted)."""
+    their cells flagged; reported only, the median mean score of the Good, Bad and CLAHE'd Good photos
+    minus that threshold, per seed (how much margin the threshold leaves). Crop, coverage and refusals
+    as the runtime gives them (a refused photo is otherwise left out and counted)."""
     import csv
 
     import torch
@@ -1099,17 +1100,21 @@ def drimdb_check(heads: dict, rows: dict, data: str | None, size: int, features:
             scores = [float(m[key].mean()) for label in ("Good", "Bad") for m in maps[label]]
             aurocs.append(auroc(np.array(scores), np.array([0] * len(maps["Good"]) + [1] * len(maps["Bad"]))))
             clahe_flagged.append(float(np.mean(np.concatenate([m[key] for m in maps[CLAHE_GOOD]]) >= threshold)))
+        margins: dict[str, list[float]] = {"Good": [], "Bad": [], CLAHE_GOOD: []}
         for seed, threshold in zip(SEEDS, row.get("reference_gradable_threshold_by_seed", [])):
             key = f"{name} | seed {seed}"
             ungradable = sum(float(m[key].mean()) >= threshold for m in maps[CLAHE_GOOD]) + refused[CLAHE_GOOD]
             clahe_ungradable.append(ungradable / (len(maps[CLAHE_GOOD]) + refused[CLAHE_GOOD]))
+            for kind, ms in margins.items():  # where the photos' scores sit against the threshold (reported only)
+                ms.append(float(np.median([m[key].mean() for m in maps[kind]])) - threshold)
         row["drimdb"] = {"good_flagged": float(np.mean(flagged)), "auroc": float(np.mean(aurocs)),
                          "good_flagged_by_seed": flagged, "auroc_by_seed": aurocs,
                          "clahe_good_flagged": float(np.mean(clahe_flagged)),
                          "photos": {k: len(v) for k, v in maps.items()}, "refused": refused}
         if clahe_ungradable:
             row["drimdb"].update(clahe_good_ungradable=float(np.mean(clahe_ungradable)),
-                                 clahe_good_ungradable_by_seed=clahe_ungradable)
+                                 clahe_good_ungradable_by_seed=clahe_ungradable,
+                                 median_score_minus_gradable_threshold_by_seed=margins)
 
 
 def drimdb_ok(row: dict, base: dict) -> bool:
