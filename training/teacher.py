@@ -711,20 +711,16 @@ def write_json(obj: dict, path: Path) -> None:
 def finish(folder: Path, data: str | None = None) -> dict:
     """After training: calibrate the decision rule and fit the classical baseline on the training
     pool's photos as they are (gradable by eye, not known to be flawless: every IDRiD photo shows
-    diabetic retinopathy); writes teacher.json and baseline.json into ``folder``. Since v3.7d the
-    rule is calibrated on the working copies the labels are made of (``distill.working_copy``): the clean
-    residual level, measured at the teacher's 512 px, depends on the resampling that led there
-    (0.946 grey levels from the originals, 0.876 from the working copies)."""
+    diabetic retinopathy); writes teacher.json and baseline.json into ``folder``."""
     from efiqa.imageio import read_image
 
     from .baseline import ClassicalBaseline
     from .data import resolve, to_geometry
-    from .distill import working_copy
 
     root = data_root(data)
     originals = [(n, read_image(resolve(n, root))) for n in training_pool(root)]
     model = Teacher(folder / "vessels.pt", folder / "anatomy.pt", folder / "inpainter.pt")
-    config = calibrate(model, [(n, working_copy(bgr)) for n, bgr in originals])
+    config = calibrate(model, originals)
     write_json(config, folder / CONFIG)
     ClassicalBaseline.fit([to_geometry(bgr, 512, n) for n, bgr in originals]).save(folder / "baseline.json")
     return config
