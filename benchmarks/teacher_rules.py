@@ -1078,12 +1078,12 @@ def drimdb_check(heads: dict, rows: dict, data: str | None, size: int, features:
         files = [(r["label"], root / r["image"]) for r in csv.DictReader(f) if r["label"] in ("Good", "Bad")]
     for label, path in tqdm(files, desc="DRIMDB-dev", mininterval=10):
         img = read_image(path)
-        variants = {label: img}
-        if label == "Good":
-            variants[CLAHE_GOOD] = preprocessed(img, find_fov(img, path.name), "clahe")
-        for kind, x in variants.items():
+        variants = {label: lambda: img}
+        if label == "Good":  # CLAHE ignores the FOV; a photo whose FOV is not found is refused, not a crash
+            variants[CLAHE_GOOD] = lambda: preprocessed(img, find_fov(img, path.name), "clahe")
+        for kind, make in variants.items():
             try:
-                result, feats = read(distill.working_copy(x))
+                result, feats = read(distill.working_copy(make()))
             except EfiqaError:
                 refused[kind] += 1
                 continue
