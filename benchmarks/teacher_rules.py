@@ -230,8 +230,8 @@ def joint_noise_level(rgb: np.ndarray, fov_mask: np.ndarray) -> np.ndarray:
     and the residual relative to the photo's contrast are high. An enhanced photo raises the first
     alone; a camera whose clean photos show little contrast (DRIMDB-dev's: the relative level at
     1.15x the pool's, several photos at 2x) raises the second alone; speckle raises both."""
-    return np.minimum(noise_level(rgb, fov_mask) / NOISE_REFERENCE[0],
-                      relative_noise_level(rgb, fov_mask) / RELATIVE_NOISE_REFERENCE[0])
+    residual = noise_level(rgb, fov_mask)  # once: relative_noise_level would measure it again
+    return np.minimum(residual / NOISE_REFERENCE[0], residual / vessel_scale(rgb, fov_mask) / RELATIVE_NOISE_REFERENCE[0])
 
 
 def noise_visibility(rgb: np.ndarray, fov_mask: np.ndarray, ramp: tuple[float, float],
@@ -1023,7 +1023,8 @@ def fpr_estimator(rows: dict) -> str:
     A row kept from a run before the reference rate existed lacks it and then fails the clause:
     re-run it (``--rules``) to judge it."""
     key = "student_clean_fpr_reference"
-    return key if controls_fail(rows, key, lambda row, base: student_fpr_ok(row, base, key)) else "student_clean_fpr"
+    return key if controls_fail(rows, lambda row: key in row, lambda row, base: student_fpr_ok(row, base, key)) \
+        else "student_clean_fpr"
 
 
 def within_clean_bound(mine: float, shipped: float) -> bool:
@@ -1033,10 +1034,12 @@ def within_clean_bound(mine: float, shipped: float) -> bool:
                        shipped + SHIP_RULE["student_clean_fpr_over_shipped"])
 
 
-def controls_fail(rows: dict, key: str, ok: Callable[[dict, dict], bool]) -> bool:
-    """Whether the shipped row and both CONTROLS rows have ``key`` and both controls fail ``ok``
-    (the rejected candidates failed the held-out check): what puts a new clause in force."""
-    return key in rows[SHIPPED] and all(c in rows and key in rows[c] and not ok(rows[c], rows[SHIPPED]) for c in CONTROLS)
+def controls_fail(rows: dict, has: Callable[[dict], bool], ok: Callable[[dict, dict], bool],
+                  controls: tuple[str, ...] = CONTROLS) -> bool:
+    """Whether the shipped row and every ``controls`` row have the clause's figures (``has``) and
+    every control fails ``ok`` (the rejected candidates failed the held-out check): what puts a new
+    clause in force."""
+    return has(rows[SHIPPED]) and all(c in rows and has(rows[c]) and not ok(rows[c], rows[SHIPPED]) for c in controls)
 
 
 def student_fpr_ok(row: dict, base: dict, key: str = "student_clean_fpr") -> bool:
@@ -1078,12 +1081,10 @@ def drimdb_check(heads: dict, rows: dict, data: str | None, size: int, features:
         files = [(r["label"], root / r["image"]) for r in csv.DictReader(f) if r["label"] in ("Good", "Bad")]
     for label, path in tqdm(files, desc="DRIMDB-dev", mininterval=10):
         img = read_image(path)
-        variants = {label: lambda: img}
-        if label == "Good":  # CLAHE ignores the FOV; a photo whose FOV is not found is refused, not a crash
-            variants[CLAHE_GOOD] = lambda: preprocessed(img, find_fov(img, path.name), "clahe")
-        for kind, make in variants.items():
-            try:
-                result, feats = read(distill.working_copy(make()))
+        for kind in [label, CLAHE_GOOD] if label == "Good" else [label]:
+            try:  # a photo whose FOV is not found (for CLAHE too) is refused, not a crash
+                x = img if kind == label else preprocessed(img, find_fov(img, path.name), "clahe")
+                result, feats = read(distill.working_copy(x))
             except EfiqaError:
                 refused[kind] += 1
                 continue
@@ -1132,27 +1133,31 @@ CLAHE_GOOD = "Good, CLAHE'd"
 CLAHE_CONTROL = "three-quarter traced + noise term 2-4x, disc exempt, vignetting, vessel profile"
 
 
+def has_clahe(row: dict) -> bool:
+    """Whether a row was run since the CLAHE clause was added (it has the clause's figure)."""
+    return "clahe_good_ungradable" in row.get("drimdb", {})
+
+
 def clahe_ok(row: dict, base: dict) -> bool:
     """SHIP_RULE's CLAHE clause: the share of CLAHE'd DRIMDB-dev Good photos the heads score ungradable
     (mean over the seeds) at most the shipped rule's + ``drimdb_clahe_ungradable_over_shipped`` (a row
     without the figure fails)."""
-    key = "clahe_good_ungradable"
-    if key not in row.get("drimdb", {}) or key not in base.get("drimdb", {}):
+    if not (has_clahe(row) and has_clahe(base)):
         return False
+    key = "clahe_good_ungradable"
     return row["drimdb"][key] <= base["drimdb"][key] + SHIP_RULE["drimdb_clahe_ungradable_over_shipped"]
 
 
 def clahe_trusted(rows: dict) -> bool:
     """Whether the CLAHE clause is in force: only where the shipped row and CLAHE_CONTROL's have the
     figure and the control fails it, as its realised student failed the held-out check."""
-    return CLAHE_CONTROL in rows and "clahe_good_ungradable" in rows[CLAHE_CONTROL].get("drimdb", {}) \
-        and "clahe_good_ungradable" in rows[SHIPPED].get("drimdb", {}) and not clahe_ok(rows[CLAHE_CONTROL], rows[SHIPPED])
+    return controls_fail(rows, has_clahe, clahe_ok, (CLAHE_CONTROL,))
 
 
 def drimdb_trusted(rows: dict) -> bool:
     """Whether the DRIMDB-dev clause is in force (and replaces the teacher-level camera-left-out
     clause): only where the shipped row and both CONTROLS rows have it and both controls fail it."""
-    return controls_fail(rows, "drimdb", drimdb_ok)
+    return controls_fail(rows, lambda row: "drimdb" in row, drimdb_ok)
 
 
 def _describe(value: object) -> object:
