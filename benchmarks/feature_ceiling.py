@@ -1,0 +1,190 @@
+"""What limits the student's maps: the teacher's labels, or what the frozen backbone's features can
+tell apart? A diagnostic; nothing here trains or changes what ships.
+
+The same adapter (the shipped conv head, its training loop) is trained twice over on the same 4 of
+5 training-pool photos (every fifth held out, as ``teacher_rules.py`` and
+``adapter_ground_truth.py`` hold it out):
+
+- **teacher**: on the shipped teacher's labels of the pool's label-free perturbations (the cached
+  distillation features: what ``efiqa train student`` trains on);
+- **masks**: on the ``synth`` generator's own degradation masks of the same photos (every kind,
+  severities 1-3, region seeds apart from the evaluation's), each cell's target 1 where the
+  evaluation would call it degraded. This is the one place the project trains on an evaluation
+  generator's masks, on purpose and only here: it is a ceiling, not a method. It is optimistic,
+  the generator it is scored on being the one it learnt (its kinds, its region shapes): a feature
+  set that cannot reach a high patch AUROC even so cannot reach it from any teacher.
+
+Both are scored on the held-out fifth degraded by ``synth`` (the evaluation of ``teacher_rules.py``;
+never ``soft``, never the held-out photos of ``accuracy.py``): patch AUROC per kind and severity,
+image ranking. Feature sets: the shipped one (384 px, per-cell mean and std at strides 4/8/16),
+``all`` (plus stride 32), and the shipped kind at 512 px. The teacher rows at 384 px, three-scale,
+seeds 0-2 repeat the shipped row of ``teacher_rules.py`` (a check that the two harnesses agree).
+
+    python benchmarks/feature_ceiling.py
+
+Writes benchmarks/results/feature_ceiling.json / .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from evaluation import run, summarise  # noqa: E402
+from machine import stamp  # noqa: E402
+from student_variants import pool_arguments, pool_features  # noqa: E402
+
+from efiqa.errors import EfiqaError  # noqa: E402
+from efiqa.fov import find_fov  # noqa: E402
+from efiqa.eval.synth import DEGRADATIONS, degrade, patch_truth  # noqa: E402
+from efiqa.imageio import read_image  # noqa: E402
+from efiqa.preprocess import Preprocessor  # noqa: E402
+from efiqa.result import cell_coverage  # noqa: E402
+from efiqa.train import distill  # noqa: E402
+from efiqa.train.data import data_root, resolve  # noqa: E402
+from efiqa.train.nets.efficientnet_lite import EfficientNetLite0  # noqa: E402
+from efiqa.train.nets.student import GRID, Student  # noqa: E402
+
+SIZES = (384, 512)
+SEEDS = (0, 1, 2)
+#: (name, input size, feature kind, seeds)
+FEATURE_SETS = (("384 px, three-scale (shipped)", 384, "three-scale", SEEDS),
+                ("384 px, all", 384, "all", (0,)),
+                ("512 px, three-scale", 512, "three-scale", (0,)))
+#: region seeds of the training copies: apart from the evaluation's (``evaluation.run``: 100 × photo + kind)
+TRAIN_SEED = 1_000_000
+KINDS = tuple(DEGRADATIONS)
+
+
+def backbones() -> dict[int, tuple[Preprocessor, Student]]:
+    net = Student(EfficientNetLite0().load_imagenet(), features="all").freeze_backbone().eval()
+    return {s: (Preprocessor(s), net) for s in SIZES}
+
+
+def features_of(bgr: np.ndarray, nets: dict[int, tuple[Preprocessor, Student]]) -> tuple[dict[int, np.ndarray], object]:
+    """``all`` features at every size (C, G, G) and the 384-px preparation (crop, FOV, shape)."""
+    out, prep = {}, None
+    for size, (pre, net) in nets.items():
+        p = pre(bgr)
+        prep = prep or p
+        with torch.no_grad():
+            out[size] = net.features(torch.from_numpy(p.tensor[None]))[0].numpy()
+    return out, prep
+
+
+def mask_sets(names: list[str], train: set[int], data: str | None, cache: Path) -> dict[int, distill.FeatureSet]:
+    """The training photos as they are and degraded by ``synth`` (every kind × severity, one region
+    per photo and kind): features per size, targets from the masks (cached)."""
+    path = cache / f"feature_ceiling_masks_{len(names)}_{len(train)}.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    nets = backbones()
+    root = data_root(data)
+    feats: dict[int, list[np.ndarray]] = {s: [] for s in SIZES}
+    truth, valid, photo, pert = [], [], [], []
+    jobs = [(i, kind, sev) for i in sorted(train) for kind in ("clean", *KINDS) for sev in ((0,) if kind == "clean" else (1, 2, 3))]
+    current, img, fov = None, None, None
+    for n, (i, kind, sev) in enumerate(tqdm(jobs, desc="mask copies")):
+        if i != current:
+            current, img = i, distill.working_copy(read_image(resolve(names[i], root)))
+            fov = find_fov(img)
+        if kind == "clean":
+            test, mask = img, np.zeros(img.shape[:2], bool)
+        else:
+            d = degrade(img, fov, kind, sev, seed=TRAIN_SEED + 100 * i + KINDS.index(kind))
+            test, mask = d.image, d.mask
+        try:
+            f, p = features_of(test, nets)
+        except EfiqaError:  # a degradation that hides the FOV: not trained on, as a refused perturbation
+            continue
+        for s in SIZES:
+            feats[s].append(f[s].astype(np.float16))
+        truth.append(patch_truth(mask, p.crop, GRID, fov=fov).astype(np.float32))
+        valid.append(cell_coverage(p.fov, p.crop, p.image_shape, GRID) >= 0.5)
+        photo.append(i)
+        pert.append(n)
+    sets = {s: distill.FeatureSet(s, np.stack(feats[s]), truth, truth, valid, photo, pert) for s in SIZES}
+    path.write_bytes(pickle.dumps(sets))
+    return sets
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pool_arguments(ap)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    t0 = time.time()
+    names, teacher_sets, phi, train, val = pool_features(args, SIZES)
+    masks = mask_sets(names, train, args.data, args.cache)
+    heads: dict[str, torch.nn.Module] = {}
+    rows: dict[str, dict] = {}
+    for labels, sets in (("teacher", teacher_sets), ("masks", masks)):
+        for fname, size, kind, seeds in FEATURE_SETS:
+            for seed in seeds:
+                res = distill.train_adapter(sets[size], kind, distill.DEFAULT["head"], phi=phi, seed=seed,
+                                            train_photos=train, target="soft")
+                key = f"{labels} | {fname} | seed {seed}"
+                heads[key] = res.head.eval()
+                rows[key] = {"labels": labels, "features": fname, "size": size, "kind": kind, "seed": seed,
+                             "training_samples": int(sum(p in train for p in sets[size].photo))}
+                print(key, flush=True)
+
+    nets = backbones()
+    root = data_root(args.data)
+    photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
+    memo: dict = {}
+
+    def method(key: str):
+        size, kind = rows[key]["size"], rows[key]["kind"]
+
+        def m(bgr: np.ndarray):
+            if memo.get("img") is not bgr:
+                f, p = features_of(bgr, nets)
+                memo.update(img=bgr, features=f, crop=p.crop,
+                            coverage=cell_coverage(p.fov, p.crop, p.image_shape, GRID))
+            x = torch.from_numpy(memo["features"][size][distill.CHANNELS[kind]][None])
+            with torch.no_grad():
+                prob = torch.sigmoid(heads[key](x))[0, 0].numpy()
+            return prob, memo["crop"], memo["coverage"]
+        return m
+
+    records = run(photos, {k: method(k) for k in heads}, generator="synth")
+    summary = summarise(records, list(heads))
+    for key, row in rows.items():
+        row.update(overall=summary["overall"][key]["auroc"], ranking=summary["ranking"][key],
+                   per_kind={k: v[key]["auroc"] for k, v in summary["per_kind"].items()},
+                   per_severity={s: v[key]["auroc"] for s, v in summary["per_severity"].items()})
+    command = " ".join(["python benchmarks/feature_ceiling.py", *sys.argv[1:]])
+    out = {"benchmark": "feature_ceiling", "command": command, "machine": stamp(), "generator": "synth",
+           "validation_photos": sorted(photos), "training_photos": len(train), "seconds": round(time.time() - t0),
+           "rows": rows}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "feature_ceiling.json").write_text(json.dumps(out, indent=2) + "\n")
+    kinds = list(summary["per_kind"])
+    sevs = list(summary["per_severity"])
+    md = ["# What limits the student: labels or features", "",
+          f"The shipped adapter trained on {len(train)} training-pool photos, on the teacher's labels of their "
+          f"label-free perturbations or on the `synth` generator's own masks of them (a ceiling: the generator "
+          f"it is scored on; never shipped); scored on the other {len(photos)} degraded by `synth` (patch AUROC). "
+          f"Command: `{command}`.", "",
+          "| labels | features | seed | training samples | overall AUROC | ranking | "
+          + " | ".join(f"severity {s}" for s in sevs) + " | " + " | ".join(kinds) + " |",
+          "|---|---|---|---|---|---|" + "---|" * (len(sevs) + len(kinds))]
+    md += [f"| {r['labels']} | {r['features']} | {r['seed']} | {r['training_samples']} | {r['overall']:.4f} | "
+           f"{r['ranking']:.3f} | " + " | ".join(f"{r['per_severity'][s]:.3f}" for s in sevs) + " | "
+           + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds) + " |" for r in rows.values()]
+    (HERE / "results" / "feature_ceiling.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
