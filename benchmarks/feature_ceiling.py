@@ -96,7 +96,10 @@ def jobs_of(train: set[int]) -> list[tuple[int, str, int]]:
 def mask_sets(names: list[str], train: set[int], data: str | None, cache: Path) -> dict[int, distill.FeatureSet]:
     """The training photos as they are and degraded by ``synth`` (every kind × severity, one region
     per photo and kind): features per size, targets from the masks (cached)."""
-    path = cache / f"feature_ceiling_masks_{len(names)}_{len(train)}.pkl"
+    from efiqa.eval import synth
+
+    key = distill._code_key((names, sorted(train), TRAIN_SEED, SIZES), (synth, jobs_of, features_of, mask_sets))
+    path = cache / f"feature_ceiling_masks_{key}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     nets = backbones()
