@@ -77,10 +77,11 @@ def backbones() -> dict[int, tuple[Preprocessor, Student]]:
 
 
 def features_of(bgr: np.ndarray, nets: dict[int, tuple[Preprocessor, Student]]) -> tuple[dict[int, np.ndarray], object]:
-    """``all`` features at every size (C, G, G) and the 384-px preparation (crop, FOV, shape)."""
-    out, prep = {}, None
+    """``all`` features at every size (C, G, G) and the first size's preparation (crop, FOV, shape);
+    the FOV is found once, as the runtime finds it, and serves every size."""
+    out, prep, fov = {}, None, find_fov(bgr)
     for size, (pre, net) in nets.items():
-        p = pre(bgr)
+        p = pre(bgr, fov=fov)
         prep = prep or p
         with torch.no_grad():
             out[size] = net.features(torch.from_numpy(p.tensor[None]))[0].numpy()
