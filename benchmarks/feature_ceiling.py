@@ -71,9 +71,9 @@ TRAIN_SEED = 1_000_000
 KINDS = tuple(DEGRADATIONS)
 
 
-def backbones() -> dict[int, tuple[Preprocessor, Student]]:
+def backbones(sizes: tuple[int, ...] = SIZES) -> dict[int, tuple[Preprocessor, Student]]:
     net = Student(EfficientNetLite0().load_imagenet(), features="all").freeze_backbone().eval()
-    return {s: (Preprocessor(s), net) for s in SIZES}
+    return {s: (Preprocessor(s), net) for s in sizes}
 
 
 def features_of(bgr: np.ndarray, nets: dict[int, tuple[Preprocessor, Student]]) -> tuple[dict[int, np.ndarray], object]:
@@ -133,6 +133,36 @@ def mask_sets(names: list[str], train: set[int], data: str | None, cache: Path) 
     return sets
 
 
+def score_heads(heads: dict[str, torch.nn.Module], rows: dict[str, dict], photos: dict[str, np.ndarray]) -> dict:
+    """Score each head (``rows[key]``: its input ``size`` and feature ``kind``) on ``photos`` degraded by
+    ``synth`` (``evaluation.run``; features computed once per image for every head); each row gains
+    its overall patch AUROC, ranking, per-kind and per-severity AUROC. Returns the summary."""
+    nets = backbones(tuple(sorted({row["size"] for row in rows.values()})))
+    memo: dict = {}
+
+    def method(key: str):
+        size, kind = rows[key]["size"], rows[key]["kind"]
+
+        def m(bgr: np.ndarray):
+            if memo.get("img") is not bgr:
+                f, p = features_of(bgr, nets)
+                memo.update(img=bgr, features=f, crop=p.crop,
+                            coverage=cell_coverage(p.fov, p.crop, p.image_shape, GRID))
+            x = torch.from_numpy(memo["features"][size][distill.CHANNELS[kind]][None])
+            with torch.no_grad():
+                prob = torch.sigmoid(heads[key](x))[0, 0].numpy()
+            return prob, memo["crop"], memo["coverage"]
+        return m
+
+    records = run(photos, {k: method(k) for k in heads}, generator="synth")
+    summary = summarise(records, list(heads))
+    for key, row in rows.items():
+        row.update(overall=summary["overall"][key]["auroc"], ranking=summary["ranking"][key],
+                   per_kind={k: v[key]["auroc"] for k, v in summary["per_kind"].items()},
+                   per_severity={s: v[key]["auroc"] for s, v in summary["per_severity"].items()})
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pool_arguments(ap)
@@ -166,31 +196,9 @@ def main() -> None:
                                                  for n, p in zip(masks[size].perturbation, masks[size].photo)))}
         print(key, flush=True)
 
-    nets = backbones()
     root = data_root(args.data)
     photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
-    memo: dict = {}
-
-    def method(key: str):
-        size, kind = rows[key]["size"], rows[key]["kind"]
-
-        def m(bgr: np.ndarray):
-            if memo.get("img") is not bgr:
-                f, p = features_of(bgr, nets)
-                memo.update(img=bgr, features=f, crop=p.crop,
-                            coverage=cell_coverage(p.fov, p.crop, p.image_shape, GRID))
-            x = torch.from_numpy(memo["features"][size][distill.CHANNELS[kind]][None])
-            with torch.no_grad():
-                prob = torch.sigmoid(heads[key](x))[0, 0].numpy()
-            return prob, memo["crop"], memo["coverage"]
-        return m
-
-    records = run(photos, {k: method(k) for k in heads}, generator="synth")
-    summary = summarise(records, list(heads))
-    for key, row in rows.items():
-        row.update(overall=summary["overall"][key]["auroc"], ranking=summary["ranking"][key],
-                   per_kind={k: v[key]["auroc"] for k, v in summary["per_kind"].items()},
-                   per_severity={s: v[key]["auroc"] for s, v in summary["per_severity"].items()})
+    summary = score_heads(heads, rows, photos)
     command = " ".join(["python benchmarks/feature_ceiling.py", *sys.argv[1:]])
     out = {"benchmark": "feature_ceiling", "command": command, "machine": stamp(), "generator": "synth",
            "validation_photos": sorted(photos), "training_photos": len(train), "seconds": round(time.time() - t0),

@@ -42,6 +42,7 @@ from efiqa.eval.synth import preprocessed  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
 from efiqa.imageio import read_image  # noqa: E402
 from efiqa.train import distill, vessels  # noqa: E402
+from efiqa.train.augment import clahe_luminance, unsharp_mask  # noqa: E402
 from efiqa.train.data import data_root, to_geometry  # noqa: E402
 
 V37C = "three-quarter traced + noise term 2-4x, disc exempt, vignetting, vessel profile"
@@ -49,14 +50,11 @@ NO_NOISE = "three-quarter traced, disc exempt, vignetting, vessel profile"
 
 
 def clahe(img: np.ndarray, clip: float = 2.0, tiles: int = 8) -> np.ndarray:
-    lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB)
-    lab[..., 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles)).apply(lab[..., 0])
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+    return clahe_luminance(img, clip, tiles)
 
 
 def unsharp(img: np.ndarray, amount: float, radius: float) -> np.ndarray:
-    f = img.astype(np.float32)
-    return np.clip(f + amount * (f - cv2.GaussianBlur(f, (0, 0), radius * max(img.shape[:2]) / 1000)), 0, 255).astype(np.uint8)
+    return unsharp_mask(img, amount, radius * max(img.shape[:2]) / 1000)
 
 
 def speckle(img: np.ndarray, sigma: float) -> np.ndarray:

@@ -955,7 +955,7 @@ def subset(fs: distill.FeatureSet, keep: Callable[[int], bool]) -> distill.Featu
     idx = [n for n, k in enumerate(fs.perturbation) if keep(k)]
     pick = lambda xs: [xs[n] for n in idx]  # noqa: E731
     return distill.FeatureSet(fs.size, fs.data[idx], pick(fs.soft), pick(fs.score), pick(fs.valid), pick(fs.photo),
-                              pick(fs.perturbation))
+                              pick(fs.perturbation), None if fs.region is None else pick(fs.region))
 
 
 def distil(name: str, fs: distill.FeatureSet, features: str, train: set[int], heads: dict, rows: dict,

@@ -23,6 +23,14 @@ def _smooth_field(h: int, w: int, rng: np.random.Generator, cells: int) -> np.nd
 
 def augment(bgr: np.ndarray, rng: np.random.Generator, strength: float | None = None) -> np.ndarray:
     """One random perturbation of a BGR photo; ``strength`` ∈ [0, 1] (random when None)."""
+    return augment_pair(bgr, rng, strength)[1]
+
+
+def augment_pair(bgr: np.ndarray, rng: np.random.Generator,
+                 strength: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, perturbed): :func:`augment`'s perturbation (the same draws) and the photo under
+    the same rotation, flip and zoom but no photometric change, so that what the perturbation did to
+    each pixel can be measured (``efiqa.train.regions``)."""
     s = rng.uniform(0, 1) if strength is None else strength
     h, w = bgr.shape[:2]
     img = bgr.astype(np.float32) / 255.0
@@ -33,7 +41,8 @@ def augment(bgr: np.ndarray, rng: np.random.Generator, strength: float | None = 
     img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR)
     if rng.random() < 0.5:
         img = img[:, ::-1]
-    return local_artefacts(photometric(img, rng, s), rng, s)
+    reference = np.ascontiguousarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
+    return reference, local_artefacts(photometric(img, rng, s), rng, s)
 
 
 def _patchy(h: int, w: int, rng: np.random.Generator, level: tuple[float, float] = (0.3, 0.7),
@@ -100,12 +109,22 @@ def enhancement(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = img.shape[:2]
     if rng.random() < 0.6:
         tiles = int(rng.choice([4, 8, 16]))
-        lab = cv2.cvtColor(img, cv2.COLOR_BGR2LAB)
-        lab[..., 0] = cv2.createCLAHE(clipLimit=float(rng.uniform(1, 4)), tileGridSize=(tiles, tiles)).apply(lab[..., 0])
-        return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
-    f = img.astype(np.float32)
-    blurred = cv2.GaussianBlur(f, (0, 0), rng.uniform(2, 10) * max(h, w) / 1000)
-    return np.clip(f + rng.uniform(0.5, 1.5) * (f - blurred), 0, 255).astype(np.uint8)
+        return clahe_luminance(img, float(rng.uniform(1, 4)), tiles)
+    sigma = rng.uniform(2, 10) * max(h, w) / 1000
+    return unsharp_mask(img, rng.uniform(0.5, 1.5), sigma)
+
+
+def clahe_luminance(bgr: np.ndarray, clip: float, tiles: int) -> np.ndarray:
+    """CLAHE of the Lab luminance of an 8-bit BGR photo (``clip`` limit, ``tiles``×``tiles`` grid)."""
+    lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+
+def unsharp_mask(bgr: np.ndarray, amount: float, sigma: float) -> np.ndarray:
+    """An 8-bit photo plus ``amount`` times its detail above a Gaussian of ``sigma`` px."""
+    f = bgr.astype(np.float32)
+    return np.clip(f + amount * (f - cv2.GaussianBlur(f, (0, 0), sigma)), 0, 255).astype(np.uint8)
 
 
 def photometric(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:

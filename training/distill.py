@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import sys
@@ -34,7 +35,8 @@ from efiqa.errors import EfiqaError
 from efiqa.fov import Fov
 from efiqa.preprocess import Preprocessor
 
-from .augment import augment, enhancement
+from . import regions
+from .augment import augment_pair, enhancement
 from .nets.efficientnet_lite import EfficientNetLite0
 from .nets.adapter import combine, make_adapter, make_head
 from .nets.student import CHANNELS, Student
@@ -44,7 +46,10 @@ from .teacher import Teacher, TeacherOutput, TeacherParts
 #: target). ``members``: one head; the mean of three (picked label-free by ``benchmarks/adapter_ensemble.py``)
 #: failed its pre-registered held-out check (``benchmarks/results/accuracy_ensemble.md``).
 DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "soft", "members": 1}
-TARGETS = ("soft", "binary")
+#: ``soft``: the teacher's mean anomaly per cell; ``binary``: its rule (fraction ≥ phi); ``union``: the
+#: chance that either the teacher flags the cell or the perturbation destroyed its detail,
+#: 1 − (1 − soft)(1 − region) (:mod:`regions`: the teacher does not see mild blur, haze or noise)
+TARGETS = ("soft", "binary", "union")
 #: share of the perturbed photos contrast-enhanced after their perturbation (CLAHE, unsharp mask)
 ENHANCED = 0.2
 
@@ -82,6 +87,7 @@ class FeatureSet:
     valid: list[np.ndarray]                                   # coverage ≥ 0.5 (g, g)
     photo: list[int]                                          # source photo index per sample
     perturbation: list[int]                                   # its perturbation index (0: the photo as it is)
+    region: list[np.ndarray] | None = None                    # detail the perturbation destroyed (g, g); 0 unperturbed
 
     def features(self, kind: str) -> np.ndarray:
         """A Lite0 feature kind's channels out of the cached ``all`` layout (``CHANNELS``); other
@@ -94,14 +100,25 @@ def perturbations(photos: list[np.ndarray], augmentations: int, seed: int) -> It
     ``ENHANCED`` of the others contrast-enhanced afterwards (:func:`augment.enhancement`), drawn from a
     stream of its own so that adding it left every other draw as it was. The same seed gives the
     same images, so features can be recomputed without labelling again."""
+    for i, k, _, img in perturbation_pairs(photos, augmentations, seed):
+        yield i, k, img
+
+
+def perturbation_pairs(photos: list[np.ndarray], augmentations: int,
+                       seed: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """:func:`perturbations` with each image's reference: the photo under the same rotation, flip
+    and zoom, no photometric change (:func:`augment.augment_pair`; an enhancement is not a defect, so
+    an enhanced image's reference is enhanced with the same settings)."""
     rng, enhance_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     for i, photo in enumerate(photos):
         for k in range(augmentations):
             if k == 0:
-                yield i, k, photo
+                yield i, k, photo, photo
                 continue
-            img = augment(photo, rng)
-            yield i, k, (enhancement(img, enhance_rng) if enhance_rng.random() < ENHANCED else img)
+            reference, img = augment_pair(photo, rng)
+            if enhance_rng.random() < ENHANCED:  # the reference enhanced alike: the same draws, a twin of the stream
+                reference, img = enhancement(reference, copy.deepcopy(enhance_rng)), enhancement(img, enhance_rng)
+            yield i, k, reference, img
 
 
 def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: int = 24, seed: int = 0,
@@ -151,14 +168,33 @@ def backbone_features(photos: list[np.ndarray], labels: Labels, sizes: tuple[int
     return {s: np.stack(f) for s, f in feats.items()}
 
 
-def feature_sets(labels: Labels, features: dict[int, np.ndarray]) -> dict[int, FeatureSet]:
-    """Labels on each backbone's grid (the map grid, 16×16, for every shipped student)."""
+def region_maps(photos: list[np.ndarray], labels: Labels, augmentations: int = 24, seed: int = 0,
+                progress: bool = True) -> list[np.ndarray]:
+    """How much detail each labelled perturbation destroyed per cell (:func:`regions.degradation`,
+    G×G, in the order of ``labels.samples``), on the crop of the FOV the teacher found."""
+    from tqdm import tqdm
+
+    row = {s: n for n, s in enumerate(labels.samples)}
+    maps: list[np.ndarray] = [None] * len(row)
+    for i, k, reference, img in tqdm(perturbation_pairs(photos, augmentations, seed),
+                                     total=len(photos) * augmentations, desc="degraded regions", disable=not progress):
+        n = row.get((i, k))
+        if n is not None:
+            maps[n] = (np.zeros_like(labels.score[n]) if k == 0
+                       else regions.degradation(reference, img, labels.fov[n], labels.score[n].shape[0]))
+    return maps
+
+
+def feature_sets(labels: Labels, features: dict[int, np.ndarray],
+                 region: list[np.ndarray] | None = None) -> dict[int, FeatureSet]:
+    """Labels (and ``region`` maps, :func:`region_maps`) on each backbone's grid (the map grid, 16×16,
+    for every shipped student)."""
     sets = {}
     for s, data in features.items():
         g = data.shape[-1]
         sets[s] = FeatureSet(s, data, [_to_grid(a, g) for a in labels.soft], [_to_grid(a, g) for a in labels.score],
                              [_to_grid(a, g) >= 0.5 for a in labels.coverage], [i for i, _ in labels.samples],
-                             [k for _, k in labels.samples])
+                             [k for _, k in labels.samples], None if region is None else [_to_grid(a, g) for a in region])
     return sets
 
 
@@ -190,7 +226,11 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
         raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
     idx = np.array([n for n, p in enumerate(fs.photo) if train_photos is None or p in train_photos])
     x = torch.from_numpy(fs.features(feature_kind)[idx].astype(np.float32))
-    labels = np.stack(fs.score)[idx] if target == "soft" else (np.stack(fs.soft)[idx] >= phi)
+    if target == "union" and fs.region is None:
+        raise ValueError("the union target needs the perturbations' region maps (cached_features gives them)")
+    labels = (np.stack(fs.score)[idx] if target == "soft" else
+              1 - (1 - np.stack(fs.score)[idx]) * (1 - np.stack(fs.region)[idx]) if target == "union" else
+              np.stack(fs.soft)[idx] >= phi)
     y = torch.from_numpy(labels.astype(np.float32))[:, None]
     v = torch.from_numpy(np.stack(fs.valid)[idx].astype(np.float32))[:, None]
     pos = float((y * v).sum())
@@ -431,7 +471,7 @@ def label_cache_key(names: list[str], teacher_dir: Path, augmentations: int, see
     files = [Path(teacher_dir) / f for f in ("vessels.pt", "anatomy.pt", "inpainter.pt", "teacher.json")]
     digests = [hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else "" for f in files]
     return _code_key((names, digests, augmentations, seed, ENHANCED),
-                     (perturbations, augment_mod, teacher_mod, data_mod, vessels_mod, unet_mod, preprocess_mod, fov_mod))
+                     (perturbations, perturbation_pairs, augment_mod, teacher_mod, data_mod, vessels_mod, unet_mod, preprocess_mod, fov_mod))
 
 
 def feature_cache_key(label_key: str, backbone_id: str = "lite0") -> str:
@@ -449,9 +489,10 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
                     sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
                     progress: bool = True, student: Student | None = None,
                     backbone_id: str = "lite0") -> dict[int, FeatureSet]:
-    """Teacher labels + frozen backbone features for ``augmentations`` perturbations of each photo,
-    memoised on disk (``cache_dir``; None: not cached) in two parts: the teacher's labels (slow;
-    kept while only the student's code changes) and the backbone's features per input size."""
+    """Teacher labels, the perturbations' region maps and frozen backbone features for
+    ``augmentations`` perturbations of each photo, memoised on disk (``cache_dir``; None: not cached)
+    in three parts: the teacher's labels (slow; kept while only the student's code changes), the
+    region maps and the backbone's features per input size."""
     lkey = label_cache_key(names, teacher_dir, augmentations, seed)
     lpath = cache_dir / f"labels_{lkey}.pkl" if cache_dir else None
     fpath = cache_dir / f"features_{feature_cache_key(lkey, backbone_id)}.pkl" if cache_dir else None
@@ -459,12 +500,17 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
     if labels is None:
         labels = teacher_labels(photos, teacher, augmentations, seed, progress)
         _store(lpath, labels)
+    rpath = cache_dir / f"regions_{_code_key((lkey,), (regions, region_maps))}.pkl" if cache_dir else None
+    region = _load(rpath)
+    if region is None:
+        region = region_maps(photos, labels, augmentations, seed, progress)
+        _store(rpath, region)
     features = _load(fpath) or {}
     missing = tuple(s for s in sizes if s not in features)
     if missing:
         features.update(backbone_features(photos, labels, missing, augmentations, seed, student, progress))
         _store(fpath, features)
-    return feature_sets(labels, {s: features[s] for s in sizes})
+    return feature_sets(labels, {s: features[s] for s in sizes}, region)
 
 
 def _load(path: Path | None):

@@ -1,0 +1,140 @@
+"""Does training the student on its perturbations' degraded regions, beside the teacher's labels,
+move its maps? The study gate of ``results/region_targets_rule.md`` (written before any result).
+
+The shipped head (384 px, three-scale, conv adapter, its training loop) is trained on 4 of 5
+training-pool photos (every fifth held out, as ``feature_ceiling.py`` and ``teacher_rules.py`` hold
+it out), seeds 0/1/2, on:
+
+- **teacher**: the teacher's mean anomaly per cell (``target="soft"``, what ships);
+- **union**: 1 − (1 − teacher)(1 − region), region being how much detail the label-free
+  perturbation destroyed in the cell (``efiqa.train.regions``; ``target="union"``).
+
+Both are scored on the held-out fifth degraded by ``synth`` (patch AUROC per kind and severity,
+image ranking), and the rule's three conditions are checked on the means over seeds. Never
+``soft``, never the held-out photos of ``accuracy.py``.
+
+    python benchmarks/region_targets.py
+
+Writes benchmarks/results/region_targets.json / .md and region_targets_examples.png (training
+perturbations of the first pool photo: reference, perturbed, teacher label, region map, union).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from feature_ceiling import score_heads  # noqa: E402
+from machine import stamp  # noqa: E402
+from student_variants import pool_arguments, pool_features  # noqa: E402
+
+from efiqa.imageio import read_image  # noqa: E402
+from efiqa.train import distill  # noqa: E402
+from efiqa.train.data import data_root, resolve  # noqa: E402
+
+SEEDS = (0, 1, 2)
+TARGETS = ("soft", "union")
+#: the study gate, fixed before any result (results/region_targets_rule.md)
+GAIN, KIND_SLACK, RANKING_SLACK = 0.03, 0.02, 0.01
+
+
+def gate(rows: dict[str, dict]) -> dict:
+    """The rule's three conditions on the means over seeds of the union heads against the teacher heads."""
+    mean = {t: {"overall": float(np.mean([r["overall"] for r in rows.values() if r["target"] == t])),
+                "ranking": float(np.mean([r["ranking"] for r in rows.values() if r["target"] == t])),
+                "per_kind": {k: float(np.mean([r["per_kind"][k] for r in rows.values() if r["target"] == t]))
+                             for k in next(iter(rows.values()))["per_kind"]}}
+            for t in TARGETS}
+    soft, union = mean["soft"], mean["union"]
+    checks = {"overall_gain": union["overall"] >= soft["overall"] + GAIN,
+              "no_kind_worse": all(union["per_kind"][k] >= v - KIND_SLACK for k, v in soft["per_kind"].items()),
+              "ranking": union["ranking"] >= soft["ranking"] - RANKING_SLACK}
+    return {"means": mean, "checks": checks, "passed": all(checks.values())}
+
+
+def examples(photo: np.ndarray, fs: distill.FeatureSet, path: Path, show: int = 6) -> None:
+    """A picture of the targets of the first photo's most degraded perturbations (by region map)."""
+    import cv2
+
+    from efiqa.fov import find_fov
+    from efiqa.preprocess import Crop, Preprocessor
+
+    row = {(p, k): n for n, (p, k) in enumerate(zip(fs.photo, fs.perturbation))}
+    picked = sorted((n for (p, k), n in row.items() if p == 0 and k > 0), key=lambda n: -fs.region[n].mean())[:show]
+    pre, side = Preprocessor(256), 256
+    heat = lambda a: cv2.applyColorMap(cv2.resize((np.clip(a, 0, 1) * 255).astype(np.uint8), (side, side),  # noqa: E731
+                                                  interpolation=cv2.INTER_NEAREST), cv2.COLORMAP_INFERNO)
+    lines = []
+    for _, k, reference, img in distill.perturbation_pairs([photo], max(fs.perturbation[n] for n in picked) + 1, 0):
+        n = row.get((0, k))
+        if n in picked:
+            crop = Crop.around(find_fov(img), img.shape)
+            teacher, region = fs.score[n], fs.region[n]
+            lines.append(np.hstack([pre.crop_resize(reference, crop), pre.crop_resize(img, crop), heat(teacher),
+                                    heat(region), heat(1 - (1 - teacher) * (1 - region))]))
+    cv2.imwrite(str(path), np.vstack(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pool_arguments(ap)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    t0 = time.time()
+    size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
+    names, sets, phi, train, val = pool_features(args, (size,))
+    fs = sets[size]
+    mine = np.array([p in train for p in fs.photo])
+    valid = np.stack(fs.valid)[mine]
+    region = np.stack(fs.region)[mine][valid]
+    heads, rows = {}, {}
+    for target in TARGETS:
+        for seed in SEEDS:
+            res = distill.train_adapter(fs, kind, head, phi=phi, seed=seed, train_photos=train, target=target)
+            key = f"{target} | seed {seed}"
+            heads[key] = res.head.eval()
+            rows[key] = {"target": target, "seed": seed, "size": size, "kind": kind}
+            print(key, flush=True)
+    root = data_root(args.data)
+    photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
+    summary = score_heads(heads, rows, photos)
+    verdict = gate(rows)
+    command = " ".join(["python benchmarks/region_targets.py", *sys.argv[1:]])
+    out = {"benchmark": "region_targets", "command": command, "machine": stamp(), "generator": "synth",
+           "validation_photos": sorted(photos), "training_photos": len(train), "seconds": round(time.time() - t0),
+           "training_region": {"mean": float(region.mean()),
+                               "quantiles_50_90_99": [float(q) for q in np.quantile(region, [0.5, 0.9, 0.99])]},
+           "rows": rows, "gate": verdict}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "region_targets.json").write_text(json.dumps(out, indent=2) + "\n")
+    kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
+    md = ["# Region targets: the study gate", "",
+          f"The shipped adapter trained on {len(train)} training-pool photos, on the teacher's labels (`soft`) or on "
+          f"the union of the teacher's labels and the perturbations' degraded regions (`union`); scored on the other "
+          f"{len(photos)} degraded by `synth` (patch AUROC). Rule: `results/region_targets_rule.md`. "
+          f"Command: `{command}`.", "",
+          "| target | seed | overall AUROC | ranking | " + " | ".join(f"severity {s}" for s in sevs) + " | "
+          + " | ".join(kinds) + " |", "|---|---|---|---|" + "---|" * (len(sevs) + len(kinds))]
+    md += [f"| {r['target']} | {r['seed']} | {r['overall']:.4f} | {r['ranking']:.3f} | "
+           + " | ".join(f"{r['per_severity'][s]:.3f}" for s in sevs) + " | "
+           + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds) + " |" for r in rows.values()]
+    md += ["", "Means over seeds and the gate:", "",
+           "| target | overall | ranking | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
+    md += [f"| {t} | {m['overall']:.4f} | {m['ranking']:.3f} | " + " | ".join(f"{m['per_kind'][k]:.3f}" for k in kinds)
+           + " |" for t, m in verdict["means"].items()]
+    md += ["", "Checks: " + ", ".join(f"{k} {'pass' if v else 'FAIL'}" for k, v in verdict["checks"].items())
+           + f". **Gate {'passed' if verdict['passed'] else 'failed'}.**"]
+    (HERE / "results" / "region_targets.md").write_text("\n".join(md) + "\n")
+    examples(distill.working_copy(read_image(resolve(names[0], root))), fs, HERE / "results" / "region_targets_examples.png")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
