@@ -14,6 +14,12 @@ image ranking), and the rule's three conditions are checked on the means over se
 ``soft``, never the held-out photos of ``accuracy.py``.
 
     python benchmarks/region_targets.py
+    python benchmarks/region_targets.py --ship regions   # the ship gate of a candidate's held-out runs
+
+The second form judges a candidate student (trained with the union target, exported) from its runs
+``accuracy.py --model C --previous models/default --tag T`` and ``real_photos.py --model C --tag T``
+against the shipped student's (``accuracy.json``, the ``student_previous`` rows of the candidate's
+run), clause by clause, into results/region_targets_ship_T.json / .md.
 
 Writes benchmarks/results/region_targets.json / .md and region_targets_examples.png (training
 perturbations of the first pool photo: reference, perturbed, teacher label, region map, union).
@@ -82,10 +88,66 @@ def examples(photo: np.ndarray, fs: distill.FeatureSet, path: Path, show: int = 
     cv2.imwrite(str(path), np.vstack(lines))
 
 
+def ship_gate(tag: str) -> dict:
+    """The rule's ship clauses on the candidate's held-out runs tagged ``tag``; every value read from
+    the benchmarks' JSON, the bounds those of the rule (set from the shipped student's figures)."""
+    results = HERE / "results"
+    acc = json.loads((results / f"accuracy_{tag}.json").read_text())["summary"]
+    shipped_hrf = json.loads((results / "accuracy.json").read_text())["summary"]["hrf"]["groups"]
+    real = json.loads((results / f"real_photos_{tag}.json").read_text())
+    drimdb, variants = real["drimdb"], real["drimdb_variants"]
+    auroc = {g: acc[g]["overall"]["student"]["auroc"] for g in ("soft", "synth")}
+    fpr = {g: acc[g]["clean_fpr"]["student"] for g in ("soft", "synth")}
+    ranking = {g: (acc[g]["ranking"]["student"], acc[g]["ranking"]["student_previous"]) for g in ("soft", "synth")}
+    caught = lambda label: drimdb[label]["refused"] + drimdb[label]["ungradable"]  # noqa: E731
+    flags = {g: (acc["hrf"]["groups"][g]["mean_flagged_share"], shipped_hrf[g]["mean_flagged_share"]) for g in ("dr", "g")}
+    clauses = {
+        "1 soft AUROC >= 0.906": (auroc["soft"], auroc["soft"] >= 0.906),
+        "2 synth AUROC >= 0.877": (auroc["synth"], auroc["synth"] >= 0.877),
+        "3 clean FPR <= 0.05; ranking >= shipped - 0.01": (
+            {"clean_fpr": fpr, "ranking (candidate, shipped)": ranking},
+            max(fpr.values()) <= 0.05 and all(c >= p - 0.01 for c, p in ranking.values())),
+        "4 DRIMDB-dev AUROC >= 0.99; Good 42/42 gradable; Bad 23/23 and Outliers 8/8 refused or ungradable": (
+            {"auroc": real["drimdb_auroc_bad_vs_good"], "good_gradable": drimdb["Good"]["gradable"],
+             "bad_caught": caught("Bad"), "outliers_caught": caught("Outlier")},
+            real["drimdb_auroc_bad_vs_good"] >= 0.99 and drimdb["Good"]["gradable"] == drimdb["Good"]["n"]
+            and caught("Bad") == drimdb["Bad"]["n"] and caught("Outlier") == drimdb["Outlier"]["n"]),
+        "5 CLAHE'd Good ungradable <= 3; Graham'd Bad ungradable >= 6": (
+            {"clahe_good_ungradable": variants["clahe"]["Good"]["ungradable"],
+             "graham_bad_ungradable": variants["graham"]["Bad"]["ungradable"]},
+            variants["clahe"]["Good"]["ungradable"] <= 3 and variants["graham"]["Bad"]["ungradable"] >= 6),
+        "6 HRF DR and glaucoma flagged share not above the shipped student's": (
+            {g: {"candidate": c, "shipped": p} for g, (c, p) in flags.items()}, all(c <= p for c, p in flags.values())),
+        "7 IDRiD ungradable <= 23 of 54": (real["unlabelled_cameras"]["IDRiD"]["ungradable"],
+                                          real["unlabelled_cameras"]["IDRiD"]["ungradable"] <= 23),
+    }
+    return {"tag": tag, "candidate_onnx_sha256": real["onnx_sha256"],
+            "clauses": {k: {"value": v, "passed": bool(ok)} for k, (v, ok) in clauses.items()},
+            "passed": all(ok for _, ok in clauses.values())}
+
+
+def write_ship_gate(tag: str) -> None:
+    verdict = ship_gate(tag)
+    results = HERE / "results"
+    (results / f"region_targets_ship_{tag}.json").write_text(json.dumps(verdict, indent=2) + "\n")
+    md = [f"# Region targets: the ship gate of candidate `{tag}`", "",
+          f"Rule: `results/region_targets_rule.md`; runs: `accuracy_{tag}.json`, `real_photos_{tag}.json`; "
+          f"candidate ONNX sha256 `{verdict['candidate_onnx_sha256'][:16]}…`. "
+          f"Command: `python benchmarks/region_targets.py --ship {tag}`.", "",
+          "| clause | value | passed |", "|---|---|---|"]
+    md += [f"| {k} | `{json.dumps(c['value'])}` | {'yes' if c['passed'] else '**no**'} |" for k, c in verdict["clauses"].items()]
+    md += ["", f"**{'Passed: ship.' if verdict['passed'] else 'Failed: not shipped.'}**"]
+    (results / f"region_targets_ship_{tag}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pool_arguments(ap)
+    ap.add_argument("--ship", metavar="TAG", help="judge the candidate's held-out runs tagged TAG (no training)")
     args = ap.parse_args()
+    if args.ship:
+        return write_ship_gate(args.ship)
     torch.set_num_threads(2)
     t0 = time.time()
     size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
