@@ -215,8 +215,9 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
                   phi: float = 0.9,
                   epochs: int = 20, lr: float = 1e-3, batch: int = 32, seed: int = 0,
                   train_photos: set[int] | None = None, target: str = "soft", members: int = 1) -> AdapterResult:
-    """BCE on the teacher's labels: ``soft`` (its mean share of missing vasculature per patch) or
-    ``binary`` (its rule, fraction ≥ phi, positives weighted by the negative/positive ratio).
+    """BCE on the teacher's labels: ``soft`` (its mean share of missing vasculature per patch),
+    ``union`` (that or the perturbation's degraded region, see ``TARGETS``; soft, unweighted like
+    ``soft``) or ``binary`` (its rule, fraction ≥ phi, positives weighted by the negative/positive ratio).
     ``members`` > 1: an ensemble (:func:`adapter.combine`) of heads trained alike from seeds ``seed``,
     ``seed`` + 1, … (its first member is the single head of the same seed, so runs with neighbouring
     seeds share members); ``history``: their mean loss per epoch. ``head``: a kind of
@@ -235,7 +236,7 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
     v = torch.from_numpy(np.stack(fs.valid)[idx].astype(np.float32))[:, None]
     pos = float((y * v).sum())
     neg = float(((1 - y) * v).sum())
-    pos_weight = torch.tensor(1.0 if target == "soft" else neg / max(pos, 1.0))
+    pos_weight = torch.tensor(neg / max(pos, 1.0) if target == "binary" else 1.0)  # soft targets: unweighted
     fits = [_fit_head(head, x, y, v, pos_weight, epochs, lr, batch, seed + m) for m in range(members)]
     model = combine([h for h, _ in fits])
     history = [float(np.mean(losses)) for losses in zip(*(h for _, h in fits))]
