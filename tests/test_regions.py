@@ -53,9 +53,21 @@ def test_pairs_share_geometry_and_their_images_are_the_perturbations():
     assert np.abs(ref.astype(int) - out.astype(int)).mean() < 1.5
     photos = [img, img[:, ::-1].copy()]
     pairs = list(distill.perturbation_pairs(photos, 4, 0))
-    plain = list(distill.perturbations(photos, 4, 0))
-    assert all(np.array_equal(a[3], b[2]) for a, b in zip(pairs, plain))
-    assert all(np.array_equal(r, photos[i]) for i, k, r, _ in pairs if k == 0)
+    assert all(np.array_equal(r, photos[i]) and np.array_equal(x, photos[i]) for i, k, r, x in pairs if k == 0)
+    assert all(not np.array_equal(r, x) for i, k, r, x in pairs if k > 0)
+
+
+def test_an_enhanced_perturbation_has_its_reference_enhanced_alike(monkeypatch):
+    """With a perturbation that changes nothing, every enhanced image must equal its reference: the
+    reference gets the very settings the image got (a twin of the enhancement stream), so an
+    enhancement is never counted as damage; and the enhancement stream itself stays as it was."""
+    photos = [synthetic_fundus(), synthetic_fundus(seed=1)]
+    monkeypatch.setattr(distill, "augment_pair", lambda photo, rng: (photo.copy(), photo.copy()))
+    monkeypatch.setattr(distill, "ENHANCED", 1.0)
+    pairs = [(r, x) for _, k, r, x in distill.perturbation_pairs(photos, 6, 0) if k > 0]
+    assert all(np.array_equal(r, x) for r, x in pairs)
+    assert not any(np.array_equal(x, photos[0]) or np.array_equal(x, photos[1]) for _, x in pairs)  # enhanced
+    assert len({x.tobytes() for _, x in pairs}) == len(pairs)  # each with settings of its own
 
 
 def test_union_target_needs_region_maps_and_learns_them():
