@@ -127,6 +127,7 @@ def ship_gate(tag: str) -> dict:
 
 
 def write_ship_gate(tag: str) -> None:
+    """:func:`ship_gate` into results/region_targets_ship_TAG.json and a Markdown table beside it."""
     verdict = ship_gate(tag)
     results = HERE / "results"
     (results / f"region_targets_ship_{tag}.json").write_text(json.dumps(verdict, indent=2) + "\n")
@@ -142,6 +143,7 @@ def write_ship_gate(tag: str) -> None:
 
 
 def main() -> None:
+    """The study gate (train and score the heads), or with ``--ship TAG`` the ship gate only."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pool_arguments(ap)
     ap.add_argument("--ship", metavar="TAG", help="judge the candidate's held-out runs tagged TAG (no training)")
