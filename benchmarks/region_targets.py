@@ -153,7 +153,7 @@ def main() -> None:
     torch.set_num_threads(2)
     t0 = time.time()
     size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
-    names, sets, phi, train, val = pool_features(args, (size,))
+    names, sets, phi, train, val = pool_features(args, (size,), regions_too=True)
     fs = sets[size]
     mine = np.array([p in train for p in fs.photo])
     valid = np.stack(fs.valid)[mine]

@@ -297,6 +297,14 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
         again = distill.cached_features(names, photos, teacher, tmp_path, (128, 64), 2, 0, cache, progress=False)
     np.testing.assert_array_equal(again[128].data, fs.data)
     assert again[64].data.shape == (4, 672, 16, 16) and again[64].photo == fs.photo
+    # region maps only where asked for (the union target), cached beside the labels: 0 on each photo as it is
+    assert fs.region is None and not list(cache.glob("regions_*"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(teacher_mod.Teacher, "__call__", lambda *a: pytest.fail("labels not reused"))
+        withr = distill.cached_features(names, photos, teacher, tmp_path, (128,), 2, 0, cache, progress=False,
+                                        regions_too=True)[128]
+    assert len(list(cache.glob("regions_*"))) == 1 and len(withr.region) == 4
+    assert all(r.shape == (16, 16) and (r.max() == 0) == (k == 0) for r, k in zip(withr.region, withr.perturbation))
     assert fs.score[0].shape == (16, 16) and np.all((np.stack(fs.score) >= 0) & (np.stack(fs.score) < 1))
     res = distill.train_adapter(fs, "two-scale", "conv", phi=teacher.config["phi"], epochs=2, batch=2, target="binary")
     prob, frac, score, valid = distill.predict(res, fs, {0, 1})

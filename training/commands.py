@@ -118,7 +118,8 @@ def cmd_train_student(args: argparse.Namespace) -> int:
                "backbone_checkpoint": str(args.backbone.resolve())}
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
                                    (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
-                                   backbone_id=cfg.get("backbone_checkpoint", "lite0"))
+                                   backbone_id=cfg.get("backbone_checkpoint", "lite0"),
+                                   regions_too=cfg["target"] == "union")
     fs = sets[cfg["size"]]
     train = {"feature_kind": cfg["features"], "head": cfg["head"], "phi": teacher.config["phi"],
              "epochs": args.epochs, "target": cfg["target"], "members": cfg["members"]}

@@ -489,11 +489,11 @@ def feature_cache_key(label_key: str, backbone_id: str = "lite0") -> str:
 def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher, teacher_dir: Path,
                     sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
                     progress: bool = True, student: Student | None = None,
-                    backbone_id: str = "lite0") -> dict[int, FeatureSet]:
-    """Teacher labels, the perturbations' region maps and frozen backbone features for
-    ``augmentations`` perturbations of each photo, memoised on disk (``cache_dir``; None: not cached)
-    in three parts: the teacher's labels (slow; kept while only the student's code changes), the
-    region maps and the backbone's features per input size."""
+                    backbone_id: str = "lite0", regions_too: bool = False) -> dict[int, FeatureSet]:
+    """Teacher labels, frozen backbone features and (``regions_too``: for the ``union`` target) the
+    perturbations' region maps for ``augmentations`` perturbations of each photo, memoised on disk
+    (``cache_dir``; None: not cached) in three parts: the teacher's labels (slow; kept while only the
+    student's code changes), the backbone's features per input size and the region maps."""
     lkey = label_cache_key(names, teacher_dir, augmentations, seed)
     lpath = cache_dir / f"labels_{lkey}.pkl" if cache_dir else None
     fpath = cache_dir / f"features_{feature_cache_key(lkey, backbone_id)}.pkl" if cache_dir else None
@@ -502,8 +502,8 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
         labels = teacher_labels(photos, teacher, augmentations, seed, progress)
         _store(lpath, labels)
     rpath = cache_dir / f"regions_{_code_key((lkey,), (regions, region_maps))}.pkl" if cache_dir else None
-    region = _load(rpath)
-    if region is None:
+    region = _load(rpath) if regions_too else None
+    if regions_too and region is None:
         region = region_maps(photos, labels, augmentations, seed, progress)
         _store(rpath, region)
     features = _load(fpath) or {}
