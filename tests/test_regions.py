@@ -22,7 +22,7 @@ def left_half_cells(d: np.ndarray) -> tuple[float, float]:
 def test_degradation_is_where_the_photo_was_spoilt(spoil):
     """Each kind of damage, on the left half only, raises the left half's cells and leaves the right's near 0."""
     img = synthetic_fundus()
-    h, w = img.shape[:2]
+    w = img.shape[1]
     f = img.astype(np.float32)
     spoilt = {"blur": lambda: cv2.GaussianBlur(f, (0, 0), 4),
               "noise": lambda: f + np.random.default_rng(0).normal(0, 20, f.shape),
