@@ -53,7 +53,7 @@ def hashes(which: str, base: str, data: str | None, augmentations: int) -> list[
     else:
         aug = old_augment(base)
 
-        def replay():  # distill.perturbations at 24cf70e
+        def replay():  # the loop of distill.perturbations as it was at 24cf70e (the default base)
             rng, enhance_rng = np.random.default_rng(0), np.random.default_rng([0, 1])
             for photo in photos:
                 for k in range(augmentations):

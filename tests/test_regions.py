@@ -13,7 +13,7 @@ from .conftest import synthetic_fundus  # noqa: E402
 
 
 def left_half_cells(d: np.ndarray) -> tuple[float, float]:
-    """Mean of the map's left-half and right-half cells that have any value measured."""
+    """Mean of the map's left-half and right-half cells, the two columns at the seam left out."""
     g = d.shape[1] // 2
     return float(d[:, :g - 1].mean()), float(d[:, g + 1:].mean())
 

@@ -21,6 +21,8 @@ import numpy as np
 from efiqa.fov import Fov
 from efiqa.preprocess import Crop, Preprocessor
 
+from .teacher import pool_cells
+
 #: side of the FOV square the maps are measured on: the student's input (detail it cannot see is not asked of it)
 ANALYSIS = 384
 #: band-pass (difference of Gaussians, px at ANALYSIS): vessel calibres, without the illumination
@@ -61,7 +63,4 @@ def degradation(reference: np.ndarray, perturbed: np.ndarray, fov: Fov, grid: in
     cv2.circle(inside, (round((fov.cx - crop.x0) * s), round((fov.cy - crop.y0) * s)), round(fov.r * s), 1.0, -1)
     if fov.source == "frame":
         inside[:] = 1.0
-    k = ANALYSIS // grid
-    area = inside.reshape(grid, k, grid, k).sum(axis=(1, 3))
-    total = (loss * inside).reshape(grid, k, grid, k).sum(axis=(1, 3))
-    return np.where(area > 0, total / np.maximum(area, 1), 0).astype(np.float32)
+    return pool_cells(loss, inside, grid, 0.0)[0]  # the teacher's per-cell mean over in-FOV pixels
