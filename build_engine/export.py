@@ -54,8 +54,11 @@ def export_bundle(model: torch.nn.Module, out_dir: str | Path, *, name: str, bac
     onnx_bytes = export_onnx(model, input_size)
     err = check_against_torch(model, onnx_bytes, input_size)
     with torch.no_grad():
-        grid = int(model.eval()(torch.zeros(1, 3, input_size, input_size)).shape[-1])
-    manifest = Manifest(name=name, backbone=backbone, input_size=input_size, grid=grid, onnx_sha256="",
+        channels, grid = model.eval()(torch.zeros(1, 3, input_size, input_size)).shape[1::2]
+    outputs = {1: ["map"], 2: ["map", "score"]}.get(int(channels))
+    if outputs is None:
+        raise ValueError(f"the model outputs {channels} channels; a bundle holds a map, or a map and a score map")
+    manifest = Manifest(name=name, backbone=backbone, input_size=input_size, grid=int(grid), onnx_sha256="", outputs=outputs,
                         input_name=INPUT_NAME, output_name=OUTPUT_NAME, mean=list(mean), std=list(std),
                         normalize_in_graph=True, gradable_threshold=gradable_threshold,
                         patch_threshold=patch_threshold, provenance={**provenance, "export_max_abs_diff": err})

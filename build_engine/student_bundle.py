@@ -12,6 +12,9 @@ def describe_adapter(meta: dict) -> str:
     """The adapter in words, from the ``adapter.json`` of ``efiqa train student``."""
     k, seed = meta.get("members", 1), meta.get("seed", 0)
     heads = f"{meta['head']} head" if k == 1 else f"mean logit of {k} {meta['head']} heads (seeds {seed}–{seed + k - 1})"
+    if meta.get("score_target"):
+        return (f"map: {heads} on {meta['features']} features ({meta['target']} target); score: another, "
+                f"on the same features ({meta['score_target']} target)")
     return f"{heads} on {meta['features']} features"
 
 
@@ -25,6 +28,7 @@ def export_student(student: Student, meta: dict, out: str | Path, card: str | No
         "quality_labels_used": False,
         "augmentations_per_photo": meta.get("augmentations"),
         "target": meta.get("target", "binary"),
+        **({"score_target": meta["score_target"]} if meta.get("score_target") else {}),
         "teacher_phi": meta.get("phi"),
         "thresholds": "from the student's own outputs on the unperturbed reference photos (5 % false-positive "
                       f"budget); {meta.get('threshold_method', 'in-sample 95th percentiles')}",

@@ -121,8 +121,8 @@ def gate(bundle: Bundle, variant: bytes, precision: str, tensors: np.ndarray, va
         from efiqa.eval.metrics import auroc  # numpy only
 
         dt, dv, y = degraded
-        a = auroc(run_maps(bundle.onnx_bytes, dt, m.input_name)[dv], y[dv])
-        b = auroc(run_maps(variant, dt, m.input_name, simulate_int8=int8)[dv], y[dv])
+        a = auroc(run_maps(bundle.onnx_bytes, dt, m.input_name)[:, 0][dv], y[dv])  # the map channel
+        b = auroc(run_maps(variant, dt, m.input_name, simulate_int8=int8)[:, 0][dv], y[dv])
         fid.auroc = {"fp32": a, precision: b, "change": b - a, "frames": int(len(dt))}
         fid.judge()
     if not fid.passed:

@@ -74,14 +74,19 @@ def run_maps(onnx_bytes: bytes, tensors: np.ndarray, input_name: str, simulate_i
     s = session(onnx_bytes, simulate_int8)
     outs = [s.run(None, {input_name: tensors[i:i + batch].astype(np.float32)})[0]
             for i in range(0, len(tensors), batch)]
-    logits = np.concatenate(outs)[:, 0]
+    """Probabilities (N, C, G, G): every output channel (map[, score])."""
+    logits = np.concatenate(outs)
     return 1 / (1 + np.exp(-logits))
 
 
 def compare(ref: np.ndarray, var: np.ndarray, valid: np.ndarray, precision: str, patch_threshold: float,
             gradable_threshold: float, gates: dict | None = None) -> Fidelity:
-    """Maps (N, G, G) of FP32 and variant; ``valid`` marks in-FOV cells."""
+    """Outputs (N, C, G, G) of FP32 and variant (:func:`run_maps`); ``valid`` (N, G, G) marks in-FOV
+    cells. The map's Pearson r, differences and patch decisions are read on channel 0; the gradable
+    decisions on the score channel (the last: channel 1 of a two-head bundle, else the map)."""
     g = {**GATES.get(precision, GATES["int8"]), **(gates or {})}
+    score_ref, score_var = ref[:, -1], var[:, -1]
+    ref, var = ref[:, 0], var[:, 0]
     a, b = ref[valid], var[valid]
     d = np.abs(a - b)
     if a.std() > 1e-4 and b.std() > 1e-4:
@@ -89,8 +94,8 @@ def compare(ref: np.ndarray, var: np.ndarray, valid: np.ndarray, precision: str,
     else:  # a (near-)constant map has no meaningful correlation: judge by the differences alone
         r = 1.0 if d.max() < 1e-3 else 0.0
     patch_agree = float(np.mean((a >= patch_threshold) == (b >= patch_threshold)))
-    score_ref = np.array([m[v].mean() for m, v in zip(ref, valid)])
-    score_var = np.array([m[v].mean() for m, v in zip(var, valid)])
+    score_ref = np.array([m[v].mean() for m, v in zip(score_ref, valid)])
+    score_var = np.array([m[v].mean() for m, v in zip(score_var, valid)])
     same = (score_ref < gradable_threshold) == (score_var < gradable_threshold)
     fid = Fidelity(precision, r, float(d.max()), float(d.mean()), patch_agree, float(np.mean(same)), len(ref),
                    False, g, agreement_ci95=wilson(int(same.sum()), len(same)), flipped=int((~same).sum()))

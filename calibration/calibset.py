@@ -89,7 +89,7 @@ def build(paths: list[str | Path], out: str | Path, model: str | Path | None = N
         for f in tqdm(files, desc="calibration set", disable=not progress):
             try:
                 prep = qa.preprocessor(read_image(f), str(f))
-                logits = qa.backend.infer(prep.tensor[None])[0, 0]
+                logits = qa.backend.infer(prep.tensor[None])[0]
                 score = build_result(logits, prep.fov, prep.crop, prep.image_shape, qa.threshold).score
             except EfiqaError as err:
                 skipped[str(f)] = f"{type(err).__name__}: {err.message}"

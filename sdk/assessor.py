@@ -67,7 +67,7 @@ class QualityAssessor:
         local = self.preprocessor(bgr, source, fov=fov if factor == 1 else None)
         prep = local.rescaled(factor)
         t2 = time.perf_counter()
-        logits = self.backend.infer(prep.tensor[None])[0, 0]
+        logits = self.backend.infer(prep.tensor[None])[0]
         t3 = time.perf_counter()
         result = explain(build_result(logits, prep.fov, prep.crop, prep.image_shape, self.threshold, source,
                                       self.manifest.patch_threshold), local)
@@ -120,7 +120,7 @@ class QualityAssessor:
             per_image = (time.perf_counter() - t0) / len(ready)
             for k, (i, prep, source, read_s, pre_s, local) in enumerate(ready):
                 t3 = time.perf_counter()
-                res = explain(build_result(logits[k, 0], prep.fov, prep.crop, prep.image_shape, self.threshold,
+                res = explain(build_result(logits[k], prep.fov, prep.crop, prep.image_shape, self.threshold,
                                            source, self.manifest.patch_threshold), local)
                 post_s = time.perf_counter() - t3
                 res.timings_ms = {"read": read_s * 1e3, "preprocess": pre_s * 1e3, "inference": per_image * 1e3,

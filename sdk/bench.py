@@ -236,7 +236,7 @@ def time_frames(qa: Any, frames: Sequence[np.ndarray], *, count: int | None = 20
         t1 = clock()
         logits = qa.backend.infer(prep.tensor[None])
         t2 = clock()
-        post(logits[0, 0], prep, frame)
+        post(logits[0], prep, frame)
         t3 = clock()
         if not first:
             first.extend(((t2 - t1) / 1e6, (t3 - t0) / 1e6))
@@ -286,7 +286,7 @@ def time_batches(qa: Any, frames: Sequence[np.ndarray], batch: int, count: int, 
         preps = [qa.preprocessor(f) for f in chunk]
         logits = qa.backend.infer(np.stack([p.tensor for p in preps]))
         for j, (p, f) in enumerate(zip(preps, chunk)):
-            post(logits[j, 0], p, f)
+            post(logits[j], p, f)
         return clock() - t0
 
     for k in range(max(0, warmup)):
@@ -736,8 +736,8 @@ def check_maps(qa: Any, frames: Sequence[np.ndarray], limit: int = 16) -> dict:
     try:
         for frame in frames[:limit]:
             prep = qa.preprocessor(frame)
-            a = post(qa.backend.infer(prep.tensor[None])[0, 0], prep, frame)
-            b = post(ref.infer(prep.tensor[None])[0, 0], prep, frame)
+            a = post(qa.backend.infer(prep.tensor[None])[0], prep, frame)
+            b = post(ref.infer(prep.tensor[None])[0], prep, frame)
             dp = np.abs(a.map.astype(np.float64) - b.map.astype(np.float64))
             dps.append(dp)
             dscore.append(abs(a.score - b.score))

@@ -14,7 +14,14 @@ from typing import Any
 
 from .errors import ModelError
 
-FORMAT_VERSION = 1
+#: Written by this toolchain. 2 added ``outputs`` (a score channel beside the map): a runtime that
+#: knows only version 1 refuses such a bundle instead of reading its map's mean as the score.
+FORMAT_VERSION = 2
+#: Read by this runtime; a version-1 manifest has one output, the map.
+READABLE_VERSIONS = (1, 2)
+#: The output channels a bundle may declare, in order: the map alone, or the map and the score map
+#: (whose in-FOV mean is the photo's score).
+OUTPUTS = (["map"], ["map", "score"])
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
 
@@ -37,8 +44,11 @@ class Manifest:
     mean: list[float] = field(default_factory=lambda: [127.0, 127.0, 127.0])
     std: list[float] = field(default_factory=lambda: [128.0, 128.0, 128.0])
     normalize_in_graph: bool = True
-    #: The output is the logit that a patch is degraded, shape (N, 1, grid, grid).
+    #: The output is the logit that a patch is degraded, shape (N, len(outputs), grid, grid).
     output_meaning: str = "logit_degraded"
+    #: Its channels: ``map`` (where, per cell) and optionally ``score`` (the photo's score is the
+    #: in-FOV mean of this channel; without it, of the map).
+    outputs: list[str] = field(default_factory=lambda: ["map"])
     #: Image score (mean in-FOV patch probability) at or above which the image is ungradable.
     gradable_threshold: float = 0.5
     patch_threshold: float = 0.5
@@ -59,10 +69,12 @@ class Manifest:
         if not isinstance(data, dict):
             raise ModelError("manifest.json is not a JSON object", source)
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ModelError(
-                f"manifest format_version {version!r} is not supported by this runtime (expects {FORMAT_VERSION}); "
-                "re-export the bundle with a matching efiqa version", source)
+                f"manifest format_version {version!r} is not supported by this runtime (reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}); re-export the bundle with a matching efiqa version", source)
+        if version == 1 and "outputs" in data:
+            raise ModelError("manifest format_version 1 has no outputs entry (version 2 has)", source)
         known = set(cls.__dataclass_fields__)
         missing = [k for k in ("name", "backbone", "input_size", "grid", "onnx_sha256") if k not in data]
         if missing:
@@ -77,6 +89,8 @@ class Manifest:
             raise ModelError(f"unsupported input colour/layout {m.color}/{m.layout}", source)
         if not (isinstance(m.input_size, int) and isinstance(m.grid, int) and m.input_size > 0 and m.grid > 0):
             raise ModelError("input_size and grid must be positive integers", source)
+        if m.outputs not in OUTPUTS:
+            raise ModelError(f"unknown outputs {m.outputs!r}; expected one of {list(OUTPUTS)}", source)
         if len(m.mean) != 3 or len(m.std) != 3 or min(m.std) <= 0:
             raise ModelError("mean and std must have three entries, std positive", source)
         return m

@@ -24,9 +24,10 @@ class QualityResult:
     """Where a photograph is degraded, and how much.
 
     ``map[i, j]`` ∈ [0, 1] is how degraded cell (i, j) is (for the shipped student: the estimated
-    disagreement between the vasculature anatomy expects and the vasculature the photo visibly
-    shows — mostly the share of the expected vessels it does not show); row 0 is the top of ``crop``. Cells at or
-    above ``patch_threshold`` are flagged. ``coverage[i, j]`` is the fraction of the cell inside
+    chance that the cell lost its fine detail or does not show the vasculature anatomy expects);
+    row 0 is the top of ``crop``. Cells at or above ``patch_threshold`` are flagged. ``score`` is the
+    photo's in-FOV mean degradation: of the bundle's score channel where it has one (the shipped
+    student's: the estimated share of the expected vessels the photo does not show), else of the map. ``coverage[i, j]`` is the fraction of the cell inside
     the FOV; cells below ``MIN_COVERAGE`` are ignored by ``score``, ``zones`` and ``flagged``.
     ``gradable`` is ``score < threshold`` unless a decisive reason (too dark, clipped, glare) vetoes it.
     """
@@ -92,20 +93,28 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def build_result(logits: np.ndarray, fov: Fov, crop: Crop, image_shape: tuple[int, int], threshold: float,
                  source: str | None = None, patch_threshold: float = 0.5) -> QualityResult:
-    """Turn one (G, G) logit grid into a :class:`QualityResult`."""
-    return result_from_probabilities(sigmoid(np.asarray(logits, np.float32)), fov, crop, image_shape, threshold, source,
-                                     patch_threshold)
+    """Turn one image's logits into a :class:`QualityResult`: a (G, G) map, or the bundle's
+    (C, G, G) outputs, channel 0 the map and channel 1 (where there is one) the score map."""
+    logits = np.asarray(logits, np.float32)
+    if logits.ndim == 3 and logits.shape[0] not in (1, 2):
+        raise ValueError(f"expected (G, G) or (1|2, G, G) logits, got shape {logits.shape}")
+    channels = logits if logits.ndim == 3 else logits[None]
+    return result_from_probabilities(sigmoid(channels[0]), fov, crop, image_shape, threshold, source, patch_threshold,
+                                     score_map=sigmoid(channels[1]) if len(channels) > 1 else None)
 
 
 def result_from_probabilities(prob: np.ndarray, fov: Fov, crop: Crop, image_shape: tuple[int, int],
-                              threshold: float, source: str | None = None, patch_threshold: float = 0.5) -> QualityResult:
-    """Build a :class:`QualityResult` from a (G, G) map of values in [0, 1]."""
+                              threshold: float, source: str | None = None, patch_threshold: float = 0.5,
+                              score_map: np.ndarray | None = None) -> QualityResult:
+    """Build a :class:`QualityResult` from a (G, G) map of values in [0, 1]. The score is the in-FOV
+    mean of ``score_map`` (a second head's, trained for the photo verdict) or, without one, of the map."""
     prob = np.asarray(prob, np.float32)
     grid = prob.shape[0]
     cov, zone_idx = _geometry(grid, _key(fov, crop, image_shape))
     weight = np.where(cov >= MIN_COVERAGE, cov, 0.0)
     total = float(weight.sum())
-    score = float((prob * weight).sum() / total) if total > 0 else float(prob.mean())
+    scored = prob if score_map is None else np.asarray(score_map, np.float32)
+    score = float((scored * weight).sum() / total) if total > 0 else float(scored.mean())
     zones: dict[str, float | None] = {}
     for z, name in enumerate(ZONES):
         w = weight * (zone_idx == z)

@@ -76,6 +76,68 @@ def test_runtime_map_equals_torch_on_the_same_input(tiny_bundle):
     np.testing.assert_allclose(res.map, ref, atol=1e-4)
 
 
+def test_two_heads_export_with_the_map_from_one_and_the_score_from_the_other(tmp_path):
+    """A two-head student (map head, score head): the bundle declares both channels, the runtime's map
+    is channel 0 and its score the in-FOV mean of channel 1, on one photo and in a batch alike."""
+    from efiqa.build.export import export_bundle
+    from efiqa.errors import ModelError
+    from efiqa.train.nets.adapter import MapAndScore, make_adapter
+
+    torch.manual_seed(2)
+    model = Student(EfficientNetLite0().load_imagenet()).freeze_backbone().eval()
+    model.adapter = make_adapter("linear", model.channels, score_head=True)
+    assert isinstance(model.adapter, MapAndScore)
+    with torch.no_grad():
+        model.adapter.score[1].bias += 3.0  # a score map far above the map: reading the wrong one shows
+    path, err = export_bundle(model, tmp_path / "two", name="two", backbone="lite0-random", input_size=128,
+                              mean=LITE0_MEAN, std=LITE0_STD, provenance={})
+    m = load_bundle(path).manifest
+    assert err <= 1e-4 and m.outputs == ["map", "score"] and m.format_version == 2
+    img = synthetic_fundus()
+    with QualityAssessor(path) as qa:
+        res, [batched] = qa.assess(img), qa.assess_batch([img])
+        prep = qa.preprocessor(img)
+    with torch.no_grad():
+        ref = torch.sigmoid(model(torch.from_numpy(prep.tensor[None])))[0].numpy()
+    w = np.where(res.coverage >= 0.5, res.coverage, 0.0)
+    np.testing.assert_allclose(res.map, ref[0], atol=1e-4)
+    assert res.score == pytest.approx(float((ref[1] * w).sum() / w.sum()), abs=1e-4)
+    assert res.score > float((res.map * w).sum() / w.sum()) + 0.3
+    assert batched.score == pytest.approx(res.score, abs=1e-5) and np.allclose(batched.map, res.map, atol=1e-5)
+    # a manifest that hides the score channel is caught at the first inference, never read silently
+    import json
+
+    doc = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**doc, "outputs": ["map"]}))
+    with QualityAssessor(path) as qa, pytest.raises(ModelError, match="manifest promises"):
+        qa.assess(img)
+
+
+def test_a_version_1_bundle_still_loads_as_map_only(tiny_bundle, tmp_path):
+    """Bundles written before the score channel (format 1, no ``outputs``) load as they did; a
+    format-1 manifest that names outputs is malformed."""
+    import json
+    import shutil
+
+    from efiqa.errors import ModelError
+
+    _, path, _ = tiny_bundle
+    old = tmp_path / "v1"
+    shutil.copytree(path, old)
+    doc = json.loads((old / "manifest.json").read_text())
+    assert doc.pop("outputs") == ["map"]
+    (old / "manifest.json").write_text(json.dumps({**doc, "format_version": 1}))
+    assert load_bundle(old).manifest.outputs == ["map"]
+    with QualityAssessor(old) as qa:
+        assert qa.assess(synthetic_fundus()).map.shape == (16, 16)
+    (old / "manifest.json").write_text(json.dumps({**doc, "format_version": 1, "outputs": ["map", "score"]}))
+    with pytest.raises(ModelError, match="version 1 has no outputs"):
+        load_bundle(old)
+    (old / "manifest.json").write_text(json.dumps({**doc, "outputs": ["score"]}))
+    with pytest.raises(ModelError, match="unknown outputs"):
+        load_bundle(old)
+
+
 def test_every_feature_kind_is_a_slice_of_the_cached_layout():
     """Distillation caches ``all`` features once and slices every kind out of them (CHANNELS)."""
     backbone = EfficientNetLite0().eval()

@@ -305,6 +305,30 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
                                         regions_too=True)[128]
     assert len(list(cache.glob("regions_*"))) == 1 and len(withr.region) == 4
     assert all(r.shape == (16, 16) and (r.max() == 0) == (k == 0) for r, k in zip(withr.region, withr.perturbation))
+    # two heads (the shipped configuration): the map head learns `target` and the score head
+    # `score_target`, each exactly as a single head of that target would; the patch threshold is set on
+    # the map head, the gradable threshold on the score head; both survive the adapter.pt round trip
+    cfg = {"features": "two-scale", "head": "linear", "target": "union", "score_target": "soft", "members": 1}
+    both, both_th = distill.train_student(withr, cfg, teacher.config["phi"], epochs=1)
+    one = {"feature_kind": "two-scale", "head": "linear", "phi": teacher.config["phi"], "epochs": 1, "members": 1}
+    heads = {t: distill.train_adapter(withr, target=t, **one) for t in ("union", "soft")}
+    x2 = torch.from_numpy(withr.features("two-scale").astype(np.float32))
+    with torch.no_grad():
+        out2 = both.head(x2)
+        torch.testing.assert_close(out2, torch.cat([heads["union"].head(x2), heads["soft"].head(x2)], 1), rtol=0, atol=0)
+    assert out2.shape == (4, 2, 16, 16) and not torch.equal(out2[:, 0], out2[:, 1])
+    by = {t: distill.decision_thresholds(heads[t], withr, {**one, "target": t}) for t in heads}
+    assert both_th["patch_threshold"] == by["union"]["patch_threshold"] != by["soft"]["patch_threshold"]
+    assert both_th["gradable_threshold"] == by["soft"]["gradable_threshold"]
+    assert both_th["threshold_method"].startswith("patch (map head)") and both.params == 2 * heads["soft"].params
+    folder2 = tmp_path / "two_heads"
+    folder2.mkdir()
+    torch.save(both.head.state_dict(), folder2 / "adapter.pt")
+    (folder2 / "adapter.json").write_text(json.dumps({**cfg, "size": 128}))
+    loaded2, _ = distill.load_student(folder2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded2.adapter(x2), out2)
+        assert loaded2(torch.zeros(1, 3, 128, 128)).shape == (1, 2, 16, 16)
     assert fs.score[0].shape == (16, 16) and np.all((np.stack(fs.score) >= 0) & (np.stack(fs.score) < 1))
     res = distill.train_adapter(fs, "two-scale", "conv", phi=teacher.config["phi"], epochs=2, batch=2, target="binary")
     prob, frac, score, valid = distill.predict(res, fs, {0, 1})

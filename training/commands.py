@@ -53,8 +53,8 @@ def register(sub, parser_class) -> None:
                          "network time, no more accurate on our held-out photos); both give a 16x16 map")
     ts.add_argument("--augmentations", type=int, default=24, help="label-free perturbations per photo")
     ts.add_argument("--epochs", type=int, default=20,
-                    help="adapter epochs (the decision thresholds are set out of fold: 5 more adapters like "
-                         "it are trained, each without a fifth of the reference photos)")
+                    help="adapter epochs (two heads, map and score; the decision thresholds are set out of fold: "
+                         "5 more adapters like each are trained, each without a fifth of the reference photos)")
     ts.add_argument("--seed", type=int, default=0)
     ts.add_argument("--out", type=Path, default=Path("models/student"), help="adapter weights + config")
     ts.add_argument("--cache", type=Path, default=Path("benchmarks/.cache"), help="feature cache folder")
@@ -119,15 +119,13 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
                                    (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
                                    backbone_id=cfg.get("backbone_checkpoint", "lite0"),
-                                   regions_too=cfg["target"] == "union")
+                                   regions_too="union" in (cfg["target"], cfg.get("score_target")))
     fs = sets[cfg["size"]]
-    train = {"feature_kind": cfg["features"], "head": cfg["head"], "phi": teacher.config["phi"],
-             "epochs": args.epochs, "target": cfg["target"], "members": cfg["members"]}
-    res = distill.train_adapter(fs, seed=args.seed, **train)
+    reference = distill.reference_photos([n for n, _ in named])
+    res, thresholds = distill.train_student(fs, cfg, teacher.config["phi"], args.epochs, args.seed, reference)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(res.head.state_dict(), args.out / "adapter.pt")
-    reference = distill.reference_photos([n for n, _ in named])
-    meta = {**cfg, **distill.decision_thresholds(res, fs, train, reference=reference, seed=args.seed),
+    meta = {**cfg, **thresholds,
             "threshold_photos": sorted(named[i][0] for i in reference) if reference else "all",
             "phi": teacher.config["phi"], "epochs": args.epochs,
             "augmentations": args.augmentations,

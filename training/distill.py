@@ -38,14 +38,19 @@ from efiqa.preprocess import Preprocessor
 from . import regions
 from .augment import augment_pair, enhancement
 from .nets.efficientnet_lite import EfficientNetLite0
-from .nets.adapter import combine, make_adapter, make_head
+from .nets.adapter import MapAndScore, combine, make_adapter, make_head
 from .nets.student import CHANNELS, Student
 from .teacher import Teacher, TeacherOutput, TeacherParts
 
-#: The shipped configuration, chosen label-free by ``benchmarks/student_variants.py`` (size, features, head,
-#: target). ``members``: one head; the mean of three (picked label-free by ``benchmarks/adapter_ensemble.py``)
+#: The shipped configuration, chosen label-free by ``benchmarks/student_variants.py`` (size, features, head).
+#: Two heads on the same features (``benchmarks/results/two_heads_rule.md``): the map head learns
+#: ``target`` (``union``: where a perturbation destroyed detail or the teacher flags the cell), the score
+#: head ``score_target`` (the teacher's own labels: whether the vasculature can be read), whose mean is
+#: the photo's score; a configuration without ``score_target`` has one head for both.
+#: ``members``: one head each; the mean of three (picked label-free by ``benchmarks/adapter_ensemble.py``)
 #: failed its pre-registered held-out check (``benchmarks/results/accuracy_ensemble.md``).
-DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "soft", "members": 1}
+DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "union", "score_target": "soft",
+           "members": 1}
 #: ``soft``: the teacher's mean anomaly per cell; ``binary``: its rule (fraction ≥ phi); ``union``: the
 #: chance that either the teacher flags the cell or the perturbation destroyed its detail,
 #: 1 − (1 − soft)(1 − region) (:mod:`regions`: the teacher does not see mild blur, haze or noise)
@@ -387,6 +392,32 @@ def decision_thresholds(result: AdapterResult, fs: FeatureSet, train: dict, fp_b
                                 + "; gradable: the lower of in-sample and out-of-fold"}
 
 
+def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed: int = 0,
+                  reference: set[int] | None = None) -> tuple[AdapterResult, dict]:
+    """The student's adapter as ``cfg`` (:data:`DEFAULT`'s keys) says, with its decision thresholds
+    (:func:`decision_thresholds`). With ``score_target``, two heads (:class:`MapAndScore`): the patch
+    threshold is set on the map head, the gradable threshold on the score head, each as a single
+    head's would be; ``history`` is the map head's (the score head's is in the thresholds dict as
+    ``score_loss_history``)."""
+    base = {"feature_kind": cfg["features"], "head": cfg["head"], "phi": phi, "epochs": epochs,
+            "members": cfg["members"]}
+    train = {**base, "target": cfg["target"]}
+    res = train_adapter(fs, seed=seed, **train)
+    thresholds = decision_thresholds(res, fs, train, reference=reference, seed=seed)
+    if not cfg.get("score_target"):
+        return res, thresholds
+    score_train = {**base, "target": cfg["score_target"]}
+    score = train_adapter(fs, seed=seed, **score_train)
+    by_score = decision_thresholds(score, fs, score_train, reference=reference, seed=seed)
+    thresholds.update({k: by_score[k] for k in ("gradable_threshold", "gradable_threshold_out_of_fold") if k in by_score},
+                      threshold_method=f"patch (map head): {thresholds['threshold_method']}; "
+                                       f"gradable (score head): {by_score['threshold_method']}",
+                      score_loss_history=score.history)
+    both = AdapterResult(MapAndScore(res.head, score.head).eval(), res.feature_kind, res.size, res.history,
+                         res.params + score.params)
+    return both, thresholds
+
+
 def assemble(result: AdapterResult, checkpoint: str | None = None) -> Student:
     """The full student (frozen backbone + trained adapter) for export; ``checkpoint`` for a ViT."""
     if result.feature_kind == "vit":
@@ -404,7 +435,7 @@ def load_student(folder: str | Path = "models/student") -> tuple[Student, dict]:
     meta = json.loads((folder / "adapter.json").read_text())
     state = torch.load(folder / "adapter.pt", map_location="cpu", weights_only=True)
     channels = next(v for k, v in state.items() if k.endswith("weight")).shape[1]
-    head = make_adapter(meta["head"], channels, meta.get("members", 1))
+    head = make_adapter(meta["head"], channels, meta.get("members", 1), score_head=bool(meta.get("score_target")))
     head.load_state_dict(state)
     return assemble(AdapterResult(head, meta["features"], meta["size"], [], 0), meta.get("backbone_checkpoint")), meta
 

@@ -26,7 +26,7 @@ class Backend(ABC):
         self.bundle = bundle
         m = bundle.manifest
         self.input_shape = (3, m.input_size, m.input_size)
-        self.output_shape = (1, m.grid, m.grid)
+        self.output_shape = (len(m.outputs), m.grid, m.grid)
         self.is_active = False
 
     def activate(self) -> "Backend":
@@ -45,7 +45,7 @@ class Backend(ABC):
     close = deactivate
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 → (N, 1, G, G) float32 logits."""
+        """(N, 3, S, S) float32 → (N, C, G, G) float32 logits, C the manifest's ``outputs`` (map[, score])."""
         if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
             raise ValueError(f"{self.name}: batch shape {batch.shape} does not match (N, *{self.input_shape})")
         if not self.is_active:

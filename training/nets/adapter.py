@@ -1,4 +1,5 @@
-"""The student's adapter: standardised backbone features on the map grid → one logit per cell.
+"""The student's adapter: standardised backbone features on the map grid → one logit per cell, or
+two (:class:`MapAndScore`: a map head and a score head on the same features).
 
 Kept apart from the backbone (``student.py``) so that a change to the adapter does not invalidate the
 cached backbone features distillation trains it on."""
@@ -62,6 +63,22 @@ def combine(heads: list[nn.Module]) -> nn.Module:
     return heads[0] if len(heads) == 1 else Ensemble(heads)
 
 
-def make_adapter(kind: str, channels: int, members: int = 1) -> nn.Module:
-    """One head (:func:`make_head`) or, for ``members`` > 1, an :class:`Ensemble` of that many."""
+def make_adapter(kind: str, channels: int, members: int = 1, score_head: bool = False) -> nn.Module:
+    """One head (:func:`make_head`) or, for ``members`` > 1, an :class:`Ensemble` of that many;
+    ``score_head``: a :class:`MapAndScore` of two such."""
+    if score_head:
+        return MapAndScore(make_adapter(kind, channels, members), make_adapter(kind, channels, members))
     return combine([make_head(kind, channels) for _ in range(members)])
+
+
+class MapAndScore(nn.Module):
+    """Two adapters on the same features, output as channels (map, score): the map head says
+    *where* a photo lost detail, the score head (its mean) *whether* it can be graded. They are
+    trained on different targets (``distill.DEFAULT``); the graph's output is (N, 2, G, G)."""
+
+    def __init__(self, map_head: nn.Module, score_head: nn.Module) -> None:
+        super().__init__()
+        self.map, self.score = map_head, score_head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.map(x), self.score(x)], dim=1)
