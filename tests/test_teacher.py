@@ -320,7 +320,7 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     by = {t: distill.decision_thresholds(heads[t], withr, {**one, "target": t}) for t in heads}
     assert both_th["patch_threshold"] == by["union"]["patch_threshold"] != by["soft"]["patch_threshold"]
     assert both_th["gradable_threshold"] == by["soft"]["gradable_threshold"]
-    assert both_th["threshold_method"].startswith("patch (map head)") and both.params == 2 * heads["soft"].params
+    assert both_th["threshold_method"].startswith("the patch threshold set on the map head") and both.params == 2 * heads["soft"].params
     folder2 = tmp_path / "two_heads"
     folder2.mkdir()
     torch.save(both.head.state_dict(), folder2 / "adapter.pt")

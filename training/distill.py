@@ -410,8 +410,8 @@ def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed:
     score = train_adapter(fs, seed=seed, **score_train)
     by_score = decision_thresholds(score, fs, score_train, reference=reference, seed=seed)
     thresholds.update({k: by_score[k] for k in ("gradable_threshold", "gradable_threshold_out_of_fold") if k in by_score},
-                      threshold_method=f"patch (map head): {thresholds['threshold_method']}; "
-                                       f"gradable (score head): {by_score['threshold_method']}",
+                      threshold_method=f"the patch threshold set on the map head, the gradable threshold on the "
+                                       f"score head, each by one rule ({thresholds['threshold_method']})",
                       score_loss_history=score.history)
     both = AdapterResult(MapAndScore(res.head, score.head).eval(), res.feature_kind, res.size, res.history,
                          res.params + score.params)
