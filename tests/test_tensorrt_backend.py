@@ -77,6 +77,20 @@ def test_mismatched_engine_is_refused_with_rebuild_command(doubles, engine, fiel
     assert f"efiqa build --target tensorrt --precision fp16 --out {path}" in str(exc.value)
 
 
+def test_engine_output_channels_must_match_the_manifest(doubles, engine):
+    """A manifest that declares other output channels than the engine computes (a map-only reading of
+    a two-head engine, or the reverse) is refused when the engine is opened."""
+    import dataclasses
+
+    from efiqa.bundle import Bundle
+
+    bundle, path = engine
+    flipped = ["map"] if bundle.manifest.outputs == ["map", "score"] else ["map", "score"]
+    other = Bundle(dataclasses.replace(bundle.manifest, outputs=flipped), bundle.onnx_bytes, bundle.path)
+    with pytest.raises(ModelError, match="engine output shape"):
+        create_backend("tensorrt", other, engine=str(path))
+
+
 def test_patch_version_difference_is_accepted(doubles, engine):
     bundle, path = engine
     m = EngineManifest.load(path)

@@ -65,6 +65,10 @@ class OnnxRuntimeBackend(Backend):
         if len(shape) != 4 or list(shape[1:]) != [3, m.input_size, m.input_size]:
             raise ModelError(f"model input shape {shape} does not match the manifest (N, 3, {m.input_size}, {m.input_size})",
                              source)
+        out, want = next(o for o in outputs if o.name == m.output_name).shape, [len(m.outputs), m.grid, m.grid]
+        if len(out) != 4 or any(isinstance(d, int) and d != w for d, w in zip(out[1:], want)):
+            raise ModelError(f"model output shape {out} does not match the manifest (N, {want[0]}, {m.grid}, {m.grid}: "
+                             f"outputs {m.outputs})", source)
         self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.providers = session.get_providers()
         self.session = session

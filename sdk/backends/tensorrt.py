@@ -112,6 +112,10 @@ class TensorRTBackend(Backend):
         out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.out_name)))
         if in_dtype != np.float32 or out_dtype != np.float32:
             raise ModelError(f"engine I/O must be float32, found {in_dtype}/{out_dtype}", engine)
+        out_shape = tuple(int(d) for d in self.engine.get_tensor_shape(self.out_name))[1:]
+        if out_shape != self.output_shape:
+            raise ModelError(f"engine output shape (N, {', '.join(map(str, out_shape))}) does not match the bundle's "
+                             f"(N, {', '.join(map(str, self.output_shape))}: outputs {m.outputs})", engine)
         profile_max = self.engine.get_tensor_profile_shape(self.in_name, 0)[2] \
             if self.engine.get_tensor_shape(self.in_name)[0] == -1 else self.engine.get_tensor_shape(self.in_name)
         self.max_batch = int(profile_max[0])
