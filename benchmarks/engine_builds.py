@@ -40,7 +40,11 @@ def main() -> None:
                                                                          "FP16 variant (efiqa verify's)")}
     int8 = Path(args.int8) if args.int8 else HERE.parent / "models" / "default-int8"
     if int8.exists():
-        graphs["int8"] = (load_bundle(int8).onnx_bytes, f"verified INT8 bundle {int8}")
+        variant = load_bundle(int8)
+        if variant.manifest.variant_of != bundle.sha256:
+            raise SystemExit(f"{int8} is a variant of {variant.manifest.variant_of}, not of {args.model or 'the shipped bundle'} "
+                             f"({bundle.sha256[:12]}…): make it first (precision_fidelity.py --write-bundles)")
+        graphs["int8"] = (variant.onnx_bytes, f"verified INT8 bundle {int8}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for precision, (onnx_bytes, what) in graphs.items():
@@ -53,7 +57,8 @@ def main() -> None:
                                      compute_capabilities=args.compute_capability, progress=False)
                 times.append(built.seconds)
             em = built.manifest
-            rows.append({"precision": precision, "source": what, "target": "tensorrt-rtx",
+            rows.append({"precision": precision, "source": what, "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+                         "target": "tensorrt-rtx",
                          "library_version": em.tensorrt_version, "compute_capabilities": em.compute_capability,
                          "onnx_mib": round(len(onnx_bytes) / 2**20, 2), "engine_mib": round(built.size_bytes / 2**20, 2),
                          "build_seconds_median": round(statistics.median(times), 2), "builds": len(times),

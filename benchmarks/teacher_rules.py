@@ -970,7 +970,7 @@ def distil(name: str, fs: distill.FeatureSet, features: str, train: set[int], he
     gradable = []
     for seed in SEEDS:
         result = distill.train_adapter(fs, features, distill.DEFAULT["head"], seed=seed, train_photos=train,
-                                       target=distill.DEFAULT["target"])
+                                       target="soft")  # the teacher's labels under this rule (the score head's target)
         heads[f"{name} | seed {seed}"] = result.head.eval()
         for key, r in student_clean_fpr(result, fs, train, names, thresholds).items():
             rates[key].append(r)

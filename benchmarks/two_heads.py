@@ -82,7 +82,11 @@ def ship(tag: str, bundle: Path, previous: Path) -> dict:
                                "patch_agreement": fid.get("patch_agreement"), "auroc": fid.get("auroc")}
         ok &= variants[precision]["variant_of_candidate"] and variants[precision]["passed"]
     builds = json.loads((RESULTS / "engine_builds.json").read_text())
-    built = {r["precision"]: r.get("builds", 0) for r in builds["rows"]} if builds["bundle_sha256"] == b.sha256 else {}
+    # each engine built from this bundle's graph (FP32), or from its verified INT8 variant's
+    graph = {"fp32": b.sha256, "int8": load_bundle(bundle.parent / f"{bundle.name}-int8").sha256 if variants["int8"][
+        "variant_of_candidate"] else None}
+    built = {r["precision"]: r.get("builds", 0) for r in builds["rows"] if builds["bundle_sha256"] == b.sha256
+             and graph.get(r["precision"], r.get("onnx_sha256")) == r.get("onnx_sha256")}
     ok &= all(built.get(k, 0) > 0 for k in ("fp32", "fp16", "int8"))
     clauses["9 FP16 and INT8 pass their gates; TensorRT-for-RTX engines build"] = {
         "value": {"variants": variants, "engine_builds (of this bundle)": built}, "passed": bool(ok)}

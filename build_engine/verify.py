@@ -33,6 +33,7 @@ class Fidelity:
     agreement_ci95: tuple[float, float] = (0.0, 1.0)  # Wilson interval of gradable_agreement
     flipped: int = 0            # gradable decisions that changed
     failures: list[str] = field(default_factory=list)  # why it failed, one line per gate missed
+    score_pearson: float | None = None  # Pearson r of the score channel (two-head bundles)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +45,8 @@ class Fidelity:
             f.append(f"{self.frames} verification inputs < {g['min_frames']} (add photos or --perturbations)")
         if self.pearson < g["min_pearson"]:
             f.append(f"map Pearson r {self.pearson:.4f} < {g['min_pearson']}")
+        if self.score_pearson is not None and self.score_pearson < g["min_pearson"]:
+            f.append(f"score map Pearson r {self.score_pearson:.4f} < {g['min_pearson']}")
         if self.gradable_agreement < g["min_agreement"]:
             f.append(f"gradable decisions kept {self.gradable_agreement:.2%} < {g['min_agreement']:.0%} "
                      f"({self.flipped} of {self.frames} flipped)")
@@ -71,10 +74,10 @@ def session(onnx_bytes: bytes, simulate_int8: bool = False):
 
 def run_maps(onnx_bytes: bytes, tensors: np.ndarray, input_name: str, simulate_int8: bool = False,
              batch: int = 4) -> np.ndarray:
+    """Probabilities (N, C, G, G): every output channel (map[, score])."""
     s = session(onnx_bytes, simulate_int8)
     outs = [s.run(None, {input_name: tensors[i:i + batch].astype(np.float32)})[0]
             for i in range(0, len(tensors), batch)]
-    """Probabilities (N, C, G, G): every output channel (map[, score])."""
     logits = np.concatenate(outs)
     return 1 / (1 + np.exp(-logits))
 
@@ -83,23 +86,31 @@ def compare(ref: np.ndarray, var: np.ndarray, valid: np.ndarray, precision: str,
             gradable_threshold: float, gates: dict | None = None) -> Fidelity:
     """Outputs (N, C, G, G) of FP32 and variant (:func:`run_maps`); ``valid`` (N, G, G) marks in-FOV
     cells. The map's Pearson r, differences and patch decisions are read on channel 0; the gradable
-    decisions on the score channel (the last: channel 1 of a two-head bundle, else the map)."""
+    decisions on the score channel (the last: channel 1 of a two-head bundle, else the map), whose
+    own Pearson r (``score_pearson``, two heads only) the same ``min_pearson`` gates."""
+    if ref.ndim != 4 or ref.shape != var.shape:
+        raise ValueError(f"expected two (N, C, G, G) arrays of one shape, got {ref.shape} and {var.shape}")
     g = {**GATES.get(precision, GATES["int8"]), **(gates or {})}
     score_ref, score_var = ref[:, -1], var[:, -1]
+    score_r = _pearson(score_ref[valid], score_var[valid]) if ref.shape[1] > 1 else None
     ref, var = ref[:, 0], var[:, 0]
     a, b = ref[valid], var[valid]
     d = np.abs(a - b)
-    if a.std() > 1e-4 and b.std() > 1e-4:
-        r = float(np.corrcoef(a, b)[0, 1])
-    else:  # a (near-)constant map has no meaningful correlation: judge by the differences alone
-        r = 1.0 if d.max() < 1e-3 else 0.0
+    r = _pearson(a, b)
     patch_agree = float(np.mean((a >= patch_threshold) == (b >= patch_threshold)))
     score_ref = np.array([m[v].mean() for m, v in zip(score_ref, valid)])
     score_var = np.array([m[v].mean() for m, v in zip(score_var, valid)])
     same = (score_ref < gradable_threshold) == (score_var < gradable_threshold)
     fid = Fidelity(precision, r, float(d.max()), float(d.mean()), patch_agree, float(np.mean(same)), len(ref),
-                   False, g, agreement_ci95=wilson(int(same.sum()), len(same)), flipped=int((~same).sum()))
+                   False, g, agreement_ci95=wilson(int(same.sum()), len(same)), flipped=int((~same).sum()),
+                   score_pearson=score_r)
     return fid.judge()
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if a.std() > 1e-4 and b.std() > 1e-4:
+        return float(np.corrcoef(a, b)[0, 1])
+    return 1.0 if np.abs(a - b).max() < 1e-3 else 0.0  # (near-)constant: judged by the differences alone
 
 
 def worst_layers(ref_bytes: bytes, var_bytes: bytes, tensors: np.ndarray, input_name: str,

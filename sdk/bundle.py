@@ -14,8 +14,9 @@ from typing import Any
 
 from .errors import ModelError
 
-#: Written by this toolchain. 2 added ``outputs`` (a score channel beside the map): a runtime that
-#: knows only version 1 refuses such a bundle instead of reading its map's mean as the score.
+#: The newest manifest format. 2 added ``outputs`` (a score channel beside the map): a runtime that
+#: knows only version 1 refuses such a bundle instead of reading its map's mean as the score. A
+#: map-only bundle is still written as version 1 (older runtimes read it as they always did).
 FORMAT_VERSION = 2
 #: Read by this runtime; a version-1 manifest has one output, the map.
 READABLE_VERSIONS = (1, 2)
@@ -49,7 +50,8 @@ class Manifest:
     #: Its channels: ``map`` (where, per cell) and optionally ``score`` (the photo's score is the
     #: in-FOV mean of this channel; without it, of the map).
     outputs: list[str] = field(default_factory=lambda: ["map"])
-    #: Image score (mean in-FOV patch probability) at or above which the image is ungradable.
+    #: Image score (coverage-weighted in-FOV mean probability of the ``score`` channel, else of the map)
+    #: at or above which the image is ungradable.
     gradable_threshold: float = 0.5
     patch_threshold: float = 0.5
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -61,8 +63,14 @@ class Manifest:
     fidelity: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        self.format_version = 1 if self.outputs == ["map"] else FORMAT_VERSION
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        data = asdict(self)
+        if self.format_version == 1:
+            del data["outputs"]
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict, source: str) -> "Manifest":

@@ -96,7 +96,7 @@ def build_result(logits: np.ndarray, fov: Fov, crop: Crop, image_shape: tuple[in
     """Turn one image's logits into a :class:`QualityResult`: a (G, G) map, or the bundle's
     (C, G, G) outputs, channel 0 the map and channel 1 (where there is one) the score map."""
     logits = np.asarray(logits, np.float32)
-    if logits.ndim == 3 and logits.shape[0] not in (1, 2):
+    if logits.ndim not in (2, 3) or (logits.ndim == 3 and logits.shape[0] not in (1, 2)):
         raise ValueError(f"expected (G, G) or (1|2, G, G) logits, got shape {logits.shape}")
     channels = logits if logits.ndim == 3 else logits[None]
     return result_from_probabilities(sigmoid(channels[0]), fov, crop, image_shape, threshold, source, patch_threshold,

@@ -79,6 +79,8 @@ def test_runtime_map_equals_torch_on_the_same_input(tiny_bundle):
 def test_two_heads_export_with_the_map_from_one_and_the_score_from_the_other(tmp_path):
     """A two-head student (map head, score head): the bundle declares both channels, the runtime's map
     is channel 0 and its score the in-FOV mean of channel 1, on one photo and in a batch alike."""
+    import json
+
     from efiqa.build.export import export_bundle
     from efiqa.errors import ModelError
     from efiqa.train.nets.adapter import MapAndScore, make_adapter
@@ -91,8 +93,14 @@ def test_two_heads_export_with_the_map_from_one_and_the_score_from_the_other(tmp
         model.adapter.score[1].bias += 3.0  # a score map far above the map: reading the wrong one shows
     path, err = export_bundle(model, tmp_path / "two", name="two", backbone="lite0-random", input_size=128,
                               mean=LITE0_MEAN, std=LITE0_STD, provenance={})
-    m = load_bundle(path).manifest
+    from efiqa.bundle import Manifest
+    from efiqa.calibration.int8 import adapter_nodes
+
+    b = load_bundle(path)
+    m = b.manifest
     assert err <= 1e-4 and m.outputs == ["map", "score"] and m.format_version == 2
+    assert Manifest.from_dict(json.loads(m.to_json()), "again") == m
+    assert len(adapter_nodes(b.onnx_bytes)) == 2  # INT8 keeps both heads' convolutions float
     img = synthetic_fundus()
     with QualityAssessor(path) as qa:
         res, [batched] = qa.assess(img), qa.assess_batch([img])
@@ -105,35 +113,35 @@ def test_two_heads_export_with_the_map_from_one_and_the_score_from_the_other(tmp
     assert res.score > float((res.map * w).sum() / w.sum()) + 0.3
     assert batched.score == pytest.approx(res.score, abs=1e-5) and np.allclose(batched.map, res.map, atol=1e-5)
     # a manifest that hides the score channel is refused when the model is opened, never read silently
-    import json
-
     doc = json.loads((path / "manifest.json").read_text())
     (path / "manifest.json").write_text(json.dumps({**doc, "outputs": ["map"]}))
     with pytest.raises(ModelError, match=r"output shape .* does not match the manifest \(N, 1, 16, 16"):
         QualityAssessor(path)
 
 
-def test_a_version_1_bundle_still_loads_as_map_only(tiny_bundle, tmp_path):
-    """Bundles written before the score channel (format 1, no ``outputs``) load as they did; a
-    format-1 manifest that names outputs is malformed."""
+def test_a_map_only_bundle_is_format_1_as_before(tiny_bundle, tmp_path):
+    """A map-only bundle is written as format 1 without ``outputs`` (what runtimes before the score
+    channel read), loads as map-only and survives the manifest round trip (a variant's manifest is
+    written from a loaded one); a format-1 manifest that names outputs is malformed."""
     import json
     import shutil
 
+    from efiqa.bundle import Manifest
     from efiqa.errors import ModelError
 
     _, path, _ = tiny_bundle
     old = tmp_path / "v1"
     shutil.copytree(path, old)
     doc = json.loads((old / "manifest.json").read_text())
-    assert doc.pop("outputs") == ["map"]
-    (old / "manifest.json").write_text(json.dumps({**doc, "format_version": 1}))
-    assert load_bundle(old).manifest.outputs == ["map"]
+    assert doc["format_version"] == 1 and "outputs" not in doc
+    m = load_bundle(old).manifest
+    assert m.outputs == ["map"] and Manifest.from_dict(json.loads(m.to_json()), "again") == m
     with QualityAssessor(old) as qa:
         assert qa.assess(synthetic_fundus()).map.shape == (16, 16)
     (old / "manifest.json").write_text(json.dumps({**doc, "format_version": 1, "outputs": ["map", "score"]}))
     with pytest.raises(ModelError, match="version 1 has no outputs"):
         load_bundle(old)
-    (old / "manifest.json").write_text(json.dumps({**doc, "outputs": ["score"]}))
+    (old / "manifest.json").write_text(json.dumps({**doc, "format_version": 2, "outputs": ["score"]}))
     with pytest.raises(ModelError, match="unknown outputs"):
         load_bundle(old)
 

@@ -173,6 +173,30 @@ def test_gate_failure_names_worst_layers(tiny_bundle, photo_dirs):
     assert len(worst) == 5 and all(e >= 0 for _, e in worst) and worst[0][1] >= worst[-1][1]
 
 
+def test_gate_reads_the_map_on_channel_0_and_the_verdict_on_the_score_channel():
+    """Two-head outputs (N, 2, G, G): a variant whose score channel drifts keeps the map's r and patch
+    decisions but flips gradable decisions and fails on the score channel's r; one whose map drifts
+    keeps the verdicts. Single-head outputs judge the verdict on the map, as before."""
+    from efiqa.build.verify import compare
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.05, 0.95, (220, 2, 4, 4))
+    valid = np.ones((220, 4, 4), bool)
+    score_drift = ref.copy()
+    score_drift[:, 1] = rng.uniform(0.05, 0.95, (220, 4, 4))
+    fid = compare(ref, score_drift, valid, "int8", 0.5, 0.5)
+    assert fid.pearson == 1.0 and fid.patch_agreement == 1.0 and fid.score_pearson < 0.5
+    assert fid.flipped > 0 and not fid.passed and any("score map Pearson" in f for f in fid.failures)
+    map_drift = ref.copy()
+    map_drift[:, 0] = rng.uniform(0.05, 0.95, (220, 4, 4))
+    fid = compare(ref, map_drift, valid, "int8", 0.5, 0.5)
+    assert fid.flipped == 0 and fid.score_pearson == 1.0 and fid.pearson < 0.5 and not fid.passed
+    one = compare(ref[:, :1], map_drift[:, :1], valid, "int8", 0.5, 0.5)
+    assert one.score_pearson is None and one.flipped > 0
+    with pytest.raises(ValueError, match="N, C, G, G"):
+        compare(ref[:, 0], ref[:, 0], valid, "int8", 0.5, 0.5)
+
+
 @pytest.fixture()
 def build_doubles(monkeypatch):
     cuda = FakeCuda()

@@ -281,7 +281,8 @@ def _fit_head(head: str | Callable[[int], torch.nn.Module], x: torch.Tensor, y: 
 def predict(result: AdapterResult, fs: FeatureSet, photos: set[int] | None = None,
             samples: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(student outputs, teacher fractions, teacher scores, valid) for the samples of ``photos``
-    (or the sample indices ``samples``)."""
+    (or the sample indices ``samples``); the outputs of a single head (of a :class:`MapAndScore`, its
+    map head's channel 0: thresholds and studies score each head on its own)."""
     idx = samples if samples is not None else np.array([n for n, p in enumerate(fs.photo) if p in photos])
     x = torch.from_numpy(fs.features(result.feature_kind)[idx].astype(np.float32))
     prob = torch.sigmoid(result.head(x))[:, 0].numpy()

@@ -1,4 +1,4 @@
-"""The stage-2 student: frozen backbone + shallow adapter → G×G degradation logits.
+"""The stage-2 student: frozen backbone + shallow adapter → (C, G, G) degradation logits (C = 1, or 2: map, score).
 
 Input is float32 NCHW RGB in 0-255; normalisation happens inside the graph so that the exported
 ONNX, the runtime and TensorRT all see the same contract (see the bundle manifest).
