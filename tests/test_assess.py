@@ -48,10 +48,16 @@ def test_json_contract(assessor, retina_file):
 
 
 def test_score_ignores_cells_outside_fov(assessor):
-    """Score = coverage-weighted mean over cells at least half inside the FOV."""
-    res = assessor.assess(synthetic_fundus())
+    """Score = coverage-weighted mean, over cells at least half inside the FOV, of the shipped bundle's
+    score channel (its second output); the map is the first."""
+    img = synthetic_fundus()
+    res = assessor.assess(img)
+    assert assessor.manifest.outputs == ["map", "score"]
+    prob = 1 / (1 + np.exp(-assessor.backend.infer(assessor.preprocessor(img).tensor[None])[0]))
     w = np.where(res.coverage >= 0.5, res.coverage, 0)
-    assert res.score == pytest.approx(float((res.map * w).sum() / w.sum()), rel=1e-5)
+    np.testing.assert_allclose(res.map, prob[0], atol=1e-6)
+    assert res.score == pytest.approx(float((prob[1] * w).sum() / w.sum()), rel=1e-5)
+    assert w.min() == 0 and res.score != pytest.approx(float((prob[1] * w).sum() / w.size), rel=1e-3)
 
 
 def test_array_and_path_agree(assessor, retina_file):

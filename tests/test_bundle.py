@@ -25,7 +25,7 @@ def _edit_manifest(path, **changes):
 def test_default_bundle_loads_and_is_consistent():
     b = load_bundle()
     m = b.manifest
-    assert m.format_version == 1 and m.input_size == 384 and m.grid == 16
+    assert m.format_version == 2 and m.input_size == 384 and m.grid == 16 and m.outputs == ["map", "score"]
     assert len(m.onnx_sha256) == 64
 
 
@@ -64,6 +64,17 @@ def test_manifest_that_lies_about_shapes_is_refused(bundle_copy):
     _edit_manifest(bundle_copy, input_size=load_bundle(bundle_copy).manifest.input_size + 128)
     with pytest.raises(ModelError, match="input shape"):
         QualityAssessor(bundle_copy)
+
+
+def test_manifest_that_lies_about_output_channels_is_refused(bundle_copy):
+    """The shipped graph outputs a map and a score map: a manifest naming the map alone would have the
+    runtime score photos on the map's mean, so the model is refused when opened."""
+    _edit_manifest(bundle_copy, outputs=["map"])
+    with pytest.raises(ModelError, match="output shape"):
+        QualityAssessor(bundle_copy)
+    _edit_manifest(bundle_copy, outputs=["score", "map"])
+    with pytest.raises(ModelError, match="unknown outputs"):
+        load_bundle(bundle_copy)
 
 
 def test_manifest_that_lies_about_io_names_is_refused(bundle_copy):

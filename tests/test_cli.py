@@ -95,7 +95,8 @@ def test_bad_model_exits_one(capsys, tmp_path, retina_file):
 
 def test_info_prints_manifest(capsys):
     code, out, _ = run(capsys, "info")
-    assert code == 0 and json.loads(out)["format_version"] == 1
+    doc = json.loads(out)
+    assert code == 0 and doc["format_version"] == 2 and doc["outputs"] == ["map", "score"]
 
 
 def test_version_and_help_via_entry_point():

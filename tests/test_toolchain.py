@@ -268,8 +268,10 @@ def test_adapter_convs_are_found(tiny_bundle):
     from efiqa.models import DEFAULT_BUNDLE
 
     shipped = load_bundle()
-    members = json.loads((DEFAULT_BUNDLE.parent / "student" / "adapter.json").read_text()).get("members", 1)
-    for bundle, n_head in ((load_bundle(tiny_bundle[1]), 1), (shipped, 3 * members)):  # linear; 1×1-3×3-3×3 each
+    meta = json.loads((DEFAULT_BUNDLE.parent / "student" / "adapter.json").read_text())
+    heads = meta.get("members", 1) * (2 if meta.get("score_target") else 1)  # members of the map (and score) head
+    assert heads == len(shipped.manifest.outputs) == 2
+    for bundle, n_head in ((load_bundle(tiny_bundle[1]), 1), (shipped, 3 * heads)):  # linear; 1×1-3×3-3×3 each
         convs = conv_nodes(bundle.onnx_bytes)
         head = adapter_nodes(bundle.onnx_bytes)
         assert head == convs[-n_head:] and len(head) == n_head
@@ -293,8 +295,9 @@ def test_adapter_convs_of_an_ensemble_are_all_found_in_graph_order(tiny_bundle):
 
 @pytest.mark.parametrize("variant", ["default-fp16", "default-int8"])
 def test_shipped_precision_variants_match_fp32_on_onnxruntime(variant, retina_file):
-    """The shipped verified variants give the FP32 map on the CPU runtime too (INT8 once gave
-    |Δp| 0.36 there: ONNX Runtime's fused int8 kernels saturate)."""
+    """The shipped verified variants give the FP32 map on the CPU runtime too, within the largest
+    difference their gate measured over its 220 inputs (INT8 once gave |Δp| 0.36 here: ONNX
+    Runtime's fused int8 kernels saturate), and the same verdict."""
     from efiqa import QualityAssessor
 
     bundle = load_bundle(variant)
@@ -302,7 +305,9 @@ def test_shipped_precision_variants_match_fp32_on_onnxruntime(variant, retina_fi
     assert bundle.manifest.fidelity["frames"] >= 200
     with QualityAssessor() as fp32, QualityAssessor(variant) as var:
         a, b = fp32.assess(retina_file), var.assess(retina_file)
-    assert np.abs(a.map - b.map).max() < 0.02 and a.gradable == b.gradable
+    worst = bundle.manifest.fidelity["max_abs_dp"]
+    assert worst < 0.1 and np.abs(a.map - b.map).max() <= worst and a.gradable == b.gradable
+    assert abs(a.score - b.score) < 0.02
 
 
 def test_verify_without_a_readable_photo_is_one_line(tmp_path, capsys):
