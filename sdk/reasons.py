@@ -20,10 +20,10 @@ fov_off_centre       circle centre > ``OFF_CENTRE`` r from the frame centre     
 fov_cut_off          the frame cuts one side of the circle ``CUT_ASYMMETRY`` r more than its
                      opposite (a symmetric crop by the camera's sensor is normal)           no
 zone_degraded        a zone's mean map value ≥ the bundle's patch threshold                no
-low_detail           ungradable by the map with no frame-statistics cause                   no
+low_detail           ungradable by the score with no frame-statistics cause                 no
 ==================== ==================================================================== =========
 
-A *decisive* reason makes the photo ungradable whatever its map score (the map cannot be trusted
+A *decisive* reason makes the photo ungradable whatever its score (the network cannot be trusted
 on a frame that shows nothing, or whose colours are clipped away).
 """
 from __future__ import annotations
@@ -198,7 +198,8 @@ def stat_reasons(st: FrameStats | None, source: str) -> list[Reason]:
 
 
 def map_reasons(res: "QualityResult", frame: list[Reason] | None = None) -> list[Reason]:
-    """Zones the map flags, and a generic cause when the map alone makes the photo ungradable."""
+    """Zones the map flags, and a generic cause when the score alone (the score head's mean, or the
+    map's for a map-only bundle) makes the photo ungradable."""
     out = [Reason("zone_degraded", f"Poor quality in the {ZONE_TEXT[zone]}", zone)
            for zone, value in sorted(((z, v) for z, v in res.zones.items() if v is not None), key=lambda kv: -kv[1])
            if value >= res.patch_threshold]
