@@ -61,13 +61,14 @@ class Manifest:
     variant_of: str | None = None
     calibration_sha256: str | None = None
     fidelity: dict[str, Any] | None = None
-    format_version: int = FORMAT_VERSION
 
-    def __post_init__(self) -> None:
-        self.format_version = 1 if self.outputs == ["map"] else FORMAT_VERSION
+    @property
+    def format_version(self) -> int:
+        """The oldest format that describes this bundle: 1 for a map alone, else 2."""
+        return 1 if self.outputs == ["map"] else FORMAT_VERSION
 
     def to_json(self) -> str:
-        data = asdict(self)
+        data = {**asdict(self), "format_version": self.format_version}
         if self.format_version == 1:
             del data["outputs"]
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
