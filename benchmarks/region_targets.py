@@ -126,6 +126,14 @@ def ship_gate(tag: str) -> dict:
             "passed": all(ok for _, ok in clauses.values())}
 
 
+def clause_table(verdict: dict) -> list[str]:
+    """A ship gate's clauses as Markdown table lines, then its verdict."""
+    return (["| clause | value | passed |", "|---|---|---|"]
+            + [f"| {k} | `{json.dumps(c['value'])}` | {'yes' if c['passed'] else '**no**'} |"
+               for k, c in verdict["clauses"].items()]
+            + ["", f"**{'Passed: ship.' if verdict['passed'] else 'Failed: not shipped.'}**"])
+
+
 def write_ship_gate(tag: str) -> None:
     """:func:`ship_gate` into results/region_targets_ship_TAG.json and a Markdown table beside it."""
     verdict = ship_gate(tag)
@@ -134,10 +142,7 @@ def write_ship_gate(tag: str) -> None:
     md = [f"# Region targets: the ship gate of candidate `{tag}`", "",
           f"Rule: `results/region_targets_rule.md`; runs: `accuracy_{tag}.json`, `real_photos_{tag}.json`; "
           f"candidate ONNX sha256 `{verdict['candidate_onnx_sha256'][:16]}…`. "
-          f"Command: `python benchmarks/region_targets.py --ship {tag}`.", "",
-          "| clause | value | passed |", "|---|---|---|"]
-    md += [f"| {k} | `{json.dumps(c['value'])}` | {'yes' if c['passed'] else '**no**'} |" for k, c in verdict["clauses"].items()]
-    md += ["", f"**{'Passed: ship.' if verdict['passed'] else 'Failed: not shipped.'}**"]
+          f"Command: `python benchmarks/region_targets.py --ship {tag}`.", "", *clause_table(verdict)]
     (results / f"region_targets_ship_{tag}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,9 +23,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
 from peers import count  # noqa: E402
-from region_targets import ship_gate  # noqa: E402
+from region_targets import clause_table, ship_gate  # noqa: E402
 
-from efiqa.bundle import load_bundle  # noqa: E402
+from efiqa.bundle import MODEL, load_bundle  # noqa: E402
 
 RESULTS = HERE / "results"
 
@@ -60,31 +59,28 @@ def ship(tag: str, bundle: Path, previous: Path) -> dict:
     if verdict["candidate_onnx_sha256"] != b.sha256:
         raise SystemExit(f"the runs tagged {tag} are of ONNX {verdict['candidate_onnx_sha256'][:12]}…, "
                          f"not of {bundle} ({b.sha256[:12]}…)")
-    with tempfile.TemporaryDirectory() as tmp:
-        flops = {}
-        for name, x in (("candidate", b), ("previous", p)):
-            f = Path(tmp) / f"{name}.onnx"
-            f.write_bytes(x.onnx_bytes)
-            params, fl = count(f)
-            flops[name] = {"params": params, "gflops": fl / 1e9}
+    flops = {}
+    for name, x in (("candidate", b), ("previous", p)):  # bundle folders: their model.onnx as written
+        params, fl = count(x.path / MODEL)
+        flops[name] = {"params": params, "gflops": fl / 1e9}
     ratio = flops["candidate"]["gflops"] / flops["previous"]["gflops"]
     clauses = verdict["clauses"]
     clauses["8 multiply-adds at most 1.25 x the previous bundle's"] = {
         "value": {**flops, "ratio": ratio}, "passed": ratio <= 1.25}
-    variants, ok = {}, True
+    variants, graph = {}, {"fp32": b.sha256}  # graph: the ONNX each engine must be built from
     for precision in ("fp16", "int8"):
         folder = bundle.parent / f"{bundle.name}-{precision}"
-        m = load_bundle(folder).manifest if folder.exists() else None
-        fid = (m.fidelity or {}) if m else {}
-        variants[precision] = {"bundle": str(folder), "variant_of_candidate": bool(m and m.variant_of == b.sha256),
+        v = load_bundle(folder) if folder.exists() else None
+        fid = (v.manifest.fidelity or {}) if v else {}
+        mine = bool(v and v.manifest.variant_of == b.sha256)
+        variants[precision] = {"bundle": str(folder), "variant_of_candidate": mine,
                                "passed": bool(fid.get("passed")), "pearson": fid.get("pearson"),
                                "gradable_agreement": fid.get("gradable_agreement"),
                                "patch_agreement": fid.get("patch_agreement"), "auroc": fid.get("auroc")}
-        ok &= variants[precision]["variant_of_candidate"] and variants[precision]["passed"]
+        if precision == "int8":  # FP16 engines are built from a fresh cast (engine_builds.py), not the variant
+            graph["int8"] = v.sha256 if mine else None
+    ok = all(x["variant_of_candidate"] and x["passed"] for x in variants.values())
     builds = json.loads((RESULTS / "engine_builds.json").read_text())
-    # each engine built from this bundle's graph (FP32), or from its verified INT8 variant's
-    graph = {"fp32": b.sha256, "int8": load_bundle(bundle.parent / f"{bundle.name}-int8").sha256 if variants["int8"][
-        "variant_of_candidate"] else None}
     built = {r["precision"]: r.get("builds", 0) for r in builds["rows"] if builds["bundle_sha256"] == b.sha256
              and graph.get(r["precision"], r.get("onnx_sha256")) == r.get("onnx_sha256")}
     ok &= all(built.get(k, 0) > 0 for k in ("fp32", "fp16", "int8"))
@@ -101,10 +97,7 @@ def write_ship(verdict: dict) -> None:
     md = [f"# Two heads: the ship gate of candidate `{tag}`", "",
           f"Rule: `results/two_heads_rule.md`; runs: `accuracy_{tag}.json`, `real_photos_{tag}.json`, the variants' "
           f"manifests and `engine_builds.json`; candidate ONNX sha256 `{verdict['candidate_onnx_sha256'][:16]}…`. "
-          f"Command: `{verdict['command']}`.", "", "| clause | value | passed |", "|---|---|---|"]
-    md += [f"| {k} | `{json.dumps(c['value'])}` | {'yes' if c['passed'] else '**no**'} |"
-           for k, c in verdict["clauses"].items()]
-    md += ["", f"**{'Passed: ship.' if verdict['passed'] else 'Failed: not shipped.'}**"]
+          f"Command: `{verdict['command']}`.", "", *clause_table(verdict)]
     (RESULTS / f"two_heads_ship_{tag}.md").write_text("\n".join(md) + "\n")
 
 
