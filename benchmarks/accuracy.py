@@ -17,7 +17,7 @@ Writes benchmarks/results/accuracy.json, accuracy.md and accuracy_examples.png (
 accuracy_T.json, …, e.g. ``--tag 512`` for a student trained with ``--size 512``). The JSON holds
 ``summary[GENERATOR]`` (per kind, per severity, per kind × severity, overall, ranking, clean FPR,
 refused, distillation) beside the generator-free ``latency_ms_p50``, ``real_degraded``, ``drimdb``,
-``hrf`` and ``vessels``.
+``hrf`` (with ``--previous``, ``hrf_previous`` beside it) and ``vessels``.
 """
 from __future__ import annotations
 
@@ -172,6 +172,8 @@ def main() -> None:
                  np.array([1] * len(real) + [0] * len(clean))) for m in all_names}}
     summary["drimdb"] = drimdb(root, qa, None if args.no_teacher_real else teacher)
     summary["hrf"] = hrf(root, qa)
+    if prev:  # in the same run: a ship gate compares with these, not with a file the ship overwrites
+        summary["hrf_previous"] = hrf(root, prev)
     summary["vessels"] = vessel_stage.evaluate(teacher.extractor, root)
 
     result = {"benchmark": "accuracy", "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
@@ -341,6 +343,11 @@ def render(summary: dict, generators: list[str], names: list[str], n_photos: int
                 "| group | n | refused | ungradable | mean share of flagged patches | mean score |", "|---|---|---|---|---|---|"]
         out += [f"| {g['label']} | {g['n']} | {g['refused']} | {fmt(g['ungradable_share'])} | "
                 f"{fmt(g['mean_flagged_share'])} | {fmt(g['mean_score'])} |" for g in h["groups"].values()]
+        hp = summary.get("hrf_previous")
+        if hp and "skipped" not in hp:
+            out += ["", f"The previous student in the same run (patch threshold {hp['patch_threshold']:.3f}), mean share "
+                    "of flagged patches: " + ", ".join(f"{g['label']} {fmt(g['mean_flagged_share'])}"
+                                                      for g in hp["groups"].values())]
         out += ["", "| photo | training pool | gradable | flagged share | score |", "|---|---|---|---|---|"]
         out += [f"| {n} | {'yes' if v['in_training_pool'] else 'held out'} | "
                 + (f"refused: {v['refused']} | | |" if "refused" in v else

@@ -55,18 +55,29 @@ def ship(tag: str, bundle: Path, previous: Path) -> dict:
     """Clauses 1-7 (:func:`region_targets.ship_gate`, the same bounds), then 8 (cost) and 9 (precision
     variants and engine builds of ``bundle``)."""
     verdict = ship_gate(tag)
+    cost, precision = bundle_clauses(verdict, bundle, previous)
+    verdict["clauses"]["8 multiply-adds at most 1.25 x the previous bundle's"] = cost
+    verdict["clauses"]["9 FP16 and INT8 pass their gates; TensorRT-for-RTX engines build"] = precision
+    verdict.update(benchmark="two_heads_ship", command=" ".join(["python", *sys.argv]), machine=stamp(),
+                   passed=all(c["passed"] for c in verdict["clauses"].values()))
+    return verdict
+
+
+def bundle_clauses(verdict: dict, bundle: Path, previous: Path) -> tuple[dict, dict]:
+    """The clauses judged on the candidate bundle itself: its multiply-adds against ``previous``'s
+    (at most 1.25x), and its FP16 and INT8 variants' gates with the TensorRT-for-RTX engine builds
+    (``engine_builds.json``) of this very bundle. ``verdict``: the held-out runs' gate, whose ONNX
+    must be ``bundle``'s."""
     b, p = load_bundle(bundle), load_bundle(previous)
     if verdict["candidate_onnx_sha256"] != b.sha256:
-        raise SystemExit(f"the runs tagged {tag} are of ONNX {verdict['candidate_onnx_sha256'][:12]}…, "
+        raise SystemExit(f"the runs tagged {verdict['tag']} are of ONNX {verdict['candidate_onnx_sha256'][:12]}…, "
                          f"not of {bundle} ({b.sha256[:12]}…)")
     flops = {}
     for name, x in (("candidate", b), ("previous", p)):  # bundle folders: their model.onnx as written
         params, fl = count(x.path / MODEL)
         flops[name] = {"params": params, "gflops": fl / 1e9}
     ratio = flops["candidate"]["gflops"] / flops["previous"]["gflops"]
-    clauses = verdict["clauses"]
-    clauses["8 multiply-adds at most 1.25 x the previous bundle's"] = {
-        "value": {**flops, "ratio": ratio}, "passed": ratio <= 1.25}
+    cost = {"value": {**flops, "ratio": ratio}, "passed": ratio <= 1.25}
     variants, graph = {}, {"fp32": b.sha256}  # graph: the ONNX each engine must be built from
     for precision in ("fp16", "int8"):
         folder = bundle.parent / f"{bundle.name}-{precision}"
@@ -84,11 +95,7 @@ def ship(tag: str, bundle: Path, previous: Path) -> dict:
     built = {r["precision"]: r.get("builds", 0) for r in builds["rows"] if builds["bundle_sha256"] == b.sha256
              and graph.get(r["precision"], r.get("onnx_sha256")) == r.get("onnx_sha256")}
     ok &= all(built.get(k, 0) > 0 for k in ("fp32", "fp16", "int8"))
-    clauses["9 FP16 and INT8 pass their gates; TensorRT-for-RTX engines build"] = {
-        "value": {"variants": variants, "engine_builds (of this bundle)": built}, "passed": bool(ok)}
-    verdict.update(benchmark="two_heads_ship", command=" ".join(["python", *sys.argv]), machine=stamp(),
-                   passed=all(c["passed"] for c in clauses.values()))
-    return verdict
+    return cost, {"value": {"variants": variants, "engine_builds (of this bundle)": built}, "passed": bool(ok)}
 
 
 def write_ship(verdict: dict) -> None:
