@@ -179,7 +179,9 @@ def main() -> None:
     result = {"benchmark": "accuracy", "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
               "machine": stamp(), "held_out": held, "training_pool": training_pool(root), "real_degraded": REAL_DEGRADED,
               "teacher_config": teacher.config, "student_model": qa.manifest.name,
-              "previous_model": str(args.previous) if prev else None, "severities": args.severities,
+              "student_onnx_sha256": qa.bundle.manifest.onnx_sha256,
+              "previous_model": str(args.previous) if prev else None,
+              "previous_onnx_sha256": prev.bundle.manifest.onnx_sha256 if prev else None, "severities": args.severities,
               "generators": generators, "summary": summary}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
