@@ -93,7 +93,11 @@ def ship_gate(tag: str) -> dict:
     the benchmarks' JSON, the bounds those of the rule (set from the shipped student's figures)."""
     results = HERE / "results"
     acc = json.loads((results / f"accuracy_{tag}.json").read_text())["summary"]
-    shipped_hrf = json.loads((results / "accuracy.json").read_text())["summary"]["hrf"]["groups"]
+    # the previous student's rates from the same run where it holds them (accuracy.py --previous, since
+    # region_measures): accuracy.json is overwritten by a ship, and a gate run after it would compare
+    # the candidate with itself
+    shipped_hrf = (acc["hrf_previous"] if "hrf_previous" in acc else
+                   json.loads((results / "accuracy.json").read_text())["summary"]["hrf"])["groups"]
     real = json.loads((results / f"real_photos_{tag}.json").read_text())
     drimdb, variants = real["drimdb"], real["drimdb_variants"]
     auroc = {g: acc[g]["overall"]["student"]["auroc"] for g in ("soft", "synth")}
