@@ -1,0 +1,99 @@
+"""Which part of the map head's ``union`` target holds it back: the teacher's labels or the
+training perturbations themselves? A diagnostic, never shipped.
+
+The shipped map head (384 px, three-scale, conv adapter), seeds 0/1/2, trained on 4 of 5
+training-pool photos on the region maps alone (how much detail each label-free perturbation
+destroyed, ``efiqa.train.regions`` as shipped; the unperturbed photos' maps are 0, so real defects
+of the pool photos are taught as clean), scored on the other fifth degraded by ``synth``, as
+``region_targets.py`` and ``region_measures.py`` score. Read beside them:
+
+- teacher labels alone (``region_targets.md``, ``soft``): 0.80;
+- the union (``region_measures.md``, ``cs``): 0.86;
+- ``synth``'s own masks (``feature_ceiling.md``): 0.99, a ceiling trained on the generator it is scored on.
+
+If the region maps alone come near the masks, the teacher's share of the union (its noise on clean
+cells) is what holds the map back; if they stay near the union, the perturbations' kinds do (what
+the head is never shown). Never ``soft``, never the held-out photos of ``accuracy.py``.
+
+    python benchmarks/region_only.py
+
+Writes results/region_only.json / .md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from feature_ceiling import score_heads  # noqa: E402
+from machine import stamp  # noqa: E402
+from student_variants import pool_arguments, pool_features  # noqa: E402
+
+from efiqa.imageio import read_image  # noqa: E402
+from efiqa.train import distill  # noqa: E402
+from efiqa.train.data import data_root, resolve  # noqa: E402
+
+SEEDS = (0, 1, 2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pool_arguments(ap)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    t0 = time.time()
+    size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
+    names, sets, phi, train, val = pool_features(args, (size,), regions_too=True)
+    fs = sets[size]
+    # union with a teacher that flags nothing: 1 − (1 − 0)(1 − region) = region
+    alone = dataclasses.replace(fs, score=[np.zeros_like(s) for s in fs.score])
+    heads, rows = {}, {}
+    for seed in SEEDS:
+        res = distill.train_adapter(alone, kind, head, phi=phi, seed=seed, train_photos=train, target="union")
+        key = f"region only | seed {seed}"
+        heads[key], rows[key] = res.head.eval(), {"target": "region only", "seed": seed, "size": size, "kind": kind}
+        print(key, flush=True)
+    root = data_root(args.data)
+    photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
+    summary = score_heads(heads, rows, photos)
+    kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
+    mean = {"overall": float(np.mean([r["overall"] for r in rows.values()])),
+            "ranking": float(np.mean([r["ranking"] for r in rows.values()])),
+            "per_severity": {s: float(np.mean([r["per_severity"][s] for r in rows.values()])) for s in sevs},
+            "per_kind": {k: float(np.mean([r["per_kind"][k] for r in rows.values()])) for k in kinds}}
+    results = HERE / "results"
+    others = {"teacher labels (region_targets.json, soft)": json.loads((results / "region_targets.json").read_text())
+              ["gate"]["means"]["soft"],
+              "union (region_measures.json, cs)": json.loads((results / "region_measures.json").read_text())
+              ["gate"]["means"]["cs"]}
+    command = " ".join(["python benchmarks/region_only.py", *sys.argv[1:]])
+    out = {"benchmark": "region_only", "command": command, "machine": stamp(), "generator": "synth",
+           "validation_photos": sorted(photos), "training_photos": len(train), "seconds": round(time.time() - t0),
+           "rows": rows, "mean": mean, "beside": others}
+    (results / "region_only.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = ["# The region maps alone as the map head's target (diagnostic)", "",
+          f"The shipped map head trained on the perturbations' region maps alone, on {len(train)} training-pool photos; "
+          f"scored on the other {len(photos)} degraded by `synth` (patch AUROC). Command: `{command}`.", "",
+          "| target | seed | overall AUROC | ranking | " + " | ".join(f"severity {s}" for s in sevs) + " | "
+          + " | ".join(kinds) + " |", "|---|---|---|---|" + "---|" * (len(sevs) + len(kinds))]
+    md += [f"| {r['target']} | {r['seed']} | {r['overall']:.4f} | {r['ranking']:.3f} | "
+           + " | ".join(f"{r['per_severity'][s]:.3f}" for s in sevs) + " | "
+           + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds) + " |" for r in rows.values()]
+    md += ["", "Means over seeds 0-2, beside the other targets' (same photos, split, head and seeds):", "",
+           "| target | overall | ranking | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
+    md += [f"| {t} | {m['overall']:.4f} | {m['ranking']:.3f} | " + " | ".join(f"{m['per_kind'][k]:.3f}" for k in kinds)
+           + " |" for t, m in {"region only": mean, **others}.items()]
+    (results / "region_only.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
