@@ -4,7 +4,8 @@ Run the training from an empty cache first (it relabels every perturbation: ~45 
 then ~20 min of features and adapters), then compare:
 
     efiqa train student --out /tmp/repro/student --cache /tmp/repro/cache
-    python benchmarks/student_reproduction.py /tmp/repro/student --cache /tmp/repro/cache
+    efiqa export --adapter /tmp/repro/student --out /tmp/repro/default
+    python benchmarks/student_reproduction.py /tmp/repro/student --cache /tmp/repro/cache --bundle /tmp/repro/default
 
 Writes benchmarks/results/student_reproduction.json: the sha256 of both adapters' weights, the
 largest weight difference, whether the thresholds and sample counts agree, and which perturbed
@@ -26,7 +27,7 @@ sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
 
 COMPARED = ("patch_threshold", "patch_threshold_point", "gradable_threshold", "gradable_threshold_out_of_fold",
-            "samples", "positive_fraction", "loss_history", "members")
+            "samples", "positive_fraction", "loss_history", "score_loss_history", "target", "score_target", "members")
 
 
 def sha256(path: Path) -> str:
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("fresh", type=Path, help="the adapter folder the fresh run wrote")
     ap.add_argument("--shipped", type=Path, default=Path("models/student"))
     ap.add_argument("--cache", type=Path, help="the fresh run's cache folder (for the refused perturbations)")
+    ap.add_argument("--bundle", type=Path, help="the fresh adapter exported (efiqa export), compared with models/default")
     args = ap.parse_args()
 
     fresh_w = torch.load(args.fresh / "adapter.pt", map_location="cpu")
@@ -55,6 +57,9 @@ def main() -> None:
            "shipped_adapter_sha256": sha256(args.shipped / "adapter.pt"),
            "max_abs_weight_difference": diff, "metadata_equal": agree,
            "reproduced": diff == 0.0 and all(agree.values())}
+    if args.bundle:
+        onnx = {"fresh": sha256(args.bundle / "model.onnx"), "shipped": sha256(Path("models/default/model.onnx"))}
+        out.update(onnx_sha256=onnx, reproduced=out["reproduced"] and onnx["fresh"] == onnx["shipped"])
     if args.cache:
         labels = sorted(args.cache.glob("labels_*.pkl"), key=lambda p: p.stat().st_mtime)
         if labels:
