@@ -185,13 +185,14 @@ def ship_gate(tag: str, bundle: Path, previous: Path) -> dict:
 
     run = json.loads((HERE / "results" / f"accuracy_{tag}.json").read_text())
     acc = run["summary"]
+    if any("groups" not in acc.get(k, {}) for k in ("hrf", "hrf_previous")):
+        raise SystemExit(f"accuracy_{tag}.json has no HRF rates of both students: run accuracy.py with --previous "
+                         "where the HRF photos are")
     base = verdict_clauses(tag)  # its clauses 4, 5 and 7 (the verdicts) are this rule's, word for word
     shas = {"candidate": (run.get("student_onnx_sha256"), base["candidate_onnx_sha256"], load_bundle(bundle).sha256),
             "previous": (run.get("previous_onnx_sha256"), load_bundle(previous).sha256)}
     if any(len(set(v)) != 1 for v in shas.values()):
         raise SystemExit(f"the runs tagged {tag} are not of these bundles (accuracy, real_photos, bundle): {shas}")
-    if "hrf_previous" not in acc:
-        raise SystemExit(f"accuracy_{tag}.json has no previous student's HRF rates: run accuracy.py with --previous")
     auroc = {g: acc[g]["overall"]["student"]["auroc"] for g in ("soft", "synth")}
     fpr = {g: acc[g]["clean_fpr"]["student"] for g in ("soft", "synth")}
     ranking = {g: (acc[g]["ranking"]["student"], acc[g]["ranking"]["student_previous"]) for g in ("soft", "synth")}

@@ -8,8 +8,9 @@ then ~20 min of features and adapters), then compare:
     python benchmarks/student_reproduction.py /tmp/repro/student --cache /tmp/repro/cache --bundle /tmp/repro/default
 
 Writes benchmarks/results/student_reproduction.json: the sha256 of both adapters' weights, the
-largest weight difference, whether the thresholds and sample counts agree, and which perturbed
-photos the teacher refused (from the fresh run's label cache).
+largest weight difference, whether the thresholds and sample counts agree, with ``--bundle`` the
+sha256 of the fresh export's ONNX against models/default's, and which perturbed photos the teacher
+refused (from the fresh run's label cache).
 """
 from __future__ import annotations
 

@@ -40,7 +40,22 @@ def test_kept_counts_a_contrast_loss_in_proportion_and_not_a_sharpening():
     sharp = np.clip(f + 0.5 * (f - cv2.GaussianBlur(f, (0, 0), 2)), 0, 255).astype(np.uint8)
     m = rm.pixel_measures(img, sharp)
     assert m["kept"].mean() < 0.01 < m["cs"].mean()  # one-sided: added amplitude is not lost detail
-    assert (m["kept2"] >= m["kept"]).all()
+
+
+def test_kept2_sees_coarse_detail_lost_where_the_fine_scale_keeps_it():
+    """Large-calibre detail washed out, fine detail kept: the coarse scale counts it, the fine one hardly."""
+    def texture(sigma: float, seed: int) -> np.ndarray:
+        t = cv2.GaussianBlur(np.random.default_rng(seed).normal(0, 1, (384, 384)).astype(np.float32), (0, 0), sigma)
+        return t / t.std()
+
+    fine, coarse = texture(1.0, 1), texture(6.0, 2)
+
+    def image(coarse_share: float) -> np.ndarray:
+        g = np.clip(128 + coarse_share * 30 * coarse + 15 * fine, 0, 255)
+        return np.repeat(g[..., None], 3, axis=2).astype(np.uint8)
+
+    m = rm.pixel_measures(image(1.0), image(0.4))
+    assert m["kept2"].mean() > 2 * m["kept"].mean()
 
 
 def _row(measure: str, overall: float, sev1: float, noise: float, ranking: float = 0.99) -> dict:
@@ -59,3 +74,8 @@ def test_the_gate_applies_the_rule():
     verdict = rm.gate({str(n): r for n, r in enumerate(rows)})
     assert verdict["chosen"] is None and not verdict["checks"]["kept"]["overall_gain"]
     assert not verdict["checks"]["kept2"]["severity_1_gain"]
+    rows = base + [_row("kept", 0.89, 0.80, 0.85), _row("kept2", 0.89, 0.80, 0.85)]  # a tie: the simpler
+    assert rm.gate({str(n): r for n, r in enumerate(rows)})["chosen"] == "kept"
+    rows = base + [_row("kept", 0.89, 0.80, 0.85, ranking=0.975), _row("kept2", 0.88, 0.80, 0.85)]
+    verdict = rm.gate({str(n): r for n, r in enumerate(rows)})
+    assert not verdict["checks"]["kept"]["ranking"] and verdict["chosen"] == "kept2"
