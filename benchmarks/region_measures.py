@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from feature_ceiling import score_heads  # noqa: E402
 from machine import stamp  # noqa: E402
+from region_targets import example_figure, seed_table  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.bundle import load_bundle  # noqa: E402
@@ -146,19 +147,8 @@ def gate(rows: dict[str, dict]) -> dict:
 def examples(photo: np.ndarray, fs: distill.FeatureSet, maps: dict[str, list[np.ndarray]], fov: list,
              path: Path, show: int = 6) -> None:
     """The first photo's ``show`` most degraded perturbations (by ``kept``): reference, perturbed, each measure."""
-    row = {(p, k): n for n, (p, k) in enumerate(zip(fs.photo, fs.perturbation))}
-    picked = sorted((n for (p, k), n in row.items() if p == 0 and k > 0), key=lambda n: -maps["kept"][n].mean())[:show]
-    pre, side = Preprocessor(256), 256
-    heat = lambda a: cv2.applyColorMap(cv2.resize((np.clip(a, 0, 1) * 255).astype(np.uint8), (side, side),  # noqa: E731
-                                                  interpolation=cv2.INTER_NEAREST), cv2.COLORMAP_INFERNO)
-    lines = []
-    for _, k, reference, img in distill.perturbation_pairs([photo], max(fs.perturbation[n] for n in picked) + 1, 0):
-        n = row.get((0, k))
-        if n in picked:
-            crop = Crop.around(fov[n], img.shape)
-            lines.append(np.hstack([pre.crop_resize(reference, crop), pre.crop_resize(img, crop),
-                                    *(heat(maps[m][n]) for m in MEASURES)]))
-    cv2.imwrite(str(path), np.vstack(lines))
+    example_figure(photo, fs, lambda n: maps["kept"][n].mean(), lambda n: [maps[m][n] for m in MEASURES], path, show,
+                   fov)
 
 
 def construction(student: Path, shipped: Path) -> dict:
@@ -299,12 +289,7 @@ def main() -> None:
     md = ["# The map head's lost-detail measure: the study gate", "",
           f"The shipped map head trained on `union` with each measure of lost detail, on {len(train)} training-pool "
           f"photos; scored on the other {len(photos)} degraded by `synth` (patch AUROC). Rule: "
-          f"`results/region_measures_rule.md`. Command: `{command}`.", "",
-          "| measure | seed | overall AUROC | ranking | " + " | ".join(f"severity {s}" for s in sevs) + " | "
-          + " | ".join(kinds) + " |", "|---|---|---|---|" + "---|" * (len(sevs) + len(kinds))]
-    md += [f"| {r['measure']} | {r['seed']} | {r['overall']:.4f} | {r['ranking']:.3f} | "
-           + " | ".join(f"{r['per_severity'][s]:.3f}" for s in sevs) + " | "
-           + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds) + " |" for r in rows.values()]
+          f"`results/region_measures_rule.md`. Command: `{command}`.", "", *seed_table(rows, "measure", sevs, kinds)]
     md += ["", "Means over seeds:", "",
            "| measure | overall | severity 1 | ranking | " + " | ".join(kinds) + " |",
            "|---|---|---|---|" + "---|" * len(kinds)]

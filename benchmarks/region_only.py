@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from feature_ceiling import score_heads  # noqa: E402
 from machine import stamp  # noqa: E402
+from region_targets import seed_table  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.imageio import read_image  # noqa: E402
@@ -82,11 +83,7 @@ def main() -> None:
     md = ["# The region maps alone as the map head's target (diagnostic)", "",
           f"The shipped map head trained on the perturbations' region maps alone, on {len(train)} training-pool photos; "
           f"scored on the other {len(photos)} degraded by `synth` (patch AUROC). Command: `{command}`.", "",
-          "| target | seed | overall AUROC | ranking | " + " | ".join(f"severity {s}" for s in sevs) + " | "
-          + " | ".join(kinds) + " |", "|---|---|---|---|" + "---|" * (len(sevs) + len(kinds))]
-    md += [f"| {r['target']} | {r['seed']} | {r['overall']:.4f} | {r['ranking']:.3f} | "
-           + " | ".join(f"{r['per_severity'][s]:.3f}" for s in sevs) + " | "
-           + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds) + " |" for r in rows.values()]
+          *seed_table(rows, "target", sevs, kinds)]
     md += ["", "Means over seeds 0-2, beside the other targets' (same photos, split, head and seeds):", "",
            "| target | overall | ranking | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
     md += [f"| {t} | {m['overall']:.4f} | {m['ranking']:.3f} | " + " | ".join(f"{m['per_kind'][k]:.3f}" for k in kinds)

@@ -67,13 +67,22 @@ def gate(rows: dict[str, dict]) -> dict:
 
 def examples(photo: np.ndarray, fs: distill.FeatureSet, path: Path, show: int = 6) -> None:
     """A picture of the targets of the first photo's most degraded perturbations (by region map)."""
+    union = lambda n: 1 - (1 - fs.score[n]) * (1 - fs.region[n])  # noqa: E731
+    example_figure(photo, fs, lambda n: fs.region[n].mean(), lambda n: [fs.score[n], fs.region[n], union(n)], path, show)
+
+
+def example_figure(photo: np.ndarray, fs: distill.FeatureSet, rank, panels, path: Path, show: int = 6,
+                   fov: list | None = None) -> None:
+    """The first photo's ``show`` perturbations with the highest ``rank(n)``, a row each: reference,
+    perturbed, then the cell maps ``panels(n)`` as heat maps; cropped on ``fov[n]`` (the teacher's)
+    where given, else on the FOV found in the image."""
     import cv2
 
     from efiqa.fov import find_fov
     from efiqa.preprocess import Crop, Preprocessor
 
     row = {(p, k): n for n, (p, k) in enumerate(zip(fs.photo, fs.perturbation))}
-    picked = sorted((n for (p, k), n in row.items() if p == 0 and k > 0), key=lambda n: -fs.region[n].mean())[:show]
+    picked = sorted((n for (p, k), n in row.items() if p == 0 and k > 0), key=lambda n: -rank(n))[:show]
     pre, side = Preprocessor(256), 256
     heat = lambda a: cv2.applyColorMap(cv2.resize((np.clip(a, 0, 1) * 255).astype(np.uint8), (side, side),  # noqa: E731
                                                   interpolation=cv2.INTER_NEAREST), cv2.COLORMAP_INFERNO)
@@ -81,10 +90,9 @@ def examples(photo: np.ndarray, fs: distill.FeatureSet, path: Path, show: int = 
     for _, k, reference, img in distill.perturbation_pairs([photo], max(fs.perturbation[n] for n in picked) + 1, 0):
         n = row.get((0, k))
         if n in picked:
-            crop = Crop.around(find_fov(img), img.shape)
-            teacher, region = fs.score[n], fs.region[n]
-            lines.append(np.hstack([pre.crop_resize(reference, crop), pre.crop_resize(img, crop), heat(teacher),
-                                    heat(region), heat(1 - (1 - teacher) * (1 - region))]))
+            crop = Crop.around(fov[n] if fov is not None else find_fov(img), img.shape)
+            lines.append(np.hstack([pre.crop_resize(reference, crop), pre.crop_resize(img, crop),
+                                    *(heat(a) for a in panels(n))]))
     cv2.imwrite(str(path), np.vstack(lines))
 
 
@@ -128,6 +136,16 @@ def ship_gate(tag: str) -> dict:
     return {"tag": tag, "candidate_onnx_sha256": real["onnx_sha256"],
             "clauses": {k: {"value": v, "passed": bool(ok)} for k, (v, ok) in clauses.items()},
             "passed": all(ok for _, ok in clauses.values())}
+
+
+def seed_table(rows: dict[str, dict], label: str, sevs: list[str], kinds: list[str]) -> list[str]:
+    """Markdown lines of a study's heads, one row each: its ``label`` value, seed, overall patch
+    AUROC, ranking, AUROC per severity and per kind (the rows :func:`feature_ceiling.score_heads` filled)."""
+    return (["| " + label + " | seed | overall AUROC | ranking | " + " | ".join(f"severity {s}" for s in sevs) + " | "
+             + " | ".join(kinds) + " |", "|---|---|---|---|" + "---|" * (len(sevs) + len(kinds))]
+            + [f"| {r[label]} | {r['seed']} | {r['overall']:.4f} | {r['ranking']:.3f} | "
+               + " | ".join(f"{r['per_severity'][s]:.3f}" for s in sevs) + " | "
+               + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds) + " |" for r in rows.values()])
 
 
 def clause_table(verdict: dict) -> list[str]:
@@ -192,12 +210,7 @@ def main() -> None:
           f"The shipped adapter trained on {len(train)} training-pool photos, on the teacher's labels (`soft`) or on "
           f"the union of the teacher's labels and the perturbations' degraded regions (`union`); scored on the other "
           f"{len(photos)} degraded by `synth` (patch AUROC). Rule: `results/region_targets_rule.md`. "
-          f"Command: `{command}`.", "",
-          "| target | seed | overall AUROC | ranking | " + " | ".join(f"severity {s}" for s in sevs) + " | "
-          + " | ".join(kinds) + " |", "|---|---|---|---|" + "---|" * (len(sevs) + len(kinds))]
-    md += [f"| {r['target']} | {r['seed']} | {r['overall']:.4f} | {r['ranking']:.3f} | "
-           + " | ".join(f"{r['per_severity'][s]:.3f}" for s in sevs) + " | "
-           + " | ".join(f"{r['per_kind'][k]:.3f}" for k in kinds) + " |" for r in rows.values()]
+          f"Command: `{command}`.", "", *seed_table(rows, "target", sevs, kinds)]
     md += ["", "Means over seeds and the gate:", "",
            "| target | overall | ranking | " + " | ".join(kinds) + " |", "|---|---|---|" + "---|" * len(kinds)]
     md += [f"| {t} | {m['overall']:.4f} | {m['ranking']:.3f} | " + " | ".join(f"{m['per_kind'][k]:.3f}" for k in kinds)
