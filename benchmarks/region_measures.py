@@ -38,18 +38,16 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from feature_ceiling import score_heads  # noqa: E402
 from machine import stamp  # noqa: E402
-from region_targets import example_figure, seed_table  # noqa: E402
+from region_targets import example_figure, score_pool, seed_table, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.bundle import load_bundle  # noqa: E402
 from efiqa.preprocess import Crop, Preprocessor  # noqa: E402
 from efiqa.train import distill, regions  # noqa: E402
-from efiqa.train.data import data_root, fov_disc, resolve  # noqa: E402
+from efiqa.train.data import fov_disc  # noqa: E402
 from efiqa.train.teacher import pool_cells  # noqa: E402
 
-SEEDS = (0, 1, 2)
 #: the study gate, fixed before any result (results/region_measures_rule.md)
 GAIN, SEVERITY_1_GAIN, KIND_SLACK, RANKING_SLACK = 0.02, 0.02, 0.02, 0.01
 BASE = "cs"
@@ -249,10 +247,9 @@ def main() -> None:
         return write_ship(ship_gate(args.ship, args.bundle, args.previous))
     torch.set_num_threads(2)
     t0 = time.time()
-    size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
+    size = distill.DEFAULT["size"]
     names, sets, phi, train, val = pool_features(args, (size,))
     fs = sets[size]
-    root = data_root(args.data)
     named = distill.photo_list(None, args.data)
     lkey = distill.label_cache_key([n for n, _ in named], args.teacher, args.augmentations, 0)
     labels = distill._load(args.cache / f"labels_{lkey}.pkl")
@@ -268,17 +265,11 @@ def main() -> None:
         fm = dataclasses.replace(fs, region=[distill._to_grid(a, fs.data.shape[-1]) for a in maps[m]])
         r = np.stack(fm.region)[mine][valid]
         spread[m] = {"mean": float(r.mean()), "quantiles_50_90_99": [float(q) for q in np.quantile(r, [0.5, 0.9, 0.99])]}
-        for seed in SEEDS:
-            res = distill.train_adapter(fm, kind, head, phi=phi, seed=seed, train_photos=train, target="union")
-            key = f"{m} | seed {seed}"
-            heads[key] = res.head.eval()
-            rows[key] = {"measure": m, "seed": seed, "size": size, "kind": kind}
-            print(key, flush=True)
+        h, hr = train_heads(fm, "measure", m, train, phi)
+        heads.update(h)
+        rows.update(hr)
     examples(named[0][1], fs, maps, labels.fov, HERE / "results" / "region_measures_examples.png")
-    from efiqa.imageio import read_image
-
-    photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
-    summary = score_heads(heads, rows, photos)
+    summary, photos = score_pool(heads, rows, names, val, args.data)
     verdict = gate(rows)
     command = " ".join(["python benchmarks/region_measures.py", *sys.argv[1:]])
     out = {"benchmark": "region_measures", "command": command, "machine": stamp(), "generator": "synth",

@@ -33,17 +33,11 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from feature_ceiling import score_heads  # noqa: E402
 from machine import stamp  # noqa: E402
-from region_targets import seed_table  # noqa: E402
+from region_targets import score_pool, seed_means, seed_table, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
-from efiqa.imageio import read_image  # noqa: E402
 from efiqa.train import distill  # noqa: E402
-from efiqa.train.data import data_root, resolve  # noqa: E402
-
-SEEDS = (0, 1, 2)
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,25 +45,15 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.time()
-    size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
+    size = distill.DEFAULT["size"]
     names, sets, phi, train, val = pool_features(args, (size,), regions_too=True)
     fs = sets[size]
     # union with a teacher that flags nothing: 1 − (1 − 0)(1 − region) = region
     alone = dataclasses.replace(fs, score=[np.zeros_like(s) for s in fs.score])
-    heads, rows = {}, {}
-    for seed in SEEDS:
-        res = distill.train_adapter(alone, kind, head, phi=phi, seed=seed, train_photos=train, target="union")
-        key = f"region only | seed {seed}"
-        heads[key], rows[key] = res.head.eval(), {"target": "region only", "seed": seed, "size": size, "kind": kind}
-        print(key, flush=True)
-    root = data_root(args.data)
-    photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
-    summary = score_heads(heads, rows, photos)
+    heads, rows = train_heads(alone, "target", "region only", train, phi)
+    summary, photos = score_pool(heads, rows, names, val, args.data)
     kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
-    mean = {"overall": float(np.mean([r["overall"] for r in rows.values()])),
-            "ranking": float(np.mean([r["ranking"] for r in rows.values()])),
-            "per_severity": {s: float(np.mean([r["per_severity"][s] for r in rows.values()])) for s in sevs},
-            "per_kind": {k: float(np.mean([r["per_kind"][k] for r in rows.values()])) for k in kinds}}
+    mean = seed_means(rows)
     results = HERE / "results"
     others = {"teacher labels (region_targets.json, soft)": json.loads((results / "region_targets.json").read_text())
               ["gate"]["means"]["soft"],

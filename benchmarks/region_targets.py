@@ -138,6 +138,37 @@ def ship_gate(tag: str) -> dict:
             "passed": all(ok for _, ok in clauses.values())}
 
 
+def train_heads(fs: distill.FeatureSet, label: str, value: str, train: set[int], phi: float,
+                target: str = "union") -> tuple[dict, dict]:
+    """The shipped map head (``distill.DEFAULT``'s size, features and head) trained on ``fs`` with
+    ``target`` from each of :data:`SEEDS` on the ``train`` photos: (heads, rows), the rows keyed
+    "VALUE | seed S" and holding ``{label: value}`` for :func:`seed_table`."""
+    size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
+    heads, rows = {}, {}
+    for seed in SEEDS:
+        res = distill.train_adapter(fs, kind, head, phi=phi, seed=seed, train_photos=train, target=target)
+        key = f"{value} | seed {seed}"
+        heads[key], rows[key] = res.head.eval(), {label: value, "seed": seed, "size": size, "kind": kind}
+        print(key, flush=True)
+    return heads, rows
+
+
+def score_pool(heads: dict, rows: dict, names: list[str], val: set[int], data: str | None) -> tuple[dict, dict]:
+    """:func:`feature_ceiling.score_heads` on the validation photos ``val`` of the pool: (summary, photos)."""
+    root = data_root(data)
+    photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
+    return score_heads(heads, rows, photos), photos
+
+
+def seed_means(rows: dict[str, dict]) -> dict:
+    """Overall AUROC, ranking, AUROC per severity and per kind, each the mean over ``rows``."""
+    first = next(iter(rows.values()))
+    avg = lambda f: float(np.mean([f(r) for r in rows.values()]))  # noqa: E731
+    return {"overall": avg(lambda r: r["overall"]), "ranking": avg(lambda r: r["ranking"]),
+            "per_severity": {s: avg(lambda r: r["per_severity"][s]) for s in first["per_severity"]},
+            "per_kind": {k: avg(lambda r: r["per_kind"][k]) for k in first["per_kind"]}}
+
+
 def seed_table(rows: dict[str, dict], label: str, sevs: list[str], kinds: list[str]) -> list[str]:
     """Markdown lines of a study's heads, one row each: its ``label`` value, seed, overall patch
     AUROC, ranking, AUROC per severity and per kind (the rows :func:`feature_ceiling.score_heads` filled)."""

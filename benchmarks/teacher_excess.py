@@ -25,17 +25,13 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from feature_ceiling import score_heads  # noqa: E402
 from machine import stamp  # noqa: E402
 from region_measures import cell_measures  # noqa: E402
-from region_targets import seed_table  # noqa: E402
+from region_targets import score_pool, seed_means, seed_table, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
-from efiqa.imageio import read_image  # noqa: E402
 from efiqa.train import distill  # noqa: E402
-from efiqa.train.data import data_root, resolve  # noqa: E402
 
-SEEDS = (0, 1, 2)
 GAIN, SEVERITY_1_GAIN, KIND_SLACK, RANKING_SLACK = 0.02, 0.02, 0.02, 0.01
 
 
@@ -65,9 +61,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.time()
-    size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
-    names, sets, phi, train, val = pool_features(args, (size,))
-    fs = sets[size]
+    names, sets, phi, train, val = pool_features(args, (distill.DEFAULT["size"],))
+    fs = sets[distill.DEFAULT["size"]]
     named = distill.photo_list(None, args.data)
     lkey = distill.label_cache_key([n for n, _ in named], args.teacher, args.augmentations, 0)
     maps = newest_measures(args.cache)
@@ -77,20 +72,11 @@ def main() -> None:
     m = float(np.median(np.stack(fs.score)[clean][np.stack(fs.valid)[clean]]))
     excess = [np.clip((s - m) / (1 - m), 0, 1) for s in fs.score]
     fe = dataclasses.replace(fs, score=excess, region=[distill._to_grid(a, fs.data.shape[-1]) for a in maps["cs"]])
-    heads, rows = {}, {}
-    for seed in SEEDS:
-        res = distill.train_adapter(fe, kind, head, phi=phi, seed=seed, train_photos=train, target="union")
-        key = f"excess | seed {seed}"
-        heads[key], rows[key] = res.head.eval(), {"target": "excess", "seed": seed, "size": size, "kind": kind}
-        print(key, flush=True)
-    root = data_root(args.data)
-    photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
-    summary = score_heads(heads, rows, photos)
+    heads, rows = train_heads(fe, "target", "excess", train, phi)
+    summary, photos = score_pool(heads, rows, names, val, args.data)
     kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
-    mean = {"overall": float(np.mean([r["overall"] for r in rows.values()])),
-            "ranking": float(np.mean([r["ranking"] for r in rows.values()])),
-            "severity_1": float(np.mean([r["per_severity"]["1"] for r in rows.values()])),
-            "per_kind": {k: float(np.mean([r["per_kind"][k] for r in rows.values()])) for k in kinds}}
+    mean = seed_means(rows)
+    mean["severity_1"] = mean["per_severity"]["1"]
     base = json.loads((HERE / "results" / "region_measures.json").read_text())["gate"]["means"]["cs"]
     checks = {"overall_gain": mean["overall"] >= base["overall"] + GAIN,
               "severity_1_gain": mean["severity_1"] >= base["severity_1"] + SEVERITY_1_GAIN,
