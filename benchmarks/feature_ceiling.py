@@ -167,7 +167,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pool_arguments(ap)
     args = ap.parse_args()
-    torch.set_num_threads(2)
     t0 = time.time()
     names, teacher_sets, phi, train, val = pool_features(args, SIZES)
     masks = mask_sets(names, train, args.data, args.cache)

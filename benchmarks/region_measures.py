@@ -39,7 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_targets import example_figure, score_pool, seed_table, train_heads  # noqa: E402
+from region_targets import example_figure, score_pool, seed_means, seed_table, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.bundle import load_bundle  # noqa: E402
@@ -118,25 +118,25 @@ def measure_maps(photos: list[np.ndarray], labels: distill.Labels, augmentations
     return maps
 
 
+def study_means(rows: dict[str, dict]) -> dict:
+    """:func:`region_targets.seed_means` of ``rows`` with the severity-1 AUROC the rule judges beside it."""
+    mean = seed_means(rows)
+    return {**mean, "severity_1": mean["per_severity"]["1"]}
+
+
+def study_checks(candidate: dict, base: dict) -> dict[str, bool]:
+    """The rule's four conditions on a candidate's :func:`study_means` against the baseline's (also
+    the rule of ``teacher_excess_rule.md``, written alike)."""
+    return {"overall_gain": candidate["overall"] >= base["overall"] + GAIN,
+            "severity_1_gain": candidate["severity_1"] >= base["severity_1"] + SEVERITY_1_GAIN,
+            "no_kind_worse": all(candidate["per_kind"][k] >= v - KIND_SLACK for k, v in base["per_kind"].items()),
+            "ranking": candidate["ranking"] >= base["ranking"] - RANKING_SLACK}
+
+
 def gate(rows: dict[str, dict]) -> dict:
     """The rule's four conditions on each candidate's means over seeds against ``cs``'s; the chosen one."""
-    first = next(iter(rows.values()))
-    mean = {m: {"overall": float(np.mean([r["overall"] for r in rows.values() if r["measure"] == m])),
-                "ranking": float(np.mean([r["ranking"] for r in rows.values() if r["measure"] == m])),
-                "severity_1": float(np.mean([r["per_severity"]["1"] for r in rows.values() if r["measure"] == m])),
-                "per_kind": {k: float(np.mean([r["per_kind"][k] for r in rows.values() if r["measure"] == m]))
-                             for k in first["per_kind"]}}
-            for m in MEASURES}
-    base = mean[BASE]
-    checks = {}
-    for m in MEASURES:
-        if m == BASE:
-            continue
-        c = mean[m]
-        checks[m] = {"overall_gain": c["overall"] >= base["overall"] + GAIN,
-                     "severity_1_gain": c["severity_1"] >= base["severity_1"] + SEVERITY_1_GAIN,
-                     "no_kind_worse": all(c["per_kind"][k] >= v - KIND_SLACK for k, v in base["per_kind"].items()),
-                     "ranking": c["ranking"] >= base["ranking"] - RANKING_SLACK}
+    mean = {m: study_means({k: r for k, r in rows.items() if r["measure"] == m}) for m in MEASURES}
+    checks = {m: study_checks(mean[m], mean[BASE]) for m in MEASURES if m != BASE}
     passing = [m for m in checks if all(checks[m].values())]
     chosen = max(passing, key=lambda m: (mean[m]["overall"], m == "kept")) if passing else None
     return {"means": mean, "checks": checks, "passed": passing, "chosen": chosen}
@@ -245,7 +245,6 @@ def main() -> None:
         if not args.previous:
             ap.error("--ship needs --previous")
         return write_ship(ship_gate(args.ship, args.bundle, args.previous))
-    torch.set_num_threads(2)
     t0 = time.time()
     size = distill.DEFAULT["size"]
     names, sets, phi, train, val = pool_features(args, (size,))

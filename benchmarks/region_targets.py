@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -53,11 +52,7 @@ GAIN, KIND_SLACK, RANKING_SLACK = 0.03, 0.02, 0.01
 
 def gate(rows: dict[str, dict]) -> dict:
     """The rule's three conditions on the means over seeds of the union heads against the teacher heads."""
-    mean = {t: {"overall": float(np.mean([r["overall"] for r in rows.values() if r["target"] == t])),
-                "ranking": float(np.mean([r["ranking"] for r in rows.values() if r["target"] == t])),
-                "per_kind": {k: float(np.mean([r["per_kind"][k] for r in rows.values() if r["target"] == t]))
-                             for k in next(iter(rows.values()))["per_kind"]}}
-            for t in TARGETS}
+    mean = {t: seed_means({k: r for k, r in rows.items() if r["target"] == t}) for t in TARGETS}
     soft, union = mean["soft"], mean["union"]
     checks = {"overall_gain": union["overall"] >= soft["overall"] + GAIN,
               "no_kind_worse": all(union["per_kind"][k] >= v - KIND_SLACK for k, v in soft["per_kind"].items()),
@@ -208,9 +203,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.ship:
         return write_ship_gate(args.ship)
-    torch.set_num_threads(2)
     t0 = time.time()
-    size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
+    size = distill.DEFAULT["size"]
     names, sets, phi, train, val = pool_features(args, (size,), regions_too=True)
     fs = sets[size]
     mine = np.array([p in train for p in fs.photo])
@@ -218,15 +212,10 @@ def main() -> None:
     region = np.stack(fs.region)[mine][valid]
     heads, rows = {}, {}
     for target in TARGETS:
-        for seed in SEEDS:
-            res = distill.train_adapter(fs, kind, head, phi=phi, seed=seed, train_photos=train, target=target)
-            key = f"{target} | seed {seed}"
-            heads[key] = res.head.eval()
-            rows[key] = {"target": target, "seed": seed, "size": size, "kind": kind}
-            print(key, flush=True)
-    root = data_root(args.data)
-    photos = {names[i]: distill.working_copy(read_image(resolve(names[i], root))) for i in sorted(val)}
-    summary = score_heads(heads, rows, photos)
+        h, r = train_heads(fs, "target", target, train, phi, target=target)
+        heads.update(h)
+        rows.update(r)
+    summary, photos = score_pool(heads, rows, names, val, args.data)
     verdict = gate(rows)
     command = " ".join(["python benchmarks/region_targets.py", *sys.argv[1:]])
     out = {"benchmark": "region_targets", "command": command, "machine": stamp(), "generator": "synth",
@@ -249,7 +238,8 @@ def main() -> None:
     md += ["", "Checks: " + ", ".join(f"{k} {'pass' if v else 'FAIL'}" for k, v in verdict["checks"].items())
            + f". **Gate {'passed' if verdict['passed'] else 'failed'}.**"]
     (HERE / "results" / "region_targets.md").write_text("\n".join(md) + "\n")
-    examples(distill.working_copy(read_image(resolve(names[0], root))), fs, HERE / "results" / "region_targets_examples.png")
+    examples(distill.working_copy(read_image(resolve(names[0], data_root(args.data)))), fs,
+             HERE / "results" / "region_targets_examples.png")
     print("\n".join(md))
 
 
