@@ -247,18 +247,36 @@ def _augment(vmap: np.ndarray, fov: np.ndarray, rng: np.random.Generator) -> tup
     return np.where(fov, vmap, 0).astype(np.float32), fov
 
 
-def train(data: str | None = None, vessels_path: str | Path = "models/teacher/vessels.pt", steps: int = 1500,
-          batch: int = 6, seed: int = 0, out: str | Path = "models/teacher/inpainter.pt",
-          progress: bool = True, device: str = "cpu", init: str | Path | None = None, lr: float = 1e-3) -> dict:
-    """Vessel maps of the training pool (``data.training_pool``) → inpainter weights at ``out``;
-    returns training metrics. ``init``: continue from an existing prior's weights (a warm start)."""
+def training_sample(vmap: np.ndarray, fov: np.ndarray, rng: np.random.Generator, progress: float,
+                    fills: tuple[str, ...] = FILLS, blob_p: float = BLOB_P) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(intact target, masked input, FOV) of one augmented sample at training ``progress`` ∈ [0, 1]:
+    masked with probability APPLY_P, by soft blobs (``blob_p``) or the recipe's grid."""
+    x, f = _augment(vmap, fov, rng)
+    v = x
+    if rng.random() < APPLY_P:
+        keep = blob_mask(MAP_SIZE, rng) if rng.random() < blob_p else random_grid_mask(MAP_SIZE, rng, progress)
+        v = fill(x, keep, rng, fills) * f
+    return x, v, f
+
+
+def pool_maps(data: str | None, vessels_path: str | Path, progress: bool = True
+              ) -> tuple[list[str], list[tuple[np.ndarray, np.ndarray]]]:
+    """The training pool's names and (vessel map, FOV) pairs: what the prior learns from."""
     from tqdm import tqdm
 
     root = data_root(data)
     extractor = vessel_stage.load_model(vessels_path)
     names = training_pool(root)
-    maps = [vessel_map(extractor, load_photo(n, vessel_stage.SIZE, root)) for n in
-            tqdm(names, desc="vessel maps", disable=not progress)]
+    return names, [vessel_map(extractor, load_photo(n, vessel_stage.SIZE, root)) for n in
+                   tqdm(names, desc="vessel maps", disable=not progress)]
+
+
+def train(data: str | None = None, vessels_path: str | Path = "models/teacher/vessels.pt", steps: int = 1500,
+          batch: int = 6, seed: int = 0, out: str | Path = "models/teacher/inpainter.pt",
+          progress: bool = True, device: str = "cpu", init: str | Path | None = None, lr: float = 1e-3) -> dict:
+    """Vessel maps of the training pool (``data.training_pool``) → inpainter weights at ``out``;
+    returns training metrics. ``init``: continue from an existing prior's weights (a warm start)."""
+    names, maps = pool_maps(data, vessels_path, progress)
     t0 = time.time()
     start = load_model(init) if init else None
     init_sha = hashlib.sha256(Path(init).read_bytes()).hexdigest() if init else None
@@ -292,11 +310,8 @@ def fit(maps: list[tuple[np.ndarray, np.ndarray]], steps: int, batch: int = 6, s
     for step in bar:
         xs, ins, fs = [], [], []
         for i in rng.integers(len(maps), size=batch):
-            v, f = _augment(*maps[i], rng)
-            xs.append(v)
-            if rng.random() < APPLY_P:
-                keep = blob_mask(MAP_SIZE, rng) if rng.random() < blob_p else random_grid_mask(MAP_SIZE, rng, step / steps)
-                v = fill(v, keep, rng, fills) * f
+            x, v, f = training_sample(*maps[i], rng, step / steps, fills, blob_p)
+            xs.append(x)
             ins.append(v)
             fs.append(f)
         x = torch.from_numpy(np.stack(xs)[:, None]).to(device)
