@@ -60,13 +60,14 @@ class Samples(torch.utils.data.IterableDataset):
 
 
 def _lr(step: int, steps: int, peak: float, pct_start: float = 0.05) -> float:
-    """One-cycle (cosine up, cosine down to peak/1e4), as torch's OneCycleLR with its defaults."""
-    up = max(1, int(pct_start * steps))
-    if step < up:
-        return peak / 25 + (peak - peak / 25) * (1 - math.cos(math.pi * step / up)) / 2
-    t = min(1.0, (step - up) / max(1, steps - up))
-    low = peak / 25 / 1e4
-    return low + (peak - low) * (1 + math.cos(math.pi * t)) / 2
+    """torch's OneCycleLR with its defaults (cosine from peak/25 up to ``peak``, then down to peak/25/1e4)."""
+    start, low = peak / 25, peak / 25 / 1e4
+    up = float(pct_start * steps) - 1
+    if step <= up:
+        a, b, t = start, peak, step / up
+    else:
+        a, b, t = peak, low, (step - up) / (steps - 1 - up)
+    return b + (a - b) / 2 * (math.cos(math.pi * t) + 1)
 
 
 def train(maps_path: Path, out: Path, seconds: float | None = None, steps: int | None = None, base: int = 64,

@@ -1,0 +1,167 @@
+"""Another inpainting prior in the teacher, judged by the student: the study gate of
+``results/teacher_prior_rule.md`` (written before any result).
+
+The pool relabelled by the teacher in ``--teacher`` (the shipped teacher with only
+``inpainter.pt`` and its recalibrated ``teacher.json`` changed); the shipped map head on the shipped
+``union`` target with the ``cs`` region maps of ``region_measures.py`` (its cache, checked against
+today's code), seeds 0/1/2, the same split; scored on the other fifth degraded by ``synth`` and
+judged against ``region_measures.json``'s ``cs`` rows (the shipped prior).
+
+    python benchmarks/region_measures.py        # first: the cs maps' cache and the rows compared with
+    python -m efiqa.train.prior_gpu assemble …  # the prior (see efiqa.train.prior_gpu)
+    python benchmarks/teacher_prior.py --teacher DIR [--name prior64]
+
+Writes results/teacher_prior.json / .md and teacher_prior_holes.png (the priors' redraws of hard and
+fading holes).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import stamp  # noqa: E402
+from region_measures import study_checks, study_means  # noqa: E402
+from region_targets import score_pool, seed_table, train_heads  # noqa: E402
+from student_variants import pool_arguments, pool_features  # noqa: E402
+from teacher_excess import check_maps, newest_measures  # noqa: E402
+
+from efiqa.train import distill  # noqa: E402
+from efiqa.train import teacher as T  # noqa: E402
+from efiqa.train import vessels as vessel_stage  # noqa: E402
+from efiqa.train.data import data_root, load_photo  # noqa: E402
+
+SHIPPED = Path("models/teacher")
+#: training-pool photos (four cameras) whose vessel maps show the priors' redraws in the figure
+FIGURE_PHOTOS = ["DRIVE/training/images/21_training.tif", "HRF/images/02_dr.JPG", "unlabelled/IDRiD/IDRiD_15.jpg",
+                 "unlabelled/REFUGE/g0001.jpg"]
+
+
+def pass_seconds(model: T.ResidualInpainter, repeats: int = 5) -> float:
+    """Median CPU seconds of one 256² pass (the teacher runs one per photo)."""
+    x = torch.rand(1, 1, T.MAP_SIZE, T.MAP_SIZE)
+    with torch.no_grad():
+        model(x)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def prior_facts(folder: Path) -> dict:
+    """What the rule reports beside the gate: the prior's size, sha256, CPU pass and calibration."""
+    model = T.load_model(folder / "inpainter.pt")
+    config = json.loads((folder / T.CONFIG).read_text())
+    return {"inpainter_sha256": hashlib.sha256((folder / "inpainter.pt").read_bytes()).hexdigest(),
+            "base": int(model.net.down[0][0].weight.shape[0]), "params": sum(p.numel() for p in model.parameters()),
+            "cpu_pass_seconds": pass_seconds(model), "tau": config["tau"], "phi": config["phi"],
+            "vessel_depth": config["vessel_depth"], "vessel_contrast": config.get("vessel_contrast")}
+
+
+def hole_figure(maps: list[tuple[np.ndarray, np.ndarray]], priors: dict[str, Path], path: Path,
+                radius: int = 32, seed: int = 0) -> None:
+    """A row per map: the map, then for a hard and a soft (fading) hole of ``radius`` px the map with
+    the hole and each prior's redraw of it (the disc outlined), as ``teacher.hole_recovery`` measures."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    models = {name: T.load_model(folder / "inpainter.pt") for name, folder in priors.items()}
+    grey = lambda a: cv2.cvtColor((np.clip(a, 0, 1) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)  # noqa: E731
+    rows = []
+    for v, f in maps:
+        ys, xs = np.nonzero(cv2.erode(f.astype(np.uint8), np.ones((2 * radius + 1,) * 2, np.uint8)))
+        k = rng.integers(len(ys))
+        disc = np.zeros_like(v)
+        cv2.circle(disc, (int(xs[k]), int(ys[k])), radius, 1, -1)
+        tiles = [grey(v)]
+        for keep in (1 - disc, 1 - cv2.GaussianBlur(disc, (0, 0), radius / 4)):
+            x = (v * keep).astype(np.float32)
+            with torch.no_grad():
+                redraws = [m(torch.from_numpy(x)[None, None])[0, 0].numpy() for m in models.values()]
+            for a in (x, *redraws):
+                tile = grey(a)
+                cv2.circle(tile, (int(xs[k]), int(ys[k])), radius, (0, 200, 255), 1)
+                tiles.append(tile)
+        rows.append(np.hstack(tiles))
+    head = np.full((28, rows[0].shape[1], 3), 255, np.uint8)
+    titles = ["map"] + [f"{kind}: {t}" for kind in ("hard", "soft") for t in ("input", *models)]
+    for i, t in enumerate(titles):
+        cv2.putText(head, t, (i * T.MAP_SIZE + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), np.vstack([head, *rows]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pool_arguments(ap)
+    ap.add_argument("--name", default="prior64", help="the candidate's name in the tables")
+    args = ap.parse_args()
+    if args.teacher.resolve() == SHIPPED.resolve():
+        raise SystemExit("--teacher must name the candidate teacher's folder, not the shipped one")
+    t0 = time.time()
+    names, sets, phi, train, val = pool_features(args, (distill.DEFAULT["size"],))
+    fs = sets[distill.DEFAULT["size"]]
+    named = distill.photo_list(None, args.data)
+    lkey = distill.label_cache_key([n for n, _ in named], args.teacher, args.augmentations, 0)
+    labels = distill._load(args.cache / f"labels_{lkey}.pkl")
+    maps = newest_measures(args.cache)
+    if len(maps["cs"]) != len(labels.samples):
+        raise SystemExit(f"the cached region maps hold {len(maps['cs'])} rows, the labels {len(labels.samples)}")
+    check_maps(maps, labels, named[0][1])
+    clean = np.array([p in train and k == 0 for p, k in zip(fs.photo, fs.perturbation)])
+    clean_label = float(np.mean(np.stack(fs.score)[clean][np.stack(fs.valid)[clean]]))
+    fr = dataclasses.replace(fs, region=[distill._to_grid(a, fs.data.shape[-1]) for a in maps["cs"]])
+    heads, rows = train_heads(fr, "teacher", args.name, train, phi)
+    summary, photos = score_pool(heads, rows, names, val, args.data)
+    kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
+    mean = study_means(rows)
+    base = json.loads((HERE / "results" / "region_measures.json").read_text())["gate"]["means"]["cs"]
+    checks = study_checks(mean, base)
+    facts = {args.name: prior_facts(args.teacher), "shipped": prior_facts(SHIPPED)}
+    for name, folder in ((args.name, args.teacher), ("shipped", SHIPPED)):
+        metrics = folder / "inpainter.metrics.json"
+        facts[name]["hole_recovery"] = json.loads(metrics.read_text()).get("hole_recovery") if metrics.is_file() else None
+    extractor, root = vessel_stage.load_model(SHIPPED / "vessels.pt"), data_root(args.data)
+    hole_figure([T.vessel_map(extractor, load_photo(n, vessel_stage.SIZE, root)) for n in FIGURE_PHOTOS],
+                {"shipped": SHIPPED, args.name: args.teacher}, HERE / "results" / "teacher_prior_holes.png")
+    command = " ".join(["python benchmarks/teacher_prior.py", *sys.argv[1:]])
+    out = {"benchmark": "teacher_prior", "command": command, "machine": stamp(), "generator": "synth",
+           "validation_photos": sorted(photos), "training_photos": len(train), "seconds": round(time.time() - t0),
+           "priors": facts, "clean_mean_teacher_label": clean_label, "rows": rows, "mean": mean,
+           "cs (region_measures.json)": base, "checks": checks, "passed": all(checks.values())}
+    (HERE / "results" / "teacher_prior.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = ["# Another inpainting prior in the teacher, judged by the student: the study gate", "",
+          f"The pool relabelled by the teacher in `{args.teacher}` ({facts[args.name]['base']} base channels, "
+          f"{facts[args.name]['params']:,} parameters); the shipped map head on the `union` target with the `cs` region "
+          f"maps; {len(train)} training-pool photos, scored on the other {len(photos)} degraded by `synth`. "
+          f"Rule: `results/teacher_prior_rule.md`. Command: `{command}`.", "",
+          *seed_table(rows, "teacher", sevs, kinds), "", "Means over seeds, beside `cs` (`region_measures.json`, the shipped prior):", "",
+          "| teacher | overall | severity 1 | ranking | " + " | ".join(kinds) + " |", "|---|---|---|---|" + "---|" * len(kinds)]
+    md += [f"| {t} | {v['overall']:.4f} | {v['severity_1']:.3f} | {v['ranking']:.3f} | "
+           + " | ".join(f"{v['per_kind'][k]:.3f}" for k in kinds) + " |" for t, v in ((args.name, mean), ("shipped (cs)", base))]
+    md += ["", "| prior | base | parameters | CPU pass (s) | tau | phi | hole recovery hard 16/32/48 | soft 16/32/48 |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, f in facts.items():
+        h = f["hole_recovery"] or {"hard": {}, "soft": {}}
+        fmt = lambda d: " / ".join(f"{d[r]:.2f}" for r in ("16", "32", "48")) if d else "—"  # noqa: E731
+        md.append(f"| {name} | {f['base']} | {f['params']:,} | {f['cpu_pass_seconds']:.3f} | {f['tau']:.3f} | "
+                  f"{f['phi']:.3f} | {fmt(h['hard'])} | {fmt(h['soft'])} |")
+    md += ["", f"Mean teacher label on the unperturbed training cells: {clean_label:.3f}.", "",
+           "Checks: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()), "",
+           f"**{'Passed.' if out['passed'] else 'Failed: recorded, not carried on.'}**"]
+    (HERE / "results" / "teacher_prior.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
