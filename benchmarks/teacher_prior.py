@@ -40,7 +40,7 @@ from efiqa.train import teacher as T  # noqa: E402
 from efiqa.train import vessels as vessel_stage  # noqa: E402
 from efiqa.train.data import data_root, load_photo  # noqa: E402
 
-SHIPPED = Path("models/teacher")
+SHIPPED = HERE.parent / "models" / "teacher"
 #: training-pool photos (four cameras) whose vessel maps show the priors' redraws in the figure
 FIGURE_PHOTOS = ["DRIVE/training/images/21_training.tif", "HRF/images/02_dr.JPG", "unlabelled/IDRiD/IDRiD_15.jpg",
                  "unlabelled/REFUGE/g0001.jpg"]
@@ -101,13 +101,29 @@ def hole_figure(maps: list[tuple[np.ndarray, np.ndarray]], priors: dict[str, Pat
     cv2.imwrite(str(path), np.vstack([head, *rows]))
 
 
+def check_candidate(folder: Path) -> None:
+    """The rule changes the prior only: the extractors and the visibility references must be the
+    shipped ones (a stale or missing teacher.json would change the labels for another reason)."""
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    if not (folder / T.CONFIG).is_file():
+        raise SystemExit(f"{folder} has no {T.CONFIG}: run efiqa train teacher --calibrate-only --dir {folder}")
+    if digest(folder / "inpainter.pt") == digest(SHIPPED / "inpainter.pt"):
+        raise SystemExit(f"{folder} holds the shipped prior: --teacher must name the candidate's folder")
+    for f in ("vessels.pt", "anatomy.pt"):
+        if digest(folder / f) != digest(SHIPPED / f):
+            raise SystemExit(f"{folder / f} is not the shipped extractor: the rule changes the prior only")
+    mine, shipped = (json.loads((f / T.CONFIG).read_text()) for f in (folder, SHIPPED))
+    for key in ("vessel_depth", "vessel_contrast"):
+        if mine.get(key) != shipped.get(key):
+            raise SystemExit(f"{folder / T.CONFIG}: {key} {mine.get(key)} is not the shipped {shipped.get(key)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pool_arguments(ap)
     ap.add_argument("--name", default="prior64", help="the candidate's name in the tables")
     args = ap.parse_args()
-    if args.teacher.resolve() == SHIPPED.resolve():
-        raise SystemExit("--teacher must name the candidate teacher's folder, not the shipped one")
+    check_candidate(args.teacher)
     t0 = time.time()
     names, sets, phi, train, val = pool_features(args, (distill.DEFAULT["size"],))
     fs = sets[distill.DEFAULT["size"]]

@@ -9,7 +9,8 @@ A GPU machine here holds no photographs, so the work is split in three:
 ``maps`` writes what ``teacher.train`` learns from (the visible extractor's maps of the training
 pool, 256², with their FOV) and nothing else: no photo leaves this machine. ``train`` runs the same
 samples as ``teacher.fit`` (``teacher.training_sample``: augmentation, grid or blob masks, fills),
-drawn by DataLoader workers, with bf16 autocast, AdamW and a one-cycle rate. With ``--seconds`` the
+drawn by DataLoader workers, with bf16 autocast, AdamW on torch's one-cycle schedule of rate and β1
+(as ``fit``; the H200 run of 2026-12-01 cycled the rate only, β1 fixed at 0.9). With ``--seconds`` the
 schedule is set by time (the step count is measured after a short warm-up and logged); ``--steps``
 fixes it instead. Weights come back as fp16 in parts of at most 15 MiB (the device's file limit).
 ``assemble`` joins them, checks their sha256 and measures ``teacher.hole_recovery`` on the maps.
@@ -31,7 +32,7 @@ import torch
 from . import teacher
 
 PART_BYTES = 15 * 2**20
-WARMUP_STEPS = 30  # timed steps (at the schedule's first rate) before a --seconds run fixes its length
+WARMUP_STEPS = 30  # a --seconds run times steps 30-59, held at the schedule's first rate, then fixes its length
 
 
 def save_maps(names: list[str], maps: list[tuple[np.ndarray, np.ndarray]], path: Path) -> None:
@@ -59,21 +60,25 @@ class Samples(torch.utils.data.IterableDataset):
             yield x[None], v[None], f[None].astype(np.float32)
 
 
-def _lr(step: int, steps: int, peak: float, pct_start: float = 0.05) -> float:
-    """torch's OneCycleLR with its defaults (cosine from peak/25 up to ``peak``, then down to peak/25/1e4)."""
+def _schedule(step: int, steps: int, peak: float, pct_start: float = 0.05) -> tuple[float, float]:
+    """(rate, Adam's β1) of torch's OneCycleLR with its defaults, as ``teacher.fit`` trains: the rate
+    from peak/25 up to ``peak`` then down to peak/25/1e4, β1 from 0.95 down to 0.85 and back, on cosines."""
     start, low = peak / 25, peak / 25 / 1e4
     up = float(pct_start * steps) - 1
     if step <= up:
-        a, b, t = start, peak, step / up
+        (a, b), (ma, mb), t = (start, peak), (0.95, 0.85), step / up
     else:
-        a, b, t = peak, low, (step - up) / (steps - 1 - up)
-    return b + (a - b) / 2 * (math.cos(math.pi * t) + 1)
+        (a, b), (ma, mb), t = (peak, low), (0.85, 0.95), (step - up) / (steps - 1 - up)
+    c = (math.cos(math.pi * t) + 1) / 2
+    return b + (a - b) * c, mb + (ma - mb) * c
 
 
 def train(maps_path: Path, out: Path, seconds: float | None = None, steps: int | None = None, base: int = 64,
           batch: int = 16, lr: float = 1e-3, seed: int = 0, workers: int = 12, device: str = "cuda") -> dict:
     import multiprocessing as mp
 
+    if (seconds is None) == (steps is None) or (steps is not None and steps < 1):
+        raise ValueError("give either a time budget (seconds) or a positive step count, not both")
     names, maps = load_maps(maps_path)
     torch.manual_seed(seed)
     if device == "cuda":
@@ -86,20 +91,24 @@ def train(maps_path: Path, out: Path, seconds: float | None = None, steps: int |
                                          multiprocessing_context="fork" if workers else None,
                                          worker_init_fn=lambda _: cv2.setNumThreads(1))
     amp = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
-    total = steps or 10**9
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    total = steps  # None until a --seconds run has timed its pace
     history, window, t0, t_warm = [], [], time.time(), None
     model.train()
     for step, (x, inp, fov) in enumerate(loader):
-        if step >= total:
+        if total is not None and step >= total:
             break
-        if steps is None and step == WARMUP_STEPS:  # fix the schedule's length from the measured pace
+        if total is None and step == WARMUP_STEPS:
+            sync()
             t_warm = time.time()
-        if steps is None and step == 2 * WARMUP_STEPS:
+        if total is None and step == 2 * WARMUP_STEPS:  # fix the schedule's length from the measured pace
+            sync()
             pace = (time.time() - t_warm) / WARMUP_STEPS
             total = max(2 * WARMUP_STEPS + 1, int((seconds - (time.time() - t0)) / pace) + step)
+        rate, beta1 = _schedule(step if total else 0, total or 2, lr)
         for g in opt.param_groups:
-            g["lr"] = _lr(step, total if total < 10**9 else 10**4, lr)
-        progress.value = step / total if total < 10**9 else 0.0
+            g["lr"], g["betas"] = rate, (beta1, g["betas"][1])
+        progress.value = step / total if total else 0.0
         x, inp, fov = (t.to(device, non_blocking=True).to(memory_format=torch.channels_last) for t in (x, inp, fov))
         with amp:
             recon = model(inp)
@@ -108,9 +117,9 @@ def train(maps_path: Path, out: Path, seconds: float | None = None, steps: int |
         loss.backward()
         opt.step()
         window.append(loss.detach())
-        if len(window) == 100 or step == total - 1:
+        if len(window) == 100 or step == (total or 0) - 1:
             history.append({"step": step + 1, "seconds": round(time.time() - t0, 1),
-                            "lr": opt.param_groups[0]["lr"], "mse": float(torch.stack(window).mean())})
+                            "lr": rate, "beta1": beta1, "mse": float(torch.stack(window).mean())})
             window = []
             print(json.dumps(history[-1]), flush=True)
     model = model.float().cpu().eval()
@@ -139,6 +148,10 @@ def assemble(folder: Path, dest: Path, maps_path: Path | None = None) -> dict:
     blob = b"".join((folder / p).read_bytes() for p in log["weights"]["parts"])
     if hashlib.sha256(blob).hexdigest() != log["weights"]["sha256"]:
         raise ValueError(f"{folder}: the weight parts do not join to the logged sha256")
+    if log["levels"] != teacher.LEVELS:
+        raise ValueError(f"{folder}: a prior of {log['levels']} levels; the teacher builds {teacher.LEVELS}")
+    if maps_path is not None and hashlib.sha256(maps_path.read_bytes()).hexdigest() != log["maps_sha256"]:
+        raise ValueError(f"{maps_path} is not the npz the prior in {folder} was trained on")
     state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     model = teacher.build_model(log["base"])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -181,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "train":
         log = train(args.maps, args.out, args.seconds, args.steps, args.base, args.batch, args.lr, args.seed,
                     args.workers, args.device)
-        print(f"prior: {log['steps']} steps in {log['train_seconds']} s, final MSE {log['final_mse']:.5f} → {args.out}")
+        print(f"prior: {log['steps']} steps in {log['train_seconds']} s, final MSE {log['final_mse']} → {args.out}")
     else:
         log = assemble(args.folder, args.dest, args.maps)
         (args.dest.with_suffix(".metrics.json")).write_text(json.dumps(log, indent=1))
