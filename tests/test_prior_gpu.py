@@ -83,3 +83,9 @@ def test_train_parts_assemble_to_the_trained_prior(tmp_path, monkeypatch):
     part.write_bytes(b"x" + part.read_bytes()[1:])
     with pytest.raises(ValueError, match="sha256"):
         prior_gpu.assemble(tmp_path / "out", tmp_path / "again.pt")
+
+
+def test_cli_reports_a_missing_run_in_one_line(tmp_path, capsys):
+    assert prior_gpu.main(["assemble", str(tmp_path / "absent"), str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prior_gpu assemble:") and "prior_log.json" in err and "\n" not in err

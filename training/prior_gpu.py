@@ -2,9 +2,9 @@
 
 A GPU machine here holds no photographs, so the work is split in three:
 
-    python -m efiqa.train.prior_gpu maps MAPS.npz [--data DIR]           # here: the pool's vessel maps
-    python -m efiqa.train.prior_gpu train MAPS.npz OUT --seconds 400     # on the GPU
-    python -m efiqa.train.prior_gpu assemble OUT models/teacher/inpainter64.pt   # here: join, measure
+    python -m efiqa.train.prior_gpu maps .prior/pool_maps.npz [--data DIR]     # here: the pool's vessel maps
+    python -m efiqa.train.prior_gpu train .prior/pool_maps.npz OUT --seconds 420   # on the GPU (carry .prior)
+    python -m efiqa.train.prior_gpu assemble OUT .prior/inpainter64.pt --maps .prior/pool_maps.npz  # here
 
 ``maps`` writes what ``teacher.train`` learns from (the visible extractor's maps of the training
 pool, 256², with their FOV) and nothing else: no photo leaves this machine. ``train`` runs the same
@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -187,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("dest", type=Path)
     a.add_argument("--maps", type=Path, default=None, help="measure hole recovery on these maps")
     args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except (OSError, ValueError) as e:  # a missing or corrupt npz, log or part: one line, exit 2
+        print(f"prior_gpu {args.cmd}: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.cmd == "maps":
         names, maps = teacher.pool_maps(args.data, args.vessels)
         save_maps(names, maps, args.out)
