@@ -11,8 +11,9 @@ judged against ``region_measures.json``'s ``cs`` rows (the shipped prior).
     python -m efiqa.train.prior_gpu assemble …  # the prior (see efiqa.train.prior_gpu)
     python benchmarks/teacher_prior.py --teacher DIR [--name prior64]
 
-Writes results/teacher_prior.json / .md and teacher_prior_holes.png (the priors' redraws of hard and
-fading holes).
+Also measures both priors' ``teacher.hole_recovery`` on the pool's vessel maps (the same maps for
+both; disc radii 16/32/48 px). Writes results/teacher_prior.json / .md and teacher_prior_holes.png
+(the priors' redraws of hard and fading holes).
 """
 from __future__ import annotations
 
@@ -144,9 +145,9 @@ def main() -> None:
     base = json.loads((HERE / "results" / "region_measures.json").read_text())["gate"]["means"]["cs"]
     checks = study_checks(mean, base)
     facts = {args.name: prior_facts(args.teacher), "shipped": prior_facts(SHIPPED)}
+    _, pool = T.pool_maps(args.data, SHIPPED / "vessels.pt")  # both priors measured on the same maps
     for name, folder in ((args.name, args.teacher), ("shipped", SHIPPED)):
-        metrics = folder / "inpainter.metrics.json"
-        facts[name]["hole_recovery"] = json.loads(metrics.read_text()).get("hole_recovery") if metrics.is_file() else None
+        facts[name]["hole_recovery"] = T.hole_recovery(T.load_model(folder / "inpainter.pt"), pool)
     extractor, root = vessel_stage.load_model(SHIPPED / "vessels.pt"), data_root(args.data)
     hole_figure([T.vessel_map(extractor, load_photo(n, vessel_stage.SIZE, root)) for n in FIGURE_PHOTOS],
                 {"shipped": SHIPPED, args.name: args.teacher}, HERE / "results" / "teacher_prior_holes.png")
