@@ -137,6 +137,7 @@ def test_runtime_needs_no_torch(retina_file, tmp_path):
     (["train", "student", "--out", "{tmp}/s"], "efiqa[train,build]"),
     (["train", "vessels", "--dir", "{tmp}/t"], "efiqa[train,build]"),
     (["train", "teacher", "--dir", "{tmp}/t"], "efiqa[train,build]"),
+    (["train", "prior", "maps", "{tmp}/m.npz"], "efiqa[train,build]"),
     (["export", "--out", "{tmp}/b"], "efiqa[train,build]"),
     (["teacher", "{img}"], "efiqa[train,build]"),
 ])

@@ -38,6 +38,13 @@ def register(sub, parser_class) -> None:
                     help="keep inpainter.pt; only re-derive teacher.json and baseline.json from the clean photos")
     tt.set_defaults(func=cmd_train_teacher)
 
+    tp = tsub.add_parser("prior", help="the authors' 64-channel inpainting prior on a lent GPU: maps here, "
+                                        "train there, assemble here (efiqa.train.prior_gpu)",
+                         description="efiqa train prior {maps,train,assemble} ...: 'efiqa train prior maps --help' "
+                                     "and so on for each step's options (efiqa.train.prior_gpu).")
+    tp.add_argument("args", nargs=argparse.REMAINDER, metavar="STEP ...")
+    tp.set_defaults(func=lambda args: training_module("prior_gpu").main(args.args))
+
     ts = tsub.add_parser("student", help="stage 2: distil the teacher into an adapter on a frozen backbone",
                          description="Distil the teacher into the student adapter from unlabelled photos "
                                      "(adapting to a new camera needs only its photos).")

@@ -2,9 +2,11 @@
 
 A GPU machine here holds no photographs, so the work is split in three:
 
-    python -m efiqa.train.prior_gpu maps .prior/pool_maps.npz [--data DIR]     # here: the pool's vessel maps
-    python -m efiqa.train.prior_gpu train .prior/pool_maps.npz OUT --seconds 420   # on the GPU (carry .prior)
-    python -m efiqa.train.prior_gpu assemble OUT .prior/inpainter64.pt --maps .prior/pool_maps.npz  # here
+    efiqa train prior maps .prior/pool_maps.npz [--data DIR]     # here: the pool's vessel maps
+    efiqa train prior train .prior/pool_maps.npz OUT --seconds 420   # on the GPU (carry .prior)
+    efiqa train prior assemble OUT .prior/inpainter64.pt --maps .prior/pool_maps.npz  # here
+
+(``python -m efiqa.train.prior_gpu …`` is the same where torch is installed.)
 
 ``maps`` writes what ``teacher.train`` learns from (the visible extractor's maps of the training
 pool, 256², with their FOV) and nothing else: no photo leaves this machine. ``train`` runs the same
@@ -164,7 +166,7 @@ def assemble(folder: Path, dest: Path, maps_path: Path | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m efiqa.train.prior_gpu", description=__doc__,
+    ap = argparse.ArgumentParser(prog="efiqa train prior", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("maps", help="the pool's vessel maps and FOVs → one npz (run where the photos are)")
