@@ -38,6 +38,7 @@ from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.train import distill  # noqa: E402
 
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pool_arguments(ap)

@@ -18,7 +18,6 @@ both; disc radii 16/32/48 px). Writes results/teacher_prior.json / .md and teach
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import sys
@@ -31,12 +30,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_measures import study_checks, study_means  # noqa: E402
-from region_targets import score_pool, seed_table, train_heads  # noqa: E402
-from student_variants import pool_arguments, pool_features  # noqa: E402
-from teacher_excess import check_maps, newest_measures  # noqa: E402
+from region_targets import seed_table  # noqa: E402
+from student_variants import pool_arguments  # noqa: E402
+from teacher_excess import beside_cs, cs_study, verdict_lines  # noqa: E402
 
-from efiqa.train import distill  # noqa: E402
 from efiqa.train import teacher as T  # noqa: E402
 from efiqa.train import vessels as vessel_stage  # noqa: E402
 from efiqa.train.data import data_root, load_photo  # noqa: E402
@@ -126,24 +123,9 @@ def main() -> None:
     args = ap.parse_args()
     check_candidate(args.teacher)
     t0 = time.time()
-    names, sets, phi, train, val = pool_features(args, (distill.DEFAULT["size"],))
-    fs = sets[distill.DEFAULT["size"]]
-    named = distill.photo_list(None, args.data)
-    lkey = distill.label_cache_key([n for n, _ in named], args.teacher, args.augmentations, 0)
-    labels = distill._load(args.cache / f"labels_{lkey}.pkl")
-    maps = newest_measures(args.cache)
-    if len(maps["cs"]) != len(labels.samples):
-        raise SystemExit(f"the cached region maps hold {len(maps['cs'])} rows, the labels {len(labels.samples)}")
-    check_maps(maps, labels, named[0][1])
-    clean = np.array([p in train and k == 0 for p, k in zip(fs.photo, fs.perturbation)])
-    clean_label = float(np.mean(np.stack(fs.score)[clean][np.stack(fs.valid)[clean]]))
-    fr = dataclasses.replace(fs, region=[distill._to_grid(a, fs.data.shape[-1]) for a in maps["cs"]])
-    heads, rows = train_heads(fr, "teacher", args.name, train, phi)
-    summary, photos = score_pool(heads, rows, names, val, args.data)
-    kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
-    mean = study_means(rows)
-    base = json.loads((HERE / "results" / "region_measures.json").read_text())["gate"]["means"]["cs"]
-    checks = study_checks(mean, base)
+    st = cs_study(args, "teacher", args.name)
+    rows, mean, base, checks, kinds = st["rows"], st["mean"], st["base"], st["checks"], st["kinds"]
+    clean_label = float(np.mean(st["clean"]))
     facts = {args.name: prior_facts(args.teacher), "shipped": prior_facts(SHIPPED)}
     _, pool = T.pool_maps(args.data, SHIPPED / "vessels.pt")  # both priors measured on the same maps
     for name, folder in ((args.name, args.teacher), ("shipped", SHIPPED)):
@@ -153,29 +135,26 @@ def main() -> None:
                 {"shipped": SHIPPED, args.name: args.teacher}, HERE / "results" / "teacher_prior_holes.png")
     command = " ".join(["python benchmarks/teacher_prior.py", *sys.argv[1:]])
     out = {"benchmark": "teacher_prior", "command": command, "machine": stamp(), "generator": "synth",
-           "validation_photos": sorted(photos), "training_photos": len(train), "seconds": round(time.time() - t0),
-           "priors": facts, "clean_mean_teacher_label": clean_label, "rows": rows, "mean": mean,
-           "cs (region_measures.json)": base, "checks": checks, "passed": all(checks.values())}
+           "validation_photos": sorted(st["photos"]), "training_photos": len(st["train"]),
+           "seconds": round(time.time() - t0), "priors": facts, "clean_mean_teacher_label": clean_label, "rows": rows,
+           "mean": mean, "cs (region_measures.json)": base, "checks": checks, "passed": all(checks.values())}
     (HERE / "results" / "teacher_prior.json").write_text(json.dumps(out, indent=2) + "\n")
     md = ["# Another inpainting prior in the teacher, judged by the student: the study gate", "",
           f"The pool relabelled by the teacher in `{args.teacher}` ({facts[args.name]['base']} base channels, "
           f"{facts[args.name]['params']:,} parameters); the shipped map head on the `union` target with the `cs` region "
-          f"maps; {len(train)} training-pool photos, scored on the other {len(photos)} degraded by `synth`. "
+          f"maps; {len(st['train'])} training-pool photos, scored on the other {len(st['photos'])} degraded by `synth`. "
           f"Rule: `results/teacher_prior_rule.md`. Command: `{command}`.", "",
-          *seed_table(rows, "teacher", sevs, kinds), "", "Means over seeds, beside `cs` (`region_measures.json`, the shipped prior):", "",
-          "| teacher | overall | severity 1 | ranking | " + " | ".join(kinds) + " |", "|---|---|---|---|" + "---|" * len(kinds)]
-    md += [f"| {t} | {v['overall']:.4f} | {v['severity_1']:.3f} | {v['ranking']:.3f} | "
-           + " | ".join(f"{v['per_kind'][k]:.3f}" for k in kinds) + " |" for t, v in ((args.name, mean), ("shipped (cs)", base))]
+          *seed_table(rows, "teacher", st["sevs"], kinds), "",
+          "Means over seeds, beside `cs` (`region_measures.json`, the shipped prior):", "",
+          *beside_cs([(args.name, mean), ("shipped (cs)", base)], "teacher", kinds)]
     md += ["", "| prior | base | parameters | CPU pass (s) | tau | phi | hole recovery hard 16/32/48 | soft 16/32/48 |",
            "|---|---|---|---|---|---|---|---|"]
     for name, f in facts.items():
-        h = f["hole_recovery"] or {"hard": {}, "soft": {}}
-        fmt = lambda d: " / ".join(f"{d[r]:.2f}" for r in ("16", "32", "48")) if d else "—"  # noqa: E731
+        h = f["hole_recovery"]
+        fmt = lambda d: " / ".join(f"{d[r]:.2f}" for r in ("16", "32", "48"))  # noqa: E731
         md.append(f"| {name} | {f['base']} | {f['params']:,} | {f['cpu_pass_seconds']:.3f} | {f['tau']:.3f} | "
                   f"{f['phi']:.3f} | {fmt(h['hard'])} | {fmt(h['soft'])} |")
-    md += ["", f"Mean teacher label on the unperturbed training cells: {clean_label:.3f}.", "",
-           "Checks: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()), "",
-           f"**{'Passed.' if out['passed'] else 'Failed: recorded, not carried on.'}**"]
+    md += ["", f"Mean teacher label on the unperturbed training cells: {clean_label:.3f}.", "", *verdict_lines(checks)]
     (HERE / "results" / "teacher_prior.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
