@@ -94,30 +94,35 @@ def jobs_of(train: set[int]) -> list[tuple[int, str, int]]:
             for sev in ((0,) if kind == "clean" else (1, 2, 3))]
 
 
+def synth_copies(names: list[str], train: set[int], data: str | None, desc: str):
+    """(job, photo, clean photo, copy, mask, FOV of the clean photo) for each of :func:`jobs_of`'s
+    copies: the photo as it is (an empty mask) or degraded by ``synth`` with the training region seeds."""
+    root = data_root(data)
+    current = img = fov = None
+    for n, (i, kind, sev) in enumerate(tqdm(jobs_of(train), desc=desc)):
+        if i != current:
+            current, img = i, distill.working_copy(read_image(resolve(names[i], root)))
+            fov = find_fov(img)
+        if kind == "clean":
+            yield n, i, img, img, np.zeros(img.shape[:2], bool), fov
+        else:
+            d = degrade(img, fov, kind, sev, seed=TRAIN_SEED + 100 * i + KINDS.index(kind))
+            yield n, i, img, d.image, d.mask, fov
+
+
 def mask_sets(names: list[str], train: set[int], data: str | None, cache: Path) -> dict[int, distill.FeatureSet]:
     """The training photos as they are and degraded by ``synth`` (every kind × severity, one region
     per photo and kind): features per size, targets from the masks (cached)."""
     from efiqa.eval import synth
 
-    key = distill._code_key((names, sorted(train), TRAIN_SEED, SIZES), (synth, jobs_of, features_of, mask_sets))
+    key = distill._code_key((names, sorted(train), TRAIN_SEED, SIZES), (synth, jobs_of, synth_copies, features_of, mask_sets))
     path = cache / f"feature_ceiling_masks_{key}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     nets = backbones()
-    root = data_root(data)
     feats: dict[int, list[np.ndarray]] = {s: [] for s in SIZES}
     truth, valid, photo, pert = [], [], [], []
-    jobs = jobs_of(train)
-    current, img, fov = None, None, None
-    for n, (i, kind, sev) in enumerate(tqdm(jobs, desc="mask copies")):
-        if i != current:
-            current, img = i, distill.working_copy(read_image(resolve(names[i], root)))
-            fov = find_fov(img)
-        if kind == "clean":
-            test, mask = img, np.zeros(img.shape[:2], bool)
-        else:
-            d = degrade(img, fov, kind, sev, seed=TRAIN_SEED + 100 * i + KINDS.index(kind))
-            test, mask = d.image, d.mask
+    for n, i, _, test, mask, fov in synth_copies(names, train, data, "mask copies"):
         try:
             f, p = features_of(test, nets)
         except EfiqaError:  # a degradation that hides the FOV: not trained on, as a refused perturbation

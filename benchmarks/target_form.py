@@ -36,18 +36,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from evaluation import run, summarise  # noqa: E402
-from feature_ceiling import GRID, KINDS, TRAIN_SEED, backbones, features_of, jobs_of, score_heads  # noqa: E402
+from feature_ceiling import GRID, TRAIN_SEED, backbones, features_of, jobs_of, score_heads, synth_copies  # noqa: E402
 from machine import stamp  # noqa: E402
 from region_targets import seed_means, seed_table  # noqa: E402
 from student_variants import pool_arguments  # noqa: E402
 
 from efiqa.errors import EfiqaError  # noqa: E402
-from efiqa.eval.synth import degrade, patch_truth  # noqa: E402
+from efiqa.eval.synth import patch_truth  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
 from efiqa.imageio import read_image  # noqa: E402
 from efiqa.preprocess import Preprocessor  # noqa: E402
@@ -62,23 +61,13 @@ TARGETS = {"masks": lambda m, r: m, "cs": lambda m, r: r, "cs, square root": lam
 def copies(names: list[str], train: set[int], data: str | None, cache: Path) -> dict:
     """The training photos as they are and degraded by ``synth``: features, masks and the shipped
     measure of each copy against its clean photo (cached)."""
-    key = distill._code_key((names, sorted(train), TRAIN_SEED, SIZE), (regions, jobs_of, features_of, copies))
+    key = distill._code_key((names, sorted(train), TRAIN_SEED, SIZE), (regions, jobs_of, synth_copies, features_of, copies))
     path = cache / f"target_form_{key}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     nets = backbones((SIZE,))
-    root = data_root(data)
     out: dict = {"features": [], "mask": [], "cs": [], "valid": [], "photo": [], "job": []}
-    current = img = fov = None
-    for n, (i, kind, sev) in enumerate(tqdm(jobs_of(train), desc="synth copies")):
-        if i != current:
-            current, img = i, distill.working_copy(read_image(resolve(names[i], root)))
-            fov = find_fov(img)
-        if kind == "clean":
-            test, mask = img, np.zeros(img.shape[:2], bool)
-        else:
-            d = degrade(img, fov, kind, sev, seed=TRAIN_SEED + 100 * i + KINDS.index(kind))
-            test, mask = d.image, d.mask
+    for n, i, img, test, mask, fov in synth_copies(names, train, data, "synth copies"):
         try:
             f, p = features_of(test, nets)
         except EfiqaError:

@@ -329,6 +329,23 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(loaded2.adapter(x2), out2)
         assert loaded2(torch.zeros(1, 3, 128, 128)).shape == (1, 2, 16, 16)
+    # local defects (the map head's extra samples): labelled, measured and cached apart, after the
+    # perturbations; the score head never sees them, so it is the one trained without them, weight for weight
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill, "DEFECTS_PER_PHOTO", 1)
+        more = distill.cached_features(names, photos, teacher, tmp_path, (128,), 2, 0, cache, progress=False,
+                                       regions_too=True, defects_too=True)[128]
+    assert more.perturbation == withr.perturbation + [distill.DEFECT_OFFSET] * 2 and more.photo == withr.photo + [0, 1]
+    np.testing.assert_array_equal(more.data[:4], withr.data)
+    assert len(list(cache.glob("labels_*"))) == 2 and all(r.max() > 0 for r in more.region[4:])
+    only = distill.perturbations_only(more)
+    np.testing.assert_array_equal(only.data, withr.data)
+    assert only.perturbation == withr.perturbation and distill.perturbations_only(withr) is withr
+    with_defects, with_th = distill.train_student(more, cfg, teacher.config["phi"], epochs=1)
+    for a, b in zip(with_defects.head.score.state_dict().values(), both.head.score.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert with_th["gradable_threshold"] == both_th["gradable_threshold"]
+    assert not torch.equal(with_defects.head.map[-1].weight, both.head.map[-1].weight)
     assert fs.score[0].shape == (16, 16) and np.all((np.stack(fs.score) >= 0) & (np.stack(fs.score) < 1))
     res = distill.train_adapter(fs, "two-scale", "conv", phi=teacher.config["phi"], epochs=2, batch=2, target="binary")
     prob, frac, score, valid = distill.predict(res, fs, {0, 1})

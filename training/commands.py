@@ -126,7 +126,8 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
                                    (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
                                    backbone_id=cfg.get("backbone_checkpoint", "lite0"),
-                                   regions_too="union" in (cfg["target"], cfg.get("score_target")))
+                                   regions_too="union" in (cfg["target"], cfg.get("score_target")),
+                                   defects_too=bool(cfg.get("defects")))
     fs = sets[cfg["size"]]
     reference = distill.reference_photos([n for n, _ in named])
     res, thresholds = distill.train_student(fs, cfg, teacher.config["phi"], args.epochs, args.seed, reference)

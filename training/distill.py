@@ -35,7 +35,7 @@ from efiqa.errors import EfiqaError
 from efiqa.fov import Fov
 from efiqa.preprocess import Preprocessor
 
-from . import regions
+from . import defects, regions
 from .augment import augment_pair, enhancement
 from .nets.efficientnet_lite import EfficientNetLite0
 from .nets.adapter import MapAndScore, combine, make_adapter, make_head
@@ -55,6 +55,10 @@ DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "un
 #: chance that either the teacher flags the cell or the perturbation destroyed its detail,
 #: 1 − (1 − soft)(1 − region) (:mod:`regions`: the teacher does not see mild blur, haze or noise)
 TARGETS = ("soft", "binary", "union")
+#: local defects per photo (:mod:`defects`) beside the perturbations, for the map head only (``DEFAULT["defects"]``)
+DEFECTS_PER_PHOTO = 12
+#: their perturbation indices start here (after any count of perturbations)
+DEFECT_OFFSET = 1000
 #: share of the perturbed photos contrast-enhanced after their perturbation (CLAHE, unsharp mask)
 ENHANCED = 0.2
 
@@ -126,16 +130,38 @@ def perturbation_pairs(photos: list[np.ndarray], augmentations: int,
             yield i, k, reference, img
 
 
+def defect_pairs(photos: list[np.ndarray], count: int, seed: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(photo index, ``DEFECT_OFFSET`` + j, reference, image) for ``count`` local defects of each photo
+    (:func:`defects.defect_pair`), from a random stream of their own."""
+    rng = np.random.default_rng([seed, 2])
+    for i, photo in enumerate(photos):
+        for j in range(count):
+            reference, img, _ = defects.defect_pair(photo, rng)
+            yield i, DEFECT_OFFSET + j, reference, img
+
+
+def sample_pairs(family: str, photos: list[np.ndarray], augmentations: int,
+                 seed: int) -> tuple[Iterator[tuple[int, int, np.ndarray, np.ndarray]], int]:
+    """A family of training samples (``perturbations``: :func:`perturbation_pairs`; ``defects``:
+    :func:`defect_pairs`) and how many it yields."""
+    if family == "perturbations":
+        return perturbation_pairs(photos, augmentations, seed), len(photos) * augmentations
+    if family == "defects":
+        return defect_pairs(photos, DEFECTS_PER_PHOTO, seed), len(photos) * DEFECTS_PER_PHOTO
+    raise ValueError(f"unknown sample family {family!r}")
+
+
 def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: int = 24, seed: int = 0,
-                   progress: bool = True, keep: Callable[[int, int, TeacherParts], None] | None = None) -> Labels:
+                   progress: bool = True, keep: Callable[[int, int, TeacherParts], None] | None = None,
+                   family: str = "perturbations") -> Labels:
     """The teacher's labels for ``augmentations`` perturbations of each photo (the slow part).
     ``keep(photo, perturbation, parts)``: handed the networks' output of each labelled photo, so a
     study can judge them again under other visibility rules without running the networks again."""
     from tqdm import tqdm
 
     labels = Labels()
-    for i, k, img in tqdm(perturbations(photos, augmentations, seed), total=len(photos) * augmentations,
-                          desc="teacher labels", disable=not progress):
+    pairs, total = sample_pairs(family, photos, augmentations, seed)
+    for i, k, _, img in tqdm(pairs, total=total, desc=f"teacher labels ({family})", disable=not progress):
         try:
             parts = teacher.parts(img)
         except EfiqaError as err:  # a perturbation can push a photo past FOV detection: counted, not trained on
@@ -152,7 +178,8 @@ def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: in
 
 @torch.no_grad()
 def backbone_features(photos: list[np.ndarray], labels: Labels, sizes: tuple[int, ...], augmentations: int = 24,
-                      seed: int = 0, student: Student | None = None, progress: bool = True) -> dict[int, np.ndarray]:
+                      seed: int = 0, student: Student | None = None, progress: bool = True,
+                      family: str = "perturbations") -> dict[int, np.ndarray]:
     """Frozen backbone features (``student``'s; default: ImageNet Lite0, all kinds) of the labelled
     perturbations, each cropped on the FOV the teacher found: {size: (N, C, g, g) float16}."""
     from tqdm import tqdm
@@ -162,8 +189,8 @@ def backbone_features(photos: list[np.ndarray], labels: Labels, sizes: tuple[int
     row = {s: n for n, s in enumerate(labels.samples)}
     pre = {s: Preprocessor(s) for s in sizes}
     feats: dict[int, list[np.ndarray]] = {s: [None] * len(row) for s in sizes}
-    for i, k, img in tqdm(perturbations(photos, augmentations, seed), total=len(photos) * augmentations,
-                          desc="backbone features", disable=not progress):
+    pairs, total = sample_pairs(family, photos, augmentations, seed)
+    for i, k, _, img in tqdm(pairs, total=total, desc=f"backbone features ({family})", disable=not progress):
         n = row.get((i, k))
         if n is None:
             continue
@@ -174,15 +201,15 @@ def backbone_features(photos: list[np.ndarray], labels: Labels, sizes: tuple[int
 
 
 def region_maps(photos: list[np.ndarray], labels: Labels, augmentations: int = 24, seed: int = 0,
-                progress: bool = True) -> list[np.ndarray]:
+                progress: bool = True, family: str = "perturbations") -> list[np.ndarray]:
     """How much detail each labelled perturbation destroyed per cell (:func:`regions.degradation`,
     G×G, in the order of ``labels.samples``), on the crop of the FOV the teacher found."""
     from tqdm import tqdm
 
     row = {s: n for n, s in enumerate(labels.samples)}
     maps: list[np.ndarray] = [None] * len(row)
-    for i, k, reference, img in tqdm(perturbation_pairs(photos, augmentations, seed),
-                                     total=len(photos) * augmentations, desc="degraded regions", disable=not progress):
+    pairs, total = sample_pairs(family, photos, augmentations, seed)
+    for i, k, reference, img in tqdm(pairs, total=total, desc=f"degraded regions ({family})", disable=not progress):
         n = row.get((i, k))
         if n is not None:
             maps[n] = (np.zeros_like(labels.score[n]) if k == 0
@@ -399,7 +426,9 @@ def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed:
     (:func:`decision_thresholds`). With ``score_target``, two heads (:class:`MapAndScore`): the patch
     threshold is set on the map head, the gradable threshold on the score head, each as a single
     head's would be; ``history`` is the map head's (the score head's is in the thresholds dict as
-    ``score_loss_history``)."""
+    ``score_loss_history``). The score head learns from the perturbations only, never the local
+    defects (:func:`perturbations_only`): whether a photo can be read stays the teacher's call on
+    whole perturbed photos."""
     base = {"feature_kind": cfg["features"], "head": cfg["head"], "phi": phi, "epochs": epochs,
             "members": cfg["members"]}
     train = {**base, "target": cfg["target"]}
@@ -407,9 +436,9 @@ def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed:
     thresholds = decision_thresholds(res, fs, train, reference=reference, seed=seed)
     if not cfg.get("score_target"):
         return res, thresholds
-    score_train = {**base, "target": cfg["score_target"]}
-    score = train_adapter(fs, seed=seed, **score_train)
-    by_score = decision_thresholds(score, fs, score_train, reference=reference, seed=seed)
+    score_train, scored = {**base, "target": cfg["score_target"]}, perturbations_only(fs)
+    score = train_adapter(scored, seed=seed, **score_train)
+    by_score = decision_thresholds(score, scored, score_train, reference=reference, seed=seed)
     thresholds.update({k: by_score[k] for k in ("gradable_threshold", "gradable_threshold_out_of_fold") if k in by_score},
                       threshold_method=f"the patch threshold set on the map head, the gradable threshold on the "
                                        f"score head, each by one rule ({thresholds['threshold_method']})",
@@ -507,6 +536,12 @@ def label_cache_key(names: list[str], teacher_dir: Path, augmentations: int, see
                      (perturbations, perturbation_pairs, augment_mod, teacher_mod, data_mod, vessels_mod, unet_mod, preprocess_mod, fov_mod))
 
 
+def defect_cache_key(names: list[str], teacher_dir: Path, seed: int) -> str:
+    """What the teacher's labels of the local defects depend on (as :func:`label_cache_key`)."""
+    return label_cache_key(names, teacher_dir, DEFECTS_PER_PHOTO, seed) + _code_key(
+        ("defects", DEFECT_OFFSET), (defects, defect_pairs))
+
+
 def feature_cache_key(label_key: str, backbone_id: str = "lite0") -> str:
     """Features depend on the labelled perturbations and on the code and weights of the backbone."""
     from efiqa import preprocess as preprocess_mod
@@ -521,27 +556,59 @@ def feature_cache_key(label_key: str, backbone_id: str = "lite0") -> str:
 def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher, teacher_dir: Path,
                     sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
                     progress: bool = True, student: Student | None = None,
-                    backbone_id: str = "lite0", regions_too: bool = False) -> dict[int, FeatureSet]:
+                    backbone_id: str = "lite0", regions_too: bool = False,
+                    defects_too: bool = False) -> dict[int, FeatureSet]:
     """Teacher labels, frozen backbone features and (``regions_too``: for the ``union`` target) the
     perturbations' region maps for ``augmentations`` perturbations of each photo, memoised on disk
     (``cache_dir``; None: not cached) in three parts: the teacher's labels (slow; kept while only the
-    student's code changes), the backbone's features per input size and the region maps."""
-    lkey = label_cache_key(names, teacher_dir, augmentations, seed)
+    student's code changes), the backbone's features per input size and the region maps.
+    ``defects_too``: followed by the same for ``DEFECTS_PER_PHOTO`` local defects of each photo
+    (:func:`defect_pairs`, with region maps), cached apart."""
+    sets = _cached_family("perturbations", names, photos, teacher, label_cache_key(names, teacher_dir, augmentations, seed),
+                          sizes, augmentations, seed, cache_dir, progress, student, backbone_id, regions_too)
+    if not defects_too:
+        return sets
+    more = _cached_family("defects", names, photos, teacher, defect_cache_key(names, teacher_dir, seed), sizes,
+                          augmentations, seed, cache_dir, progress, student, backbone_id, True)
+    return {s: concatenate(sets[s], more[s]) for s in sizes}
+
+
+def concatenate(a: FeatureSet, b: FeatureSet) -> FeatureSet:
+    """Two feature sets of one input size as one (``b``'s samples after ``a``'s)."""
+    region = None if a.region is None or b.region is None else a.region + b.region
+    return FeatureSet(a.size, np.concatenate([a.data, b.data]), a.soft + b.soft, a.score + b.score, a.valid + b.valid,
+                      a.photo + b.photo, a.perturbation + b.perturbation, region)
+
+
+def perturbations_only(fs: FeatureSet) -> FeatureSet:
+    """``fs`` without its local defects (what the score head learns from)."""
+    keep = [n for n, k in enumerate(fs.perturbation) if k < DEFECT_OFFSET]
+    if len(keep) == len(fs.perturbation):
+        return fs
+    pick = lambda xs: None if xs is None else [xs[n] for n in keep]  # noqa: E731
+    return FeatureSet(fs.size, fs.data[keep], pick(fs.soft), pick(fs.score), pick(fs.valid), pick(fs.photo),
+                      pick(fs.perturbation), pick(fs.region))
+
+
+def _cached_family(family: str, names: list[str], photos: list[np.ndarray], teacher: Teacher, lkey: str,
+                   sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None, progress: bool,
+                   student: Student | None, backbone_id: str, regions_too: bool) -> dict[int, FeatureSet]:
+    """:func:`cached_features` of one family of samples, its labels keyed by ``lkey``."""
     lpath = cache_dir / f"labels_{lkey}.pkl" if cache_dir else None
     fpath = cache_dir / f"features_{feature_cache_key(lkey, backbone_id)}.pkl" if cache_dir else None
     labels = _load(lpath)
     if labels is None:
-        labels = teacher_labels(photos, teacher, augmentations, seed, progress)
+        labels = teacher_labels(photos, teacher, augmentations, seed, progress, family=family)
         _store(lpath, labels)
     rpath = cache_dir / f"regions_{_code_key((lkey,), (regions, region_maps))}.pkl" if cache_dir else None
     region = _load(rpath) if regions_too else None
     if regions_too and region is None:
-        region = region_maps(photos, labels, augmentations, seed, progress)
+        region = region_maps(photos, labels, augmentations, seed, progress, family)
         _store(rpath, region)
     features = _load(fpath) or {}
     missing = tuple(s for s in sizes if s not in features)
     if missing:
-        features.update(backbone_features(photos, labels, missing, augmentations, seed, student, progress))
+        features.update(backbone_features(photos, labels, missing, augmentations, seed, student, progress, family))
         _store(fpath, features)
     return feature_sets(labels, {s: features[s] for s in sizes}, region)
 
