@@ -27,7 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_measures import study_checks, study_means  # noqa: E402
+from region_measures import means_table, study_checks, study_means  # noqa: E402
 from region_targets import score_pool, seed_table, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
@@ -85,10 +85,7 @@ def main() -> None:
           f"with each target; scored on the other {len(photos)} degraded by `synth` (patch AUROC), against `base` of "
           f"`local_defects.json` (the shipped union, perturbations only). Rule: `results/defect_targets_rule.md`. "
           f"Command: `{command}`.", "", *seed_table(rows, "target", sevs, kinds), "", "Means over seeds:", "",
-          "| target | overall | severity 1 | ranking | " + " | ".join(kinds) + " |",
-          "|---|---|---|---|" + "---|" * len(kinds)]
-    md += [f"| {v} | {m['overall']:.4f} | {m['severity_1']:.3f} | {m['ranking']:.3f} | "
-           + " | ".join(f"{m['per_kind'][k]:.3f}" for k in kinds) + " |" for v, m in {**means, "base": base}.items()]
+          *means_table("target", {**means, "base": base}, kinds)]
     md += ["", "Checks against `base`: " + "; ".join(
         f"{c}: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in v.items()) for c, v in checks.items()),
            "", f"**Chosen: `{chosen}`: on to the ship gate.**" if chosen else "**No candidate passed: recorded, not shipped.**"]

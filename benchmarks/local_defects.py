@@ -3,7 +3,7 @@
 
 The shipped map head (384 px, three-scale, conv adapter) learns ``union`` with the shipped region
 maps, from seeds 0/1/2, on 4 of 5 training-pool photos: over the label-free perturbations alone
-(``base``, as shipped) and over the perturbations and 12 local defects of each photo
+(``base``, the map head of the student shipped before it) and over the perturbations and 12 local defects of each photo
 (``defects``). Both are scored on the other fifth degraded by ``synth``, as ``region_targets.py``
 scores; never ``soft``, never the held-out photos of ``accuracy.py``.
 
@@ -30,7 +30,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_measures import construction, ship_gate, study_checks, study_means  # noqa: E402
+from region_measures import construction, means_table, ship_gate, study_checks, study_means  # noqa: E402
 from region_targets import clause_table, score_pool, seed_table, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
@@ -50,7 +50,7 @@ def examples(photo: np.ndarray, fs: distill.FeatureSet, path: Path) -> None:
     heat = lambda a: cv2.applyColorMap(cv2.resize((np.clip(a, 0, 1) * 255).astype(np.uint8), (side, side),  # noqa: E731
                                                   interpolation=cv2.INTER_NEAREST), cv2.COLORMAP_INFERNO)
     lines = []
-    rng = np.random.default_rng([0, 2])  # defect_pairs' stream: the first photo's defects come first
+    rng = np.random.default_rng([0, distill.DEFECT_STREAM])  # defect_pairs' stream: the first photo's come first
     for j in range(distill.DEFECTS_PER_PHOTO):
         reference, img, kind = distill.defects.defect_pair(photo, rng)
         n = row.get((0, distill.DEFECT_OFFSET + j))
@@ -99,11 +99,8 @@ def study(args: argparse.Namespace) -> None:
           f"photo (`defects`), on {len(train)} training-pool photos; scored on the other {len(photos)} degraded by "
           f"`synth` (patch AUROC). Rule: `results/local_defects_rule.md`. Command: `{command}`.", "",
           *seed_table(rows, "training set", sevs, kinds), "", "Means over seeds:", "",
-          "| training set | overall | severity 1 | ranking | " + " | ".join(kinds) + " |",
-          "|---|---|---|---|" + "---|" * len(kinds)]
-    md += [f"| {v} | {m['overall']:.4f} | {m['severity_1']:.3f} | {m['ranking']:.3f} | "
-           + " | ".join(f"{m['per_kind'][k]:.3f}" for k in kinds) + " |" for v, m in mean.items()]
-    md += ["", "Training samples of the 68 photos (valid cells' mean region map and union target): " + "; ".join(
+          *means_table("training set", mean, kinds)]
+    md += ["", f"Training samples of the {len(train)} photos (valid cells' mean region map and union target): " + "; ".join(
         f"{k} {v['samples']} (region {v['region_mean']:.3f}, union {v['union_mean']:.3f})" for k, v in spread.items()),
            "", "Checks against `base`: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()),
            "", "**Passed: on to the ship gate.**" if passed else "**Failed: recorded, not shipped.**", "",
@@ -131,6 +128,10 @@ def main() -> None:
     if args.ship:
         if not args.previous:
             ap.error("--ship needs --previous")
+        built = results / "local_defects_construction.json"
+        if not built.exists() or not json.loads(built.read_text())["identical"]:
+            raise SystemExit(f"{built.name}: the candidate's score head is not the shipped one (or was not checked): "
+                             "the rule stops here")
         verdict = {**ship_gate(args.ship, args.bundle, args.previous), "benchmark": "local_defects_ship"}
         (results / f"local_defects_ship_{args.ship}.json").write_text(json.dumps(verdict, indent=2) + "\n")
         md = [f"# Local defects: the ship gate of candidate `{args.ship}`", "",

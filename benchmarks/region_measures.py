@@ -124,6 +124,14 @@ def study_means(rows: dict[str, dict]) -> dict:
     return {**mean, "severity_1": mean["per_severity"]["1"]}
 
 
+def means_table(label: str, means: dict[str, dict], kinds: list[str]) -> list[str]:
+    """Markdown lines of :func:`study_means` per candidate: overall, severity 1, ranking, each kind."""
+    return (["| " + label + " | overall | severity 1 | ranking | " + " | ".join(kinds) + " |",
+             "|---|---|---|---|" + "---|" * len(kinds)]
+            + [f"| {v} | {m['overall']:.4f} | {m['severity_1']:.3f} | {m['ranking']:.3f} | "
+               + " | ".join(f"{m['per_kind'][k]:.3f}" for k in kinds) + " |" for v, m in means.items()])
+
+
 def study_checks(candidate: dict, base: dict) -> dict[str, bool]:
     """The rule's four conditions on a candidate's :func:`study_means` against the baseline's (also
     the rule of ``teacher_excess_rule.md``, written alike)."""

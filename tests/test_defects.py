@@ -46,8 +46,13 @@ def test_defect_pairs_come_after_the_perturbations_from_a_stream_of_their_own(mo
     pairs, total = distill.sample_pairs("defects", photos, 3, 0)
     got = list(pairs)
     assert total == 4 and [(i, k) for i, k, _, _ in got] == [(0, 1000), (0, 1001), (1, 1000), (1, 1001)]
-    before = [img for _, _, _, img in distill.perturbation_pairs(photos, 3, 0)]
-    again, _ = distill.sample_pairs("perturbations", photos, 3, 0)
-    assert all(np.array_equal(a, b) for a, (_, _, _, b) in zip(before, again))
+    # their own stream: the first photo's first defect is the stream's first draw, whatever the
+    # number of perturbations (which draw from theirs)
+    reference, img, _ = defects.defect_pair(photos[0], np.random.default_rng([0, 2]))
+    assert np.array_equal(got[0][2], reference) and np.array_equal(got[0][3], img)
+    other, _ = distill.sample_pairs("defects", photos, 7, 0)
+    assert all(np.array_equal(a[3], b[3]) for a, b in zip(got, other))
     with pytest.raises(ValueError, match="unknown sample family"):
         distill.sample_pairs("eval", photos, 3, 0)
+    with pytest.raises(ValueError, match="at most 1000 perturbations"):
+        distill.sample_pairs("perturbations", photos, 1001, 0)

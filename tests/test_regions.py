@@ -70,16 +70,19 @@ def test_an_enhanced_perturbation_has_its_reference_enhanced_alike(monkeypatch):
     assert len({x.tobytes() for _, x in pairs}) == len(pairs)  # each with settings of its own
 
 
-def test_union_target_needs_region_maps_and_learns_them():
-    """A head trained on the union learns a cell the teacher calls clean but the region map calls spoilt."""
+def test_union_and_region_targets_need_region_maps_and_learn_them():
+    """A head trained on the union, or on the region map alone (the shipped map head's target), learns
+    a cell the teacher calls clean but the region map calls spoilt; the region target ignores the
+    teacher's label where the union follows it."""
     rng = np.random.default_rng(0)
     n, c, g = 64, 8, 4
     x = rng.normal(size=(n, c, g, g)).astype(np.float16)
     zeros = [np.zeros((g, g), np.float32) for _ in range(n)]
     region = [(x[i, 0] > 0.5).astype(np.float32) * 0.9 for i in range(n)]
     fs = distill.FeatureSet(16, x, zeros, zeros, [np.ones((g, g), bool)] * n, list(range(n)), [1] * n)
-    with pytest.raises(ValueError, match="region maps"):
-        distill.train_adapter(fs, "all", "linear", target="union", epochs=1)
+    for target in ("union", "region"):
+        with pytest.raises(ValueError, match="region maps"):
+            distill.train_adapter(fs, "all", "linear", target=target, epochs=1)
     fs.region = region
     spoilt = np.stack(region) > 0
 
@@ -88,4 +91,14 @@ def test_union_target_needs_region_maps_and_learns_them():
         prob, *_ = distill.predict(res, fs, samples=np.arange(n))
         return float(prob[spoilt].mean() - prob[~spoilt].mean())
 
-    assert gap("union") > 0.15 and abs(gap("soft")) < 0.02
+    assert gap("union") > 0.15 and gap("region") > 0.15 and abs(gap("soft")) < 0.02
+    # the teacher flags other cells: the union learns them too, the region target does not
+    fs.score = [(x[i, 1] > 0.5).astype(np.float32) * 0.9 for i in range(n)]
+    flagged = np.stack(fs.score) > 0
+
+    def teacher_gap(target: str) -> float:
+        res = distill.train_adapter(fs, "all", "linear", target=target, epochs=30, lr=1e-2)
+        prob, *_ = distill.predict(res, fs, samples=np.arange(n))
+        return float(prob[flagged & ~spoilt].mean() - prob[~flagged & ~spoilt].mean())
+
+    assert teacher_gap("union") > 0.15 and abs(teacher_gap("region")) < 0.05

@@ -338,6 +338,14 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     assert more.perturbation == withr.perturbation + [distill.DEFECT_OFFSET] * 2 and more.photo == withr.photo + [0, 1]
     np.testing.assert_array_equal(more.data[:4], withr.data)
     assert len(list(cache.glob("labels_*"))) == 2 and all(r.max() > 0 for r in more.region[4:])
+    with pytest.MonkeyPatch.context() as mp:  # both families' labels reused, the defects regenerated alike
+        mp.setattr(distill, "DEFECTS_PER_PHOTO", 1)
+        mp.setattr(teacher_mod.Teacher, "__call__", lambda *a: pytest.fail("labels not reused"))
+        mp.setattr(teacher_mod.Teacher, "parts", lambda *a: pytest.fail("labels not reused"))
+        twice = distill.cached_features(names, photos, teacher, tmp_path, (128, 64), 2, 0, cache, progress=False,
+                                        regions_too=True, defects_too=True)
+    np.testing.assert_array_equal(twice[128].data, more.data)
+    assert twice[64].perturbation == more.perturbation
     only = distill.perturbations_only(more)
     np.testing.assert_array_equal(only.data, withr.data)
     assert only.perturbation == withr.perturbation and distill.perturbations_only(withr) is withr

@@ -79,10 +79,14 @@ def test_train_student_and_export_with_a_user_vit(tmp_path):
     assert res.map.shape == (16, 16)
 
 
-def test_train_the_lite0_student_at_another_size(tmp_path):
+def test_train_the_lite0_student_at_another_size(tmp_path, monkeypatch):
     """`--size 512` distils a 512-px student with the same 16×16 map; a second size reuses the
     teacher's cached labels and adds its own features."""
     import pickle
+
+    from efiqa.train import distill
+
+    monkeypatch.setattr(distill, "DEFECTS_PER_PHOTO", 1)  # the shipped configuration, one local defect per photo
 
     import cv2
 
@@ -102,9 +106,10 @@ def test_train_the_lite0_student_at_another_size(tmp_path):
               "--cache", str(tmp_path / "cache")]
     assert main(["train", "student", "--size", "512", "--out", str(tmp_path / "st"), *common]) == 0
     assert main(["train", "student", "--out", str(tmp_path / "st384"), *common]) == 0
-    (features,) = (tmp_path / "cache").glob("features_*.pkl")
-    assert sorted(pickle.loads(features.read_bytes())) == [384, 512]
-    assert len(list((tmp_path / "cache").glob("labels_*.pkl"))) == 1  # one labelling pass for both
+    # one labelling pass for both sizes, per family of samples (the perturbations, the local defects)
+    features = sorted((tmp_path / "cache").glob("features_*.pkl"))
+    assert len(features) == 2 and all(sorted(pickle.loads(f.read_bytes())) == [384, 512] for f in features)
+    assert len(list((tmp_path / "cache").glob("labels_*.pkl"))) == 2
     assert main(["export", "--adapter", str(tmp_path / "st"), "--out", str(tmp_path / "bundle")]) == 0
     m = load_bundle(tmp_path / "bundle").manifest
     assert (m.input_size, m.grid, m.name) == (512, 16, "efiqa-lite0-student")

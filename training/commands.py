@@ -58,7 +58,8 @@ def register(sub, parser_class) -> None:
     ts.add_argument("--size", type=int, default=384, choices=(384, 512),
                     help="input side of the EfficientNet-Lite0 student: 384 (models/default) or 512 (~1.6x the "
                          "network time, no more accurate on our held-out photos); both give a 16x16 map")
-    ts.add_argument("--augmentations", type=int, default=24, help="label-free perturbations per photo")
+    ts.add_argument("--augmentations", type=int, default=24, help="label-free perturbations per photo (and, in the "
+                    "shipped configuration, 12 local defects per photo for the map head)")
     ts.add_argument("--epochs", type=int, default=20,
                     help="adapter epochs (two heads, map and score; the decision thresholds are set out of fold: "
                          "5 more adapters like each are trained, each without a fifth of the reference photos)")
@@ -126,7 +127,7 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
                                    (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
                                    backbone_id=cfg.get("backbone_checkpoint", "lite0"),
-                                   regions_too="union" in (cfg["target"], cfg.get("score_target")),
+                                   regions_too=bool({"union", "region"} & {cfg["target"], cfg.get("score_target")}),
                                    defects_too=bool(cfg.get("defects")))
     fs = sets[cfg["size"]]
     reference = distill.reference_photos([n for n, _ in named])

@@ -9,7 +9,8 @@ project's own generic defects (defocus, camera shake, a veil, shading, over-expo
 sensor noise, compression blocks), each blended in through a smooth random field over part of the
 frame. It is deliberately separate from the evaluation generators (``efiqa.eval.synth``,
 ``efiqa.eval.soft_regions``), which are never a training input and whose masks are never seen in
-training: the regions here are :func:`augment._patchy` fields, the amounts :mod:`augment`'s.
+training: the regions here are :func:`augment._patchy` fields, the amounts after :mod:`augment`'s
+(each defect over the whole blend field at one strength, where augment varies some across it).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _shake(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
 
 def _veil(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:
     a = s * rng.uniform(0.2, 0.6)
-    return img * (1 - a) + a * np.array([166, 191, 217], np.float32)  # a bright, bluish-white haze (BGR)
+    return img * (1 - a) + a * np.array([166, 191, 217], np.float32)  # augment's veil colour, a warm white (BGR)
 
 
 def _shade(img: np.ndarray, rng: np.random.Generator, s: float) -> np.ndarray:

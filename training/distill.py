@@ -1,6 +1,7 @@
 """Stage 2: distil the teacher's patch maps into a shallow adapter on a frozen backbone.
 
-1. Each unlabelled photo is perturbed many times (``augment``: photometric + geometric, label-free).
+1. Each unlabelled photo is perturbed many times (``augment``: photometric + geometric, label-free),
+   and, for the map head, spoilt by one local defect at a time (``defects``: over part of the frame).
 2. The teacher labels every perturbed photo per patch: ``soft`` = its mean share of missing
    vasculature (a value in [0, 1)), ``binary`` = its clean-photo rule (fraction ≥ ``phi``).
 3. Frozen backbone features of the same perturbed photo, in runtime geometry (cropped on the FOV
@@ -44,21 +45,29 @@ from .teacher import Teacher, TeacherOutput, TeacherParts
 
 #: The shipped configuration, chosen label-free by ``benchmarks/student_variants.py`` (size, features, head).
 #: Two heads on the same features (``benchmarks/results/two_heads_rule.md``): the map head learns
-#: ``target`` (``union``: where a perturbation destroyed detail or the teacher flags the cell), the score
-#: head ``score_target`` (the teacher's own labels: whether the vasculature can be read), whose mean is
-#: the photo's score; a configuration without ``score_target`` has one head for both.
+#: ``target`` (``region``: how much detail a perturbation or a local defect destroyed in the cell;
+#: ``benchmarks/results/defect_targets_rule.md``) over the perturbations and, with ``defects``, the
+#: local defects; the score head ``score_target`` (the teacher's own labels: whether the vasculature
+#: can be read) over the perturbations only, its mean the photo's score; a configuration without
+#: ``score_target`` has one head for both.
 #: ``members``: one head each; the mean of three (picked label-free by ``benchmarks/adapter_ensemble.py``)
 #: failed its pre-registered held-out check (``benchmarks/results/accuracy_ensemble.md``).
-DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "union", "score_target": "soft",
-           "members": 1}
+DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "region", "score_target": "soft",
+           "members": 1, "defects": True}
 #: ``soft``: the teacher's mean anomaly per cell; ``binary``: its rule (fraction ≥ phi); ``union``: the
 #: chance that either the teacher flags the cell or the perturbation destroyed its detail,
-#: 1 − (1 − soft)(1 − region) (:mod:`regions`: the teacher does not see mild blur, haze or noise)
-TARGETS = ("soft", "binary", "union")
+#: 1 − (1 − soft)(1 − region) (:mod:`regions`: the teacher does not see mild blur, haze or noise);
+#: ``region``: how much detail the perturbation or local defect destroyed in the cell, alone (the
+#: shipped map head's since ``benchmarks/results/defect_targets_rule.md``: beside it the teacher's
+#: label of a clean cell, median 0.27, drowned a defect's mark)
+TARGETS = ("soft", "binary", "union", "region")
 #: local defects per photo (:mod:`defects`) beside the perturbations, for the map head only (``DEFAULT["defects"]``)
 DEFECTS_PER_PHOTO = 12
-#: their perturbation indices start here (after any count of perturbations)
+#: their perturbation indices start here (after the perturbations': at most this many per photo)
 DEFECT_OFFSET = 1000
+#: the local defects' random stream: ``default_rng([seed, DEFECT_STREAM])`` (the perturbations' are
+#: ``[seed]`` and ``[seed, 1]``)
+DEFECT_STREAM = 2
 #: share of the perturbed photos contrast-enhanced after their perturbation (CLAHE, unsharp mask)
 ENHANCED = 0.2
 
@@ -95,7 +104,8 @@ class FeatureSet:
     score: list[np.ndarray]                                   # teacher mean anomaly score (g, g)
     valid: list[np.ndarray]                                   # coverage ≥ 0.5 (g, g)
     photo: list[int]                                          # source photo index per sample
-    perturbation: list[int]                                   # its perturbation index (0: the photo as it is)
+    perturbation: list[int]                                   # its perturbation index (0: the photo as it is;
+                                                              # from DEFECT_OFFSET: a local defect)
     region: list[np.ndarray] | None = None                    # detail the perturbation destroyed (g, g); 0 unperturbed
 
     def features(self, kind: str) -> np.ndarray:
@@ -133,7 +143,7 @@ def perturbation_pairs(photos: list[np.ndarray], augmentations: int,
 def defect_pairs(photos: list[np.ndarray], count: int, seed: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """(photo index, ``DEFECT_OFFSET`` + j, reference, image) for ``count`` local defects of each photo
     (:func:`defects.defect_pair`), from a random stream of their own."""
-    rng = np.random.default_rng([seed, 2])
+    rng = np.random.default_rng([seed, DEFECT_STREAM])
     for i, photo in enumerate(photos):
         for j in range(count):
             reference, img, _ = defects.defect_pair(photo, rng)
@@ -145,6 +155,8 @@ def sample_pairs(family: str, photos: list[np.ndarray], augmentations: int,
     """A family of training samples (``perturbations``: :func:`perturbation_pairs`; ``defects``:
     :func:`defect_pairs`) and how many it yields."""
     if family == "perturbations":
+        if augmentations > DEFECT_OFFSET:
+            raise ValueError(f"at most {DEFECT_OFFSET} perturbations per photo (the local defects' indices follow)")
         return perturbation_pairs(photos, augmentations, seed), len(photos) * augmentations
     if family == "defects":
         return defect_pairs(photos, DEFECTS_PER_PHOTO, seed), len(photos) * DEFECTS_PER_PHOTO
@@ -154,7 +166,8 @@ def sample_pairs(family: str, photos: list[np.ndarray], augmentations: int,
 def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: int = 24, seed: int = 0,
                    progress: bool = True, keep: Callable[[int, int, TeacherParts], None] | None = None,
                    family: str = "perturbations") -> Labels:
-    """The teacher's labels for ``augmentations`` perturbations of each photo (the slow part).
+    """The teacher's labels for ``augmentations`` perturbations of each photo, or for a ``family``'s
+    samples (:func:`sample_pairs`) (the slow part).
     ``keep(photo, perturbation, parts)``: handed the networks' output of each labelled photo, so a
     study can judge them again under other visibility rules without running the networks again."""
     from tqdm import tqdm
@@ -171,7 +184,7 @@ def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: in
             keep(i, k, parts)
         labels.add(i, k, teacher.judge(parts))
     if labels.skipped:
-        print(f"teacher labels: skipped {len(labels.skipped)} of {len(photos) * augmentations} perturbed photos "
+        print(f"teacher labels ({family}): skipped {len(labels.skipped)} of {total} perturbed photos "
               f"(e.g. {labels.skipped[0]})", file=sys.stderr)
     return labels
 
@@ -249,7 +262,7 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
                   train_photos: set[int] | None = None, target: str = "soft", members: int = 1) -> AdapterResult:
     """BCE on the teacher's labels: ``soft`` (its mean share of missing vasculature per patch),
     ``union`` (that or the perturbation's degraded region, see ``TARGETS``; soft, unweighted like
-    ``soft``) or ``binary`` (its rule, fraction ≥ phi, positives weighted by the negative/positive ratio).
+    ``soft``), ``region`` (the degraded region alone, likewise) or ``binary`` (its rule, fraction ≥ phi, positives weighted by the negative/positive ratio).
     ``members`` > 1: an ensemble (:func:`adapter.combine`) of heads trained alike from seeds ``seed``,
     ``seed`` + 1, … (its first member is the single head of the same seed, so runs with neighbouring
     seeds share members); ``history``: their mean loss per epoch. ``head``: a kind of
@@ -259,10 +272,11 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
         raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
     idx = np.array([n for n, p in enumerate(fs.photo) if train_photos is None or p in train_photos])
     x = torch.from_numpy(fs.features(feature_kind)[idx].astype(np.float32))
-    if target == "union" and fs.region is None:
-        raise ValueError("the union target needs the perturbations' region maps (cached_features gives them)")
+    if target in ("union", "region") and fs.region is None:
+        raise ValueError(f"the {target} target needs the perturbations' region maps (cached_features gives them)")
     labels = (np.stack(fs.score)[idx] if target == "soft" else
               1 - (1 - np.stack(fs.score)[idx]) * (1 - np.stack(fs.region)[idx]) if target == "union" else
+              np.stack(fs.region)[idx] if target == "region" else
               np.stack(fs.soft)[idx] >= phi)
     y = torch.from_numpy(labels.astype(np.float32))[:, None]
     v = torch.from_numpy(np.stack(fs.valid)[idx].astype(np.float32))[:, None]
@@ -539,7 +553,7 @@ def label_cache_key(names: list[str], teacher_dir: Path, augmentations: int, see
 def defect_cache_key(names: list[str], teacher_dir: Path, seed: int) -> str:
     """What the teacher's labels of the local defects depend on (as :func:`label_cache_key`)."""
     return label_cache_key(names, teacher_dir, DEFECTS_PER_PHOTO, seed) + _code_key(
-        ("defects", DEFECT_OFFSET), (defects, defect_pairs))
+        ("defects", DEFECT_OFFSET, DEFECT_STREAM), (defects, defect_pairs, sample_pairs))
 
 
 def feature_cache_key(label_key: str, backbone_id: str = "lite0") -> str:
@@ -558,7 +572,7 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
                     progress: bool = True, student: Student | None = None,
                     backbone_id: str = "lite0", regions_too: bool = False,
                     defects_too: bool = False) -> dict[int, FeatureSet]:
-    """Teacher labels, frozen backbone features and (``regions_too``: for the ``union`` target) the
+    """Teacher labels, frozen backbone features and (``regions_too``: for the ``union`` or ``region`` target) the
     perturbations' region maps for ``augmentations`` perturbations of each photo, memoised on disk
     (``cache_dir``; None: not cached) in three parts: the teacher's labels (slow; kept while only the
     student's code changes), the backbone's features per input size and the region maps.
@@ -581,12 +595,14 @@ def concatenate(a: FeatureSet, b: FeatureSet) -> FeatureSet:
 
 
 def perturbations_only(fs: FeatureSet) -> FeatureSet:
-    """``fs`` without its local defects (what the score head learns from)."""
+    """``fs`` without its local defects (what the score head learns from); where they all follow
+    the perturbations (:func:`cached_features`), the features are a view, not a copy."""
     keep = [n for n, k in enumerate(fs.perturbation) if k < DEFECT_OFFSET]
     if len(keep) == len(fs.perturbation):
         return fs
     pick = lambda xs: None if xs is None else [xs[n] for n in keep]  # noqa: E731
-    return FeatureSet(fs.size, fs.data[keep], pick(fs.soft), pick(fs.score), pick(fs.valid), pick(fs.photo),
+    data = fs.data[:len(keep)] if keep == list(range(len(keep))) else fs.data[keep]
+    return FeatureSet(fs.size, data, pick(fs.soft), pick(fs.score), pick(fs.valid), pick(fs.photo),
                       pick(fs.perturbation), pick(fs.region))
 
 
