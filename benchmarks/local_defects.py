@@ -30,9 +30,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_measures import construction, means_table, ship_gate, study_checks, study_means  # noqa: E402
+from region_measures import construction, gate_arguments, means_table, ship_gate, study_checks, study_means  # noqa: E402
 from region_targets import clause_table, score_pool, seed_table, train_heads  # noqa: E402
-from student_variants import pool_arguments, pool_features  # noqa: E402
+from student_variants import pool_features  # noqa: E402
 
 from efiqa.train import distill  # noqa: E402
 
@@ -111,13 +111,7 @@ def study(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pool_arguments(ap)
-    ap.add_argument("--construction", type=Path, metavar="STUDENT")
-    ap.add_argument("--shipped", type=Path, default=Path("models/student"), metavar="STUDENT")
-    ap.add_argument("--ship", metavar="TAG")
-    ap.add_argument("--bundle", type=Path, default=Path("models/default"))
-    ap.add_argument("--previous", type=Path, metavar="BUNDLE")
+    ap = gate_arguments(__doc__)
     args = ap.parse_args()
     results = HERE / "results"
     if args.construction:

@@ -235,14 +235,20 @@ def write_ship(verdict: dict) -> None:
     print("\n".join(md))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def gate_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options of a study with a construction check and a ship gate (this one, ``local_defects.py``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     pool_arguments(ap)
     ap.add_argument("--construction", type=Path, metavar="STUDENT")
     ap.add_argument("--shipped", type=Path, default=Path("models/student"), metavar="STUDENT")
     ap.add_argument("--ship", metavar="TAG")
     ap.add_argument("--bundle", type=Path, default=Path("models/default"))
     ap.add_argument("--previous", type=Path, metavar="BUNDLE")
+    return ap
+
+
+def main() -> None:
+    ap = gate_arguments(__doc__)
     args = ap.parse_args()
     if args.construction:
         doc = construction(args.construction, args.shipped)
