@@ -10,8 +10,10 @@ perturbations alone; same split, head, seeds and scoring); never ``soft``, never
 photos of ``accuracy.py``.
 
     python benchmarks/defect_targets.py
+    # results/root_region_rule.md: the square-rooted region map, against this study's region rows
+    python benchmarks/defect_targets.py --root
 
-Writes results/defect_targets.json / .md.
+Writes results/defect_targets.json / .md (``--root``: root_region.json / .md).
 """
 from __future__ import annotations
 
@@ -54,10 +56,47 @@ def choose(means: dict[str, dict], checks: dict[str, dict]) -> str | None:
     return PREFERRED if PREFERRED in near else max(near, key=lambda c: means[c]["overall"])
 
 
+def root_study(args: argparse.Namespace) -> None:
+    """The study gate of ``results/root_region_rule.md``: √region against this study's ``region`` rows."""
+    t0 = time.time()
+    size = distill.DEFAULT["size"]
+    names, sets, phi, train, val = pool_features(args, (size,), regions_too=True, defects_too=True)
+    fs = sets[size]
+    root = dataclasses.replace(fs, score=[np.zeros_like(s) for s in fs.score], region=[np.sqrt(r) for r in fs.region])
+    heads, rows = train_heads(root, "target", "root", train, phi)
+    summary, photos = score_pool(heads, rows, names, val, args.data)
+    base_run = json.loads((HERE / "results" / "defect_targets.json").read_text())
+    if base_run["validation_photos"] != sorted(photos):
+        raise SystemExit("defect_targets.json was scored on other photos: rerun it first")
+    base = base_run["means"]["region"]
+    mean = study_means(rows)
+    checks = study_checks(mean, base, gain=0.01, severity_1_gain=0.01)
+    passed = all(checks.values())
+    command = " ".join(["python benchmarks/defect_targets.py", *sys.argv[1:]])
+    out = {"benchmark": "root_region", "command": command, "machine": stamp(), "generator": "synth",
+           "validation_photos": sorted(photos), "training_photos": len(train), "seconds": round(time.time() - t0),
+           "rows": rows, "mean": mean, "base (defect_targets.json, region)": base, "checks": checks, "passed": passed}
+    (HERE / "results" / "root_region.json").write_text(json.dumps(out, indent=2) + "\n")
+    kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
+    md = ["# The square-rooted region map as the map head's target: the study gate", "",
+          f"The shipped map head trained on √region over the perturbations and local defects of {len(train)} training-pool "
+          f"photos; scored on the other {len(photos)} degraded by `synth`, against the `region` rows of "
+          f"`defect_targets.json`. Rule: `results/root_region_rule.md`. Command: `{command}`.", "",
+          *seed_table(rows, "target", sevs, kinds), "", "Means over seeds:", "",
+          *means_table("target", {"root": mean, "region (defect_targets.json)": base}, kinds), "",
+          "Checks against `region`: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()), "",
+          "**Passed: a lead for the next ship run.**" if passed else "**Failed: recorded.**"]
+    (HERE / "results" / "root_region.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pool_arguments(ap)
+    ap.add_argument("--root", action="store_true", help="the study gate of results/root_region_rule.md")
     args = ap.parse_args()
+    if args.root:
+        return root_study(args)
     t0 = time.time()
     size = distill.DEFAULT["size"]
     names, sets, phi, train, val = pool_features(args, (size,), regions_too=True, defects_too=True)

@@ -132,11 +132,11 @@ def means_table(label: str, means: dict[str, dict], kinds: list[str]) -> list[st
                + " | ".join(f"{m['per_kind'][k]:.3f}" for k in kinds) + " |" for v, m in means.items()])
 
 
-def study_checks(candidate: dict, base: dict) -> dict[str, bool]:
+def study_checks(candidate: dict, base: dict, gain: float = GAIN, severity_1_gain: float = SEVERITY_1_GAIN) -> dict[str, bool]:
     """The rule's four conditions on a candidate's :func:`study_means` against the baseline's (also
-    the rule of ``teacher_excess_rule.md``, written alike)."""
-    return {"overall_gain": candidate["overall"] >= base["overall"] + GAIN,
-            "severity_1_gain": candidate["severity_1"] >= base["severity_1"] + SEVERITY_1_GAIN,
+    the rule of ``teacher_excess_rule.md``, written alike; ``root_region_rule.md`` asks smaller gains)."""
+    return {"overall_gain": candidate["overall"] >= base["overall"] + gain,
+            "severity_1_gain": candidate["severity_1"] >= base["severity_1"] + severity_1_gain,
             "no_kind_worse": all(candidate["per_kind"][k] >= v - KIND_SLACK for k, v in base["per_kind"].items()),
             "ranking": candidate["ranking"] >= base["ranking"] - RANKING_SLACK}
 

@@ -59,7 +59,7 @@ DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "re
 #: 1 − (1 − soft)(1 − region) (:mod:`regions`: the teacher does not see mild blur, haze or noise);
 #: ``region``: how much detail the perturbation or local defect destroyed in the cell, alone (the
 #: shipped map head's since ``benchmarks/results/defect_targets_rule.md``: beside it the teacher's
-#: label of a clean cell, median 0.27, drowned a defect's mark)
+#: label of a clean cell, median 0.27, likely drowned a defect's mark)
 TARGETS = ("soft", "binary", "union", "region")
 #: local defects per photo (:mod:`defects`) beside the perturbations, for the map head only (``DEFAULT["defects"]``)
 DEFECTS_PER_PHOTO = 12
