@@ -29,8 +29,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_measures import means_table, study_checks, study_means  # noqa: E402
-from region_targets import score_pool, seed_table, train_heads  # noqa: E402
+from region_measures import means_table, study_checks, train_and_score  # noqa: E402
+from region_targets import region_alone, seed_table  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.train import distill  # noqa: E402
@@ -42,8 +42,15 @@ PREFERRED = "union, square-rooted region"
 
 def candidates(fs: distill.FeatureSet) -> dict[str, distill.FeatureSet]:
     """Each candidate as a feature set whose ``union`` target is the candidate's."""
-    return {"region": dataclasses.replace(fs, score=[np.zeros_like(s) for s in fs.score]),  # 1 − (1 − 0)(1 − r) = r
-            PREFERRED: dataclasses.replace(fs, region=[np.sqrt(r) for r in fs.region])}
+    return {"region": region_alone(fs), PREFERRED: dataclasses.replace(fs, region=[np.sqrt(r) for r in fs.region])}
+
+
+def base_means(stem: str, key: str, photos: dict) -> dict:
+    """The means of ``key`` in ``results/STEM.json``, the baseline of a study scored on the same ``photos``."""
+    run = json.loads((HERE / "results" / f"{stem}.json").read_text())
+    if run["validation_photos"] != sorted(photos):
+        raise SystemExit(f"{stem}.json was scored on other photos: rerun it first")
+    return run["means"][key]
 
 
 def choose(means: dict[str, dict], checks: dict[str, dict]) -> str | None:
@@ -61,15 +68,9 @@ def root_study(args: argparse.Namespace) -> None:
     t0 = time.time()
     size = distill.DEFAULT["size"]
     names, sets, phi, train, val = pool_features(args, (size,), regions_too=True, defects_too=True)
-    fs = sets[size]
-    root = dataclasses.replace(fs, score=[np.zeros_like(s) for s in fs.score], region=[np.sqrt(r) for r in fs.region])
-    heads, rows = train_heads(root, "target", "root", train, phi)
-    summary, photos = score_pool(heads, rows, names, val, args.data)
-    base_run = json.loads((HERE / "results" / "defect_targets.json").read_text())
-    if base_run["validation_photos"] != sorted(photos):
-        raise SystemExit("defect_targets.json was scored on other photos: rerun it first")
-    base = base_run["means"]["region"]
-    mean = study_means(rows)
+    rows, means, summary, photos = train_and_score({"root": region_alone(sets[size], np.sqrt)}, "target", train, val,
+                                                   phi, names, args.data)
+    base, mean = base_means("defect_targets", "region", photos), means["root"]
     checks = study_checks(mean, base, gain=0.01, severity_1_gain=0.01)
     passed = all(checks.values())
     command = " ".join(["python benchmarks/defect_targets.py", *sys.argv[1:]])
@@ -100,17 +101,8 @@ def main() -> None:
     t0 = time.time()
     size = distill.DEFAULT["size"]
     names, sets, phi, train, val = pool_features(args, (size,), regions_too=True, defects_too=True)
-    heads, rows = {}, {}
-    for value, data in candidates(sets[size]).items():
-        h, r = train_heads(data, "target", value, train, phi)
-        heads.update(h)
-        rows.update(r)
-    summary, photos = score_pool(heads, rows, names, val, args.data)
-    base_run = json.loads((HERE / "results" / "local_defects.json").read_text())
-    if base_run["validation_photos"] != sorted(photos):
-        raise SystemExit("local_defects.json was scored on other photos: rerun it first")
-    base = base_run["means"]["base"]
-    means = {c: study_means({k: r for k, r in rows.items() if r["target"] == c}) for c in candidates(sets[size])}
+    rows, means, summary, photos = train_and_score(candidates(sets[size]), "target", train, val, phi, names, args.data)
+    base = base_means("local_defects", "base", photos)
     checks = {c: study_checks(m, base) for c, m in means.items()}
     chosen = choose(means, checks)
     command = " ".join(["python benchmarks/defect_targets.py", *sys.argv[1:]])

@@ -30,8 +30,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_measures import construction, gate_arguments, means_table, ship_gate, study_checks, study_means  # noqa: E402
-from region_targets import clause_table, score_pool, seed_table, train_heads  # noqa: E402
+from region_measures import construction, gate_arguments, means_table, ship_gate, study_checks, train_and_score  # noqa: E402
+from region_targets import clause_table, seed_table  # noqa: E402
 from student_variants import pool_features  # noqa: E402
 
 from efiqa.train import distill  # noqa: E402
@@ -69,15 +69,10 @@ def study(args: argparse.Namespace) -> None:
     size = distill.DEFAULT["size"]
     names, sets, phi, train, val = pool_features(args, (size,), regions_too=True, defects_too=True)
     fs = sets[size]
-    heads, rows = {}, {}
-    for value, data in (("base", distill.perturbations_only(fs)), ("defects", fs)):
-        h, r = train_heads(data, "training set", value, train, phi)
-        heads.update(h)
-        rows.update(r)
+    rows, mean, summary, photos = train_and_score({"base": distill.perturbations_only(fs), "defects": fs},
+                                                  "training set", train, val, phi, names, args.data)
     named = distill.photo_list(None, args.data)
     examples(named[0][1], fs, HERE / "results" / "local_defects_examples.png")
-    summary, photos = score_pool(heads, rows, names, val, args.data)
-    mean = {v: study_means({k: r for k, r in rows.items() if r["training set"] == v}) for v in ("base", "defects")}
     checks = study_checks(mean["defects"], mean["base"])
     passed = all(checks.values())
     defect = np.array([k >= distill.DEFECT_OFFSET for k in fs.perturbation])

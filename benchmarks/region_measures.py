@@ -124,6 +124,21 @@ def study_means(rows: dict[str, dict]) -> dict:
     return {**mean, "severity_1": mean["per_severity"]["1"]}
 
 
+def train_and_score(sets: dict[str, distill.FeatureSet], label: str, train: set[int], val: set[int], phi: float,
+                    names: list[str], data: str | None) -> tuple[dict, dict, dict, dict]:
+    """The shipped map head (``union`` target) trained on each candidate's feature set from every seed
+    (:func:`region_targets.train_heads`) and scored on the validation photos: (rows, :func:`study_means`
+    per candidate, summary, photos)."""
+    heads, rows = {}, {}
+    for value, fs in sets.items():
+        h, r = train_heads(fs, label, value, train, phi)
+        heads.update(h)
+        rows.update(r)
+    summary, photos = score_pool(heads, rows, names, val, data)
+    means = {v: study_means({k: r for k, r in rows.items() if r[label] == v}) for v in sets}
+    return rows, means, summary, photos
+
+
 def means_table(label: str, means: dict[str, dict], kinds: list[str]) -> list[str]:
     """Markdown lines of :func:`study_means` per candidate: overall, severity 1, ranking, each kind."""
     return (["| " + label + " | overall | severity 1 | ranking | " + " | ".join(kinds) + " |",

@@ -22,18 +22,16 @@ Writes results/region_only.json / .md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_targets import score_pool, seed_means, seed_table, train_heads  # noqa: E402
+from region_targets import region_alone, score_pool, seed_means, seed_table, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.train import distill  # noqa: E402
@@ -47,9 +45,7 @@ def main() -> None:
     size = distill.DEFAULT["size"]
     names, sets, phi, train, val = pool_features(args, (size,), regions_too=True)
     fs = sets[size]
-    # union with a teacher that flags nothing: 1 − (1 − 0)(1 − region) = region
-    alone = dataclasses.replace(fs, score=[np.zeros_like(s) for s in fs.score])
-    heads, rows = train_heads(alone, "target", "region only", train, phi)
+    heads, rows = train_heads(region_alone(fs), "target", "region only", train, phi)
     summary, photos = score_pool(heads, rows, names, val, args.data)
     kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
     mean = seed_means(rows)

