@@ -80,7 +80,7 @@ def test_union_and_region_targets_need_region_maps_and_learn_them():
     zeros = [np.zeros((g, g), np.float32) for _ in range(n)]
     region = [(x[i, 0] > 0.5).astype(np.float32) * 0.9 for i in range(n)]
     fs = distill.FeatureSet(16, x, zeros, zeros, [np.ones((g, g), bool)] * n, list(range(n)), [1] * n)
-    for target in ("union", "region"):
+    for target in ("union", "region", "root"):
         with pytest.raises(ValueError, match="region maps"):
             distill.train_adapter(fs, "all", "linear", target=target, epochs=1)
     fs.region = region
@@ -91,7 +91,7 @@ def test_union_and_region_targets_need_region_maps_and_learn_them():
         prob, *_ = distill.predict(res, fs, samples=np.arange(n))
         return float(prob[spoilt].mean() - prob[~spoilt].mean())
 
-    assert gap("union") > 0.15 and gap("region") > 0.15 and abs(gap("soft")) < 0.02
+    assert gap("union") > 0.15 and gap("region") > 0.15 and gap("root") > 0.15 and abs(gap("soft")) < 0.02
     # the teacher flags other cells: the union learns them too, the region target does not
     fs.score = [(x[i, 1] > 0.5).astype(np.float32) * 0.9 for i in range(n)]
     flagged = np.stack(fs.score) > 0
@@ -101,4 +101,24 @@ def test_union_and_region_targets_need_region_maps_and_learn_them():
         prob, *_ = distill.predict(res, fs, samples=np.arange(n))
         return float(prob[flagged & ~spoilt].mean() - prob[~flagged & ~spoilt].mean())
 
-    assert teacher_gap("union") > 0.15 and abs(teacher_gap("region")) < 0.05
+    assert teacher_gap("union") > 0.15 and abs(teacher_gap("region")) < 0.05 and abs(teacher_gap("root")) < 0.05
+
+
+def test_root_target_learns_the_square_root_of_the_region_map():
+    """The shipped map head's target: a cell that lost a quarter of its detail is taught as 0.5."""
+    rng = np.random.default_rng(1)
+    n, c, g = 64, 8, 4
+    x = rng.normal(size=(n, c, g, g)).astype(np.float16)
+    x[:, 0] = np.sign(x[:, 0])  # a feature that says which cells are spoilt, so a linear head can fit both levels
+    zeros = [np.zeros((g, g), np.float32) for _ in range(n)]
+    region = [(x[i, 0] > 0).astype(np.float32) * 0.25 for i in range(n)]
+    fs = distill.FeatureSet(16, x, zeros, zeros, [np.ones((g, g), bool)] * n, list(range(n)), [1] * n, region=region)
+    spoilt = np.stack(region) > 0
+
+    def spoilt_mean(target: str) -> float:
+        res = distill.train_adapter(fs, "all", "linear", target=target, epochs=120, lr=1e-2)
+        prob, *_ = distill.predict(res, fs, samples=np.arange(n))
+        return float(prob[spoilt].mean())
+
+    root = spoilt_mean("root")
+    assert root == pytest.approx(0.5, abs=0.05) and spoilt_mean("region") < root - 0.15

@@ -127,7 +127,7 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
                                    (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
                                    backbone_id=cfg.get("backbone_checkpoint", "lite0"),
-                                   regions_too=bool({"union", "region"} & {cfg["target"], cfg.get("score_target")}),
+                                   regions_too=bool(set(distill.REGION_TARGETS) & {cfg["target"], cfg.get("score_target")}),
                                    defects_too=bool(cfg.get("defects")))
     fs = sets[cfg["size"]]
     reference = distill.reference_photos([n for n, _ in named])

@@ -45,22 +45,25 @@ from .teacher import Teacher, TeacherOutput, TeacherParts
 
 #: The shipped configuration, chosen label-free by ``benchmarks/student_variants.py`` (size, features, head).
 #: Two heads on the same features (``benchmarks/results/two_heads_rule.md``): the map head learns
-#: ``target`` (``region``: how much detail a perturbation or a local defect destroyed in the cell;
-#: ``benchmarks/results/defect_targets_rule.md``) over the perturbations and, with ``defects``, the
+#: ``target`` (``root``: the square root of how much detail a perturbation or a local defect destroyed
+#: in the cell; ``benchmarks/results/root_region_rule.md``) over the perturbations and, with ``defects``, the
 #: local defects; the score head ``score_target`` (the teacher's own labels: whether the vasculature
 #: can be read) over the perturbations only, its mean the photo's score; a configuration without
 #: ``score_target`` has one head for both.
 #: ``members``: one head each; the mean of three (picked label-free by ``benchmarks/adapter_ensemble.py``)
 #: failed its pre-registered held-out check (``benchmarks/results/accuracy_ensemble.md``).
-DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "region", "score_target": "soft",
+DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "root", "score_target": "soft",
            "members": 1, "defects": True}
 #: ``soft``: the teacher's mean anomaly per cell; ``binary``: its rule (fraction ≥ phi); ``union``: the
 #: chance that either the teacher flags the cell or the perturbation destroyed its detail,
 #: 1 − (1 − soft)(1 − region) (:mod:`regions`: the teacher does not see mild blur, haze or noise);
-#: ``region``: how much detail the perturbation or local defect destroyed in the cell, alone (the
-#: shipped map head's since ``benchmarks/results/defect_targets_rule.md``: beside it the teacher's
-#: label of a clean cell, median 0.27, likely drowned a defect's mark)
-TARGETS = ("soft", "binary", "union", "region")
+#: ``region``: how much detail the perturbation or local defect destroyed in the cell, alone
+#: (``benchmarks/results/defect_targets_rule.md``: beside it the teacher's label of a clean cell,
+#: median 0.27, likely drowned a defect's mark); ``root``: its square root (the shipped map head's:
+#: the same order of cells, a scale the head learns better, ``benchmarks/results/root_region.md``)
+TARGETS = ("soft", "binary", "union", "region", "root")
+#: the targets made from the perturbations' region maps
+REGION_TARGETS = ("union", "region", "root")
 #: local defects per photo (:mod:`defects`) beside the perturbations, for the map head only (``DEFAULT["defects"]``)
 DEFECTS_PER_PHOTO = 12
 #: their perturbation indices start here (after the perturbations': at most this many per photo)
@@ -262,7 +265,7 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
                   train_photos: set[int] | None = None, target: str = "soft", members: int = 1) -> AdapterResult:
     """BCE on the teacher's labels: ``soft`` (its mean share of missing vasculature per patch),
     ``union`` (that or the perturbation's degraded region, see ``TARGETS``; soft, unweighted like
-    ``soft``), ``region`` (the degraded region alone, likewise) or ``binary`` (its rule, fraction ≥ phi, positives weighted by the negative/positive ratio).
+    ``soft``), ``region`` (the degraded region alone, likewise), ``root`` (its square root) or ``binary`` (its rule, fraction ≥ phi, positives weighted by the negative/positive ratio).
     ``members`` > 1: an ensemble (:func:`adapter.combine`) of heads trained alike from seeds ``seed``,
     ``seed`` + 1, … (its first member is the single head of the same seed, so runs with neighbouring
     seeds share members); ``history``: their mean loss per epoch. ``head``: a kind of
@@ -272,11 +275,12 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
         raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
     idx = np.array([n for n, p in enumerate(fs.photo) if train_photos is None or p in train_photos])
     x = torch.from_numpy(fs.features(feature_kind)[idx].astype(np.float32))
-    if target in ("union", "region") and fs.region is None:
+    if target in REGION_TARGETS and fs.region is None:
         raise ValueError(f"the {target} target needs the perturbations' region maps (cached_features gives them)")
     labels = (np.stack(fs.score)[idx] if target == "soft" else
               1 - (1 - np.stack(fs.score)[idx]) * (1 - np.stack(fs.region)[idx]) if target == "union" else
               np.stack(fs.region)[idx] if target == "region" else
+              np.sqrt(np.stack(fs.region)[idx]) if target == "root" else
               np.stack(fs.soft)[idx] >= phi)
     y = torch.from_numpy(labels.astype(np.float32))[:, None]
     v = torch.from_numpy(np.stack(fs.valid)[idx].astype(np.float32))[:, None]
