@@ -67,7 +67,7 @@ def examples(photo: np.ndarray, fs: distill.FeatureSet, path: Path) -> None:
 def study(args: argparse.Namespace) -> None:
     t0 = time.time()
     size = distill.DEFAULT["size"]
-    names, sets, phi, train, val = pool_features(args, (size,), regions_too=True, defects_too=True)
+    names, sets, phi, train, val = pool_features(args, (size,), regions_too=True, families=("defects",))
     fs = sets[size]
     rows, mean, summary, photos = train_and_score({"base": distill.perturbations_only(fs), "defects": fs},
                                                   "training set", train, val, phi, names, args.data)

@@ -74,16 +74,16 @@ def pool_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def pool_features(args: argparse.Namespace, sizes: tuple[int, ...], regions_too: bool = False,
-                  defects_too: bool = False) -> tuple[list[str], dict, float, set[int], set[int]]:
+                  families: tuple[str, ...] = ()) -> tuple[list[str], dict, float, set[int], set[int]]:
     """(the pool's photo names, its cached distillation features per input size, the teacher's phi,
-    training photos, validation photos: every fifth, held out of adapter training); ``defects_too``:
-    the local defects' samples after the perturbations' (``distill.cached_features``)."""
+    training photos, validation photos: every fifth, held out of adapter training); ``families``:
+    other sample families' after the perturbations' (``distill.cached_features``)."""
     torch.set_num_threads(2)
     teacher = Teacher.load(args.teacher)
     named = distill.photo_list(None, args.data)
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher, sizes,
                                    args.augmentations, 0, args.cache, regions_too=regions_too,
-                                   defects_too=defects_too)
+                                   families=families)
     val = {i for i in range(len(named)) if i % 5 == 0}
     return [n for n, _ in named], sets, teacher.config["phi"], set(range(len(named))) - val, val
 

@@ -52,6 +52,13 @@ def test_defect_pairs_come_after_the_perturbations_from_a_stream_of_their_own(mo
     assert np.array_equal(got[0][2], reference) and np.array_equal(got[0][3], img)
     other, _ = distill.sample_pairs("defects", photos, 7, 0)
     assert all(np.array_equal(a[3], b[3]) for a, b in zip(got, other))
+    # the defects labelled by their FOV alone: more, from a stream and indices of their own
+    monkeypatch.setattr(distill, "FOV_DEFECTS_PER_PHOTO", 3)
+    more, count = distill.sample_pairs("fov-defects", photos, 3, 0)
+    more = list(more)
+    assert count == 6 and [(i, k) for i, k, _, _ in more] == [(i, 2000 + j) for i in range(2) for j in range(3)]
+    reference, img, _ = defects.defect_pair(photos[0], np.random.default_rng([0, 3]))
+    assert np.array_equal(more[0][2], reference) and np.array_equal(more[0][3], img)
     with pytest.raises(ValueError, match="unknown sample family"):
         distill.sample_pairs("eval", photos, 3, 0)
     with pytest.raises(ValueError, match="at most 1000 perturbations"):

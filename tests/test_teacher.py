@@ -334,7 +334,7 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(distill, "DEFECTS_PER_PHOTO", 1)
         more = distill.cached_features(names, photos, teacher, tmp_path, (128,), 2, 0, cache, progress=False,
-                                       regions_too=True, defects_too=True)[128]
+                                       regions_too=True, families=("defects",))[128]
     assert more.perturbation == withr.perturbation + [distill.DEFECT_OFFSET] * 2 and more.photo == withr.photo + [0, 1]
     np.testing.assert_array_equal(more.data[:4], withr.data)
     assert len(list(cache.glob("labels_*"))) == 2 and all(r.max() > 0 for r in more.region[4:])
@@ -343,7 +343,7 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
         mp.setattr(teacher_mod.Teacher, "__call__", lambda *a: pytest.fail("labels not reused"))
         mp.setattr(teacher_mod.Teacher, "parts", lambda *a: pytest.fail("labels not reused"))
         twice = distill.cached_features(names, photos, teacher, tmp_path, (128, 64), 2, 0, cache, progress=False,
-                                        regions_too=True, defects_too=True)
+                                        regions_too=True, families=("defects",))
     np.testing.assert_array_equal(twice[128].data, more.data)
     assert twice[64].perturbation == more.perturbation
     only = distill.perturbations_only(more)
@@ -354,6 +354,31 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert with_th["gradable_threshold"] == both_th["gradable_threshold"]
     assert not torch.equal(with_defects.head.map[-1].weight, both.head.map[-1].weight)
+    # more defects labelled by their FOV alone: the teacher's own crop and coverage, without its networks
+    # (checked on the teacher-labelled defects); no teacher maps, so only the region targets learn them
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill, "DEFECTS_PER_PHOTO", 1)
+        by_fov = distill.fov_labels(photos, 2, 0, progress=False, family="defects")
+        by_teacher = distill.teacher_labels(photos, teacher, 2, 0, progress=False, family="defects")
+    assert by_fov.samples == by_teacher.samples and by_fov.fov == by_teacher.fov
+    for a, b in zip(by_fov.coverage, by_teacher.coverage):
+        np.testing.assert_array_equal(a, b)
+    assert all(np.isnan(x).all() for x in by_fov.score + by_fov.soft)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill, "DEFECTS_PER_PHOTO", 1)
+        mp.setattr(distill, "FOV_DEFECTS_PER_PHOTO", 2)
+        mp.setattr(teacher_mod.Teacher, "parts", lambda *a: pytest.fail("the teacher's networks run"))
+        most = distill.cached_features(names, photos, teacher, tmp_path, (128,), 2, 0, cache, progress=False,
+                                       regions_too=True, families=("defects", "fov-defects"))[128]
+    assert most.perturbation[:6] == more.perturbation and most.perturbation[6:] == [2000, 2001] * 2
+    np.testing.assert_array_equal(most.data[:6], more.data)
+    assert all(np.isnan(x).all() for x in most.score[6:]) and all(r.max() > 0 for r in most.region[6:])
+    with pytest.raises(ValueError, match="needs the teacher's labels"):
+        distill.train_adapter(most, target="union", **one)
+    rooted, _ = distill.train_student(most, {**cfg, "target": "root"}, teacher.config["phi"], epochs=1)
+    for a, b in zip(rooted.head.score.state_dict().values(), both.head.score.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert np.isfinite(rooted.history).all()
     assert fs.score[0].shape == (16, 16) and np.all((np.stack(fs.score) >= 0) & (np.stack(fs.score) < 1))
     res = distill.train_adapter(fs, "two-scale", "conv", phi=teacher.config["phi"], epochs=2, batch=2, target="binary")
     prob, frac, score, valid = distill.predict(res, fs, {0, 1})

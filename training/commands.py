@@ -128,7 +128,7 @@ def cmd_train_student(args: argparse.Namespace) -> int:
                                    (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
                                    backbone_id=cfg.get("backbone_checkpoint", "lite0"),
                                    regions_too=bool(set(distill.REGION_TARGETS) & {cfg["target"], cfg.get("score_target")}),
-                                   defects_too=bool(cfg.get("defects")))
+                                   families=tuple(f for k, f in distill.EXTRA_FAMILIES.items() if cfg.get(k)))
     fs = sets[cfg["size"]]
     reference = distill.reference_photos([n for n, _ in named])
     res, thresholds = distill.train_student(fs, cfg, teacher.config["phi"], args.epochs, args.seed, reference)
@@ -140,7 +140,8 @@ def cmd_train_student(args: argparse.Namespace) -> int:
             "augmentations": args.augmentations,
             "seed": args.seed, "photos": [n for n, _ in named], "samples": len(fs.photo), "loss_history": res.history,
             "params": res.params, "positive_fraction": float(np.mean([(s >= teacher.config["phi"])[v].mean()
-                                                                        for s, v in zip(fs.soft, fs.valid)]))}
+                                                                        for s, v in zip(fs.soft, fs.valid)
+                                                                        if not np.isnan(s).any()]))}
     (args.out / "adapter.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"student adapter: {res.params} params, {len(fs.photo)} samples, final loss {res.history[-1]:.4f} → {args.out}")
     return EXIT_OK

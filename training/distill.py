@@ -71,6 +71,14 @@ DEFECT_OFFSET = 1000
 #: the local defects' random stream: ``default_rng([seed, DEFECT_STREAM])`` (the perturbations' are
 #: ``[seed]`` and ``[seed, 1]``)
 DEFECT_STREAM = 2
+#: more local defects per photo, labelled by their FOV alone (:func:`fov_labels`: no teacher network,
+#: so many more for the time; ``benchmarks/results/fov_defects_rule.md``), for the targets made from
+#: the region maps alone (``DEFAULT["fov_defects"]``); their indices and random stream
+FOV_DEFECTS_PER_PHOTO = 24
+FOV_DEFECT_OFFSET = 2000
+FOV_DEFECT_STREAM = 3
+#: the sample families beside the perturbations (:func:`sample_pairs`), as ``DEFAULT``'s keys name them
+EXTRA_FAMILIES = {"defects": "defects", "fov_defects": "fov-defects"}
 #: share of the perturbed photos contrast-enhanced after their perturbation (CLAHE, unsharp mask)
 ENHANCED = 0.2
 
@@ -143,26 +151,30 @@ def perturbation_pairs(photos: list[np.ndarray], augmentations: int,
             yield i, k, reference, img
 
 
-def defect_pairs(photos: list[np.ndarray], count: int, seed: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(photo index, ``DEFECT_OFFSET`` + j, reference, image) for ``count`` local defects of each photo
-    (:func:`defects.defect_pair`), from a random stream of their own."""
-    rng = np.random.default_rng([seed, DEFECT_STREAM])
+def defect_pairs(photos: list[np.ndarray], count: int, seed: int, stream: int = DEFECT_STREAM,
+                 offset: int = DEFECT_OFFSET) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(photo index, ``offset`` + j, reference, image) for ``count`` local defects of each photo
+    (:func:`defects.defect_pair`), from a random stream of their own, ``[seed, stream]``."""
+    rng = np.random.default_rng([seed, stream])
     for i, photo in enumerate(photos):
         for j in range(count):
             reference, img, _ = defects.defect_pair(photo, rng)
-            yield i, DEFECT_OFFSET + j, reference, img
+            yield i, offset + j, reference, img
 
 
 def sample_pairs(family: str, photos: list[np.ndarray], augmentations: int,
                  seed: int) -> tuple[Iterator[tuple[int, int, np.ndarray, np.ndarray]], int]:
     """A family of training samples (``perturbations``: :func:`perturbation_pairs`; ``defects``:
-    :func:`defect_pairs`) and how many it yields."""
+    :func:`defect_pairs`; ``fov-defects``: more of them, from a stream of their own) and how many it yields."""
     if family == "perturbations":
         if augmentations > DEFECT_OFFSET:
             raise ValueError(f"at most {DEFECT_OFFSET} perturbations per photo (the local defects' indices follow)")
         return perturbation_pairs(photos, augmentations, seed), len(photos) * augmentations
     if family == "defects":
         return defect_pairs(photos, DEFECTS_PER_PHOTO, seed), len(photos) * DEFECTS_PER_PHOTO
+    if family == "fov-defects":
+        return (defect_pairs(photos, FOV_DEFECTS_PER_PHOTO, seed, FOV_DEFECT_STREAM, FOV_DEFECT_OFFSET),
+                len(photos) * FOV_DEFECTS_PER_PHOTO)
     raise ValueError(f"unknown sample family {family!r}")
 
 
@@ -189,6 +201,38 @@ def teacher_labels(photos: list[np.ndarray], teacher: Teacher, augmentations: in
     if labels.skipped:
         print(f"teacher labels ({family}): skipped {len(labels.skipped)} of {total} perturbed photos "
               f"(e.g. {labels.skipped[0]})", file=sys.stderr)
+    return labels
+
+
+def fov_labels(photos: list[np.ndarray], augmentations: int = 24, seed: int = 0, progress: bool = True,
+               family: str = "fov-defects") -> Labels:
+    """A family's samples labelled by their FOV alone: the crop and in-FOV share per cell that the
+    teacher finds (:meth:`Teacher.parts` and :meth:`Teacher.judge`'s own steps), without its networks
+    (fast). Their teacher maps are NaN: only targets made from the region maps can learn from them."""
+    from tqdm import tqdm
+
+    from .data import to_geometry
+    from .teacher import GRID, map_fov, pool_cells
+    from .vessels import SIZE
+
+    labels = Labels()
+    pairs, total = sample_pairs(family, photos, augmentations, seed)
+    for i, k, _, img in tqdm(pairs, total=total, desc=f"FOV labels ({family})", disable=not progress):
+        try:
+            photo = to_geometry(img, SIZE)
+        except EfiqaError as err:  # as the teacher refuses it: counted, not trained on
+            labels.skipped.append(f"{i}#{k}: {type(err).__name__}: {err.message}")
+            continue
+        fov = map_fov(photo)
+        coverage = pool_cells(np.zeros(fov.shape, np.float32), fov, GRID, 0.0)[2]
+        unknown = np.full_like(coverage, np.nan)
+        labels.samples.append((i, k))
+        labels.fov.append(photo.fov)
+        labels.soft.append(unknown)
+        labels.score.append(unknown)
+        labels.coverage.append(coverage)
+    if labels.skipped:
+        print(f"FOV labels ({family}): skipped {len(labels.skipped)} of {total} (e.g. {labels.skipped[0]})", file=sys.stderr)
     return labels
 
 
@@ -282,6 +326,9 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
               np.stack(fs.region)[idx] if target == "region" else
               np.sqrt(np.stack(fs.region)[idx]) if target == "root" else
               np.stack(fs.soft)[idx] >= phi)
+    if target not in ("region", "root") and np.isnan(np.stack(fs.score if target != "binary" else fs.soft)[idx]).any():
+        raise ValueError(f"the {target} target needs the teacher's labels, and some samples were labelled by their "
+                         "FOV alone (fov-defects): train it on the others")
     y = torch.from_numpy(labels.astype(np.float32))[:, None]
     v = torch.from_numpy(np.stack(fs.valid)[idx].astype(np.float32))[:, None]
     pos = float((y * v).sum())
@@ -560,6 +607,21 @@ def defect_cache_key(names: list[str], teacher_dir: Path, seed: int) -> str:
         ("defects", DEFECT_OFFSET, DEFECT_STREAM), (defects, defect_pairs, sample_pairs))
 
 
+def fov_defect_cache_key(names: list[str], seed: int) -> str:
+    """What the FOV-labelled defects depend on: the photos, the settings and the code that makes,
+    crops and labels them (the teacher's files not among them)."""
+    from efiqa import fov as fov_mod
+    from efiqa import preprocess as preprocess_mod
+
+    from . import augment as augment_mod
+    from . import data as data_mod
+    from .teacher import map_fov, pool_cells
+
+    return _code_key((names, "fov-defects", FOV_DEFECTS_PER_PHOTO, FOV_DEFECT_OFFSET, FOV_DEFECT_STREAM, seed),
+                     (defects, defect_pairs, sample_pairs, fov_labels, map_fov, pool_cells, augment_mod, data_mod,
+                      fov_mod, preprocess_mod))
+
+
 def feature_cache_key(label_key: str, backbone_id: str = "lite0") -> str:
     """Features depend on the labelled perturbations and on the code and weights of the backbone."""
     from efiqa import preprocess as preprocess_mod
@@ -575,20 +637,25 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
                     sizes: tuple[int, ...], augmentations: int, seed: int, cache_dir: Path | None,
                     progress: bool = True, student: Student | None = None,
                     backbone_id: str = "lite0", regions_too: bool = False,
-                    defects_too: bool = False) -> dict[int, FeatureSet]:
+                    families: tuple[str, ...] = ()) -> dict[int, FeatureSet]:
     """Teacher labels, frozen backbone features and (``regions_too``: for the ``union`` or ``region`` target) the
     perturbations' region maps for ``augmentations`` perturbations of each photo, memoised on disk
     (``cache_dir``; None: not cached) in three parts: the teacher's labels (slow; kept while only the
     student's code changes), the backbone's features per input size and the region maps.
-    ``defects_too``: followed by the same for ``DEFECTS_PER_PHOTO`` local defects of each photo
-    (:func:`defect_pairs`, with region maps), cached apart."""
+    ``families``: followed, in this order, by the same (with region maps) for other sample families
+    (:func:`sample_pairs`: ``defects``, ``DEFECTS_PER_PHOTO`` local defects of each photo labelled by
+    the teacher; ``fov-defects``, ``FOV_DEFECTS_PER_PHOTO`` more labelled by their FOV alone), each
+    cached apart."""
     sets = _cached_family("perturbations", names, photos, teacher, label_cache_key(names, teacher_dir, augmentations, seed),
                           sizes, augmentations, seed, cache_dir, progress, student, backbone_id, regions_too)
-    if not defects_too:
-        return sets
-    more = _cached_family("defects", names, photos, teacher, defect_cache_key(names, teacher_dir, seed), sizes,
-                          augmentations, seed, cache_dir, progress, student, backbone_id, True)
-    return {s: concatenate(sets[s], more[s]) for s in sizes}
+    keys = {"defects": lambda: defect_cache_key(names, teacher_dir, seed), "fov-defects": lambda: fov_defect_cache_key(names, seed)}
+    for family in families:
+        if family not in keys:
+            raise ValueError(f"unknown sample family {family!r}; choose from {list(keys)}")
+        more = _cached_family(family, names, photos, teacher, keys[family](), sizes, augmentations, seed, cache_dir,
+                              progress, student, backbone_id, True)
+        sets = {s: concatenate(sets[s], more[s]) for s in sizes}
+    return sets
 
 
 def concatenate(a: FeatureSet, b: FeatureSet) -> FeatureSet:
@@ -618,7 +685,8 @@ def _cached_family(family: str, names: list[str], photos: list[np.ndarray], teac
     fpath = cache_dir / f"features_{feature_cache_key(lkey, backbone_id)}.pkl" if cache_dir else None
     labels = _load(lpath)
     if labels is None:
-        labels = teacher_labels(photos, teacher, augmentations, seed, progress, family=family)
+        labels = (fov_labels(photos, augmentations, seed, progress, family) if family == "fov-defects" else
+                  teacher_labels(photos, teacher, augmentations, seed, progress, family=family))
         _store(lpath, labels)
     rpath = cache_dir / f"regions_{_code_key((lkey,), (regions, region_maps))}.pkl" if cache_dir else None
     region = _load(rpath) if regions_too else None
