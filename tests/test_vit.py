@@ -87,6 +87,7 @@ def test_train_the_lite0_student_at_another_size(tmp_path, monkeypatch):
     from efiqa.train import distill
 
     monkeypatch.setattr(distill, "DEFECTS_PER_PHOTO", 1)  # the shipped configuration, one local defect per photo
+    monkeypatch.setattr(distill, "FOV_DEFECTS_PER_PHOTO", 1)  # and one labelled by its FOV alone
 
     import cv2
 
@@ -106,10 +107,11 @@ def test_train_the_lite0_student_at_another_size(tmp_path, monkeypatch):
               "--cache", str(tmp_path / "cache")]
     assert main(["train", "student", "--size", "512", "--out", str(tmp_path / "st"), *common]) == 0
     assert main(["train", "student", "--out", str(tmp_path / "st384"), *common]) == 0
-    # one labelling pass for both sizes, per family of samples (the perturbations, the local defects)
+    # one labelling pass for both sizes, per family of samples (the perturbations, the local defects
+    # the teacher labelled, those labelled by their FOV)
     features = sorted((tmp_path / "cache").glob("features_*.pkl"))
-    assert len(features) == 2 and all(sorted(pickle.loads(f.read_bytes())) == [384, 512] for f in features)
-    assert len(list((tmp_path / "cache").glob("labels_*.pkl"))) == 2
+    assert len(features) == 3 and all(sorted(pickle.loads(f.read_bytes())) == [384, 512] for f in features)
+    assert len(list((tmp_path / "cache").glob("labels_*.pkl"))) == 3
     assert main(["export", "--adapter", str(tmp_path / "st"), "--out", str(tmp_path / "bundle")]) == 0
     m = load_bundle(tmp_path / "bundle").manifest
     assert (m.input_size, m.grid, m.name) == (512, 16, "efiqa-lite0-student")

@@ -46,14 +46,15 @@ from .teacher import Teacher, TeacherOutput, TeacherParts
 #: The shipped configuration, chosen label-free by ``benchmarks/student_variants.py`` (size, features, head).
 #: Two heads on the same features (``benchmarks/results/two_heads_rule.md``): the map head learns
 #: ``target`` (``root``: the square root of how much detail a perturbation or a local defect destroyed
-#: in the cell; ``benchmarks/results/root_region_rule.md``) over the perturbations and, with ``defects``, the
-#: local defects; the score head ``score_target`` (the teacher's own labels: whether the vasculature
-#: can be read) over the perturbations only, its mean the photo's score; a configuration without
+#: in the cell; ``benchmarks/results/root_region_rule.md``) over the perturbations, with ``defects``
+#: the local defects the teacher labelled and with ``fov_defects`` more labelled by their FOV alone
+#: (``benchmarks/results/fov_defects_rule.md``); the score head ``score_target`` (the teacher's own
+#: labels: whether the vasculature can be read) over the perturbations only, its mean the photo's score; a configuration without
 #: ``score_target`` has one head for both.
 #: ``members``: one head each; the mean of three (picked label-free by ``benchmarks/adapter_ensemble.py``)
 #: failed its pre-registered held-out check (``benchmarks/results/accuracy_ensemble.md``).
 DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "root", "score_target": "soft",
-           "members": 1, "defects": True}
+           "members": 1, "defects": True, "fov_defects": True}
 #: ``soft``: the teacher's mean anomaly per cell; ``binary``: its rule (fraction ≥ phi); ``union``: the
 #: chance that either the teacher flags the cell or the perturbation destroyed its detail,
 #: 1 − (1 − soft)(1 − region) (:mod:`regions`: the teacher does not see mild blur, haze or noise);
