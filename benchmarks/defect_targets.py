@@ -69,7 +69,8 @@ def choose(means: dict[str, dict], checks: dict[str, dict]) -> str | None:
 
 
 #: the follow-up studies, each against one baseline's rows (gains of 0.01 overall and at severity 1):
-#: output stem → (candidate, sample families, baseline (stem, key), title, what was trained, lead-in)
+#: output stem → (candidate, sample families, baseline (stem, key: None for a follow-up's one candidate),
+#: title, what was trained)
 FOLLOW_UPS = {
     "root_region": ("root", ("defects",), ("defect_targets", "region"),
                     "The square-rooted region map as the map head's target",
@@ -88,24 +89,24 @@ def follow_up(stem: str, args: argparse.Namespace) -> None:
     names, sets, phi, train, val = pool_features(args, (size,), regions_too=True, families=families)
     rows, means, summary, photos = train_and_score({name: region_alone(sets[size], np.sqrt)}, "target", train, val,
                                                    phi, names, args.data)
-    base_name = f"{base_key or 'root'} ({base_stem}.json)"
+    base_label = base_key or FOLLOW_UPS[base_stem][0]
     base, mean = base_means(base_stem, base_key, photos), means[name]
     checks = study_checks(mean, base, gain=0.01, severity_1_gain=0.01)
     passed = all(checks.values())
     command = " ".join(["python benchmarks/defect_targets.py", *sys.argv[1:]])
     out = {"benchmark": stem, "command": command, "machine": stamp(), "generator": "synth",
            "validation_photos": sorted(photos), "training_photos": len(train), "samples": len(sets[size].photo),
-           "seconds": round(time.time() - t0), "rows": rows, "mean": mean, f"base ({base_stem}.json, {base_key or 'root'})": base,
+           "seconds": round(time.time() - t0), "rows": rows, "mean": mean, f"base ({base_stem}.json, {base_label})": base,
            "checks": checks, "passed": passed}
     (HERE / "results" / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
     kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
     md = [f"# {title}: the study gate", "",
           f"The shipped map head trained on {trained} of {len(train)} training-pool photos "
           f"({len(sets[size].photo)} samples); scored on the other {len(photos)} degraded by `synth`, against the "
-          f"`{base_key or 'root'}` rows of `{base_stem}.json`. Rule: `results/{stem}_rule.md`. Command: `{command}`.", "",
+          f"`{base_label}` rows of `{base_stem}.json`. Rule: `results/{stem}_rule.md`. Command: `{command}`.", "",
           *seed_table(rows, "target", sevs, kinds), "", "Means over seeds:", "",
-          *means_table("target", {name: mean, base_name: base}, kinds), "",
-          f"Checks against `{base_key or 'root'}`: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()), "",
+          *means_table("target", {name: mean, f"{base_label} ({base_stem}.json)": base}, kinds), "",
+          f"Checks against `{base_label}`: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()), "",
           "**Passed: a lead for the next ship run.**" if passed else "**Failed: recorded.**"]
     (HERE / "results" / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -639,7 +639,7 @@ def cached_features(names: list[str], photos: list[np.ndarray], teacher: Teacher
                     progress: bool = True, student: Student | None = None,
                     backbone_id: str = "lite0", regions_too: bool = False,
                     families: tuple[str, ...] = ()) -> dict[int, FeatureSet]:
-    """Teacher labels, frozen backbone features and (``regions_too``: for the ``union`` or ``region`` target) the
+    """Teacher labels, frozen backbone features and (``regions_too``: for the ``REGION_TARGETS``) the
     perturbations' region maps for ``augmentations`` perturbations of each photo, memoised on disk
     (``cache_dir``; None: not cached) in three parts: the teacher's labels (slow; kept while only the
     student's code changes), the backbone's features per input size and the region maps.
