@@ -102,7 +102,7 @@ def follow_up(stem: str, args: argparse.Namespace) -> None:
     kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
     md = [f"# {title}: the study gate", "",
           f"The shipped map head trained on {trained} of {len(train)} training-pool photos "
-          f"({len(sets[size].photo)} samples); scored on the other {len(photos)} degraded by `synth`, against the "
+          f"({len(sets[size].photo)} samples over the whole pool); scored on the other {len(photos)} degraded by `synth`, against the "
           f"`{base_label}` rows of `{base_stem}.json`. Rule: `results/{stem}_rule.md`. Command: `{command}`.", "",
           *seed_table(rows, "target", sevs, kinds), "", "Means over seeds:", "",
           *means_table("target", {name: mean, f"{base_label} ({base_stem}.json)": base}, kinds), "",

@@ -37,7 +37,8 @@ from efiqa.eval.metrics import auroc  # noqa: E402
 from efiqa.train.teacher import Teacher  # noqa: E402
 
 VARIANTS = [(size, feats, head, target) for size in (512, 384) for feats in ("three-scale", "all", "two-scale", "s32")
-            for head in ("linear", "conv") for target in distill.TARGETS]
+            for head in ("linear", "conv") for target in distill.TARGETS
+            if target not in distill.REGION_TARGETS]  # targets on region maps: region_targets.py and its follow-ups
 
 
 def ort_latency(model: torch.nn.Module, size: int, runs: int = 60) -> float:
