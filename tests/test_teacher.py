@@ -329,6 +329,18 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(loaded2.adapter(x2), out2)
         assert loaded2(torch.zeros(1, 3, 128, 128)).shape == (1, 2, 16, 16)
+    # members count the map head's alone: two map heads averaged, the score head the single one above
+    duo, _ = distill.train_student(withr, {**cfg, "members": 2}, teacher.config["phi"], epochs=1)
+    pair = distill.train_adapter(withr, target="union", **{**one, "members": 2})
+    assert len(duo.head.map.members) == 2 and isinstance(duo.head.score, torch.nn.Sequential)
+    assert duo.params == pair.params + heads["soft"].params
+    with torch.no_grad():
+        out3 = duo.head(x2)
+        torch.testing.assert_close(out3, torch.cat([pair.head(x2), heads["soft"].head(x2)], 1), rtol=0, atol=0)
+    torch.save(duo.head.state_dict(), folder2 / "adapter.pt")
+    (folder2 / "adapter.json").write_text(json.dumps({**cfg, "members": 2, "size": 128}))
+    with torch.no_grad():
+        torch.testing.assert_close(distill.load_student(folder2)[0].adapter(x2), out3)
     # local defects (the map head's extra samples): labelled, measured and cached apart, after the
     # perturbations; the score head never sees them, so it is the one trained without them, weight for weight
     with pytest.MonkeyPatch.context() as mp:

@@ -51,8 +51,11 @@ from .teacher import Teacher, TeacherOutput, TeacherParts
 #: (``benchmarks/results/fov_defects_rule.md``); the score head ``score_target`` (the teacher's own
 #: labels: whether the vasculature can be read) over the perturbations only, its mean the photo's score; a configuration without
 #: ``score_target`` has one head for both.
-#: ``members``: one head each; the mean of three (picked label-free by ``benchmarks/adapter_ensemble.py``)
-#: failed its pre-registered held-out check (``benchmarks/results/accuracy_ensemble.md``).
+#: ``members``: the map head's (the score head is always one): the mean logit of that many heads from
+#: neighbouring seeds. The mean of three over both heads (picked label-free by
+#: ``benchmarks/adapter_ensemble.py``) failed its pre-registered held-out check
+#: (``benchmarks/results/accuracy_ensemble.md``); three map heads alone are under study
+#: (``benchmarks/results/map_ensemble_rule.md``).
 DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "root", "score_target": "soft",
            "members": 1, "defects": True, "fov_defects": True}
 #: ``soft``: the teacher's mean anomaly per cell; ``binary``: its rule (fraction ≥ phi); ``union``: the
@@ -65,6 +68,8 @@ DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "ro
 TARGETS = ("soft", "binary", "union", "region", "root")
 #: the targets made from the perturbations' region maps
 REGION_TARGETS = ("union", "region", "root")
+#: the targets that need no teacher label: they alone train on the FOV-labelled samples (NaN teacher maps)
+FOV_ONLY_TARGETS = ("region", "root")
 #: local defects per photo (:mod:`defects`) beside the perturbations, for the map head only (``DEFAULT["defects"]``)
 DEFECTS_PER_PHOTO = 12
 #: their perturbation indices start here (after the perturbations': at most this many per photo)
@@ -78,6 +83,7 @@ DEFECT_STREAM = 2
 FOV_DEFECTS_PER_PHOTO = 24
 FOV_DEFECT_OFFSET = 2000
 FOV_DEFECT_STREAM = 3
+assert DEFECT_OFFSET + DEFECTS_PER_PHOTO <= FOV_DEFECT_OFFSET, "the two defect families' indices must not overlap"
 #: the sample families beside the perturbations (:func:`sample_pairs`), as ``DEFAULT``'s keys name them
 EXTRA_FAMILIES = {"defects": "defects", "fov_defects": "fov-defects"}
 #: share of the perturbed photos contrast-enhanced after their perturbation (CLAHE, unsharp mask)
@@ -226,11 +232,10 @@ def fov_labels(photos: list[np.ndarray], augmentations: int = 24, seed: int = 0,
             continue
         fov = map_fov(photo)
         coverage = pool_cells(np.zeros(fov.shape, np.float32), fov, GRID, 0.0)[2]
-        unknown = np.full_like(coverage, np.nan)
         labels.samples.append((i, k))
         labels.fov.append(photo.fov)
-        labels.soft.append(unknown)
-        labels.score.append(unknown)
+        labels.soft.append(np.full_like(coverage, np.nan))
+        labels.score.append(np.full_like(coverage, np.nan))
         labels.coverage.append(coverage)
     if labels.skipped:
         print(f"FOV labels ({family}): skipped {len(labels.skipped)} of {total} (e.g. {labels.skipped[0]})", file=sys.stderr)
@@ -308,9 +313,11 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
                   phi: float = 0.9,
                   epochs: int = 20, lr: float = 1e-3, batch: int = 32, seed: int = 0,
                   train_photos: set[int] | None = None, target: str = "soft", members: int = 1) -> AdapterResult:
-    """BCE on the teacher's labels: ``soft`` (its mean share of missing vasculature per patch),
-    ``union`` (that or the perturbation's degraded region, see ``TARGETS``; soft, unweighted like
-    ``soft``), ``region`` (the degraded region alone, likewise), ``root`` (its square root) or ``binary`` (its rule, fraction ≥ phi, positives weighted by the negative/positive ratio).
+    """A head trained by BCE on ``target`` (see :data:`TARGETS`): the teacher's ``soft`` labels (its
+    mean share of missing vasculature per patch) or its rule ``binary`` (fraction ≥ phi, positives
+    weighted by the negative/positive ratio); ``union`` (that or the degraded region; soft, unweighted
+    like ``soft``); or, with no teacher label at all, the degraded region alone, ``region``, or its
+    square root, ``root`` (:data:`FOV_ONLY_TARGETS`).
     ``members`` > 1: an ensemble (:func:`adapter.combine`) of heads trained alike from seeds ``seed``,
     ``seed`` + 1, … (its first member is the single head of the same seed, so runs with neighbouring
     seeds share members); ``history``: their mean loss per epoch. ``head``: a kind of
@@ -327,7 +334,7 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
               np.stack(fs.region)[idx] if target == "region" else
               np.sqrt(np.stack(fs.region)[idx]) if target == "root" else
               np.stack(fs.soft)[idx] >= phi)
-    if target not in ("region", "root") and np.isnan(np.stack(fs.score if target != "binary" else fs.soft)[idx]).any():
+    if target not in FOV_ONLY_TARGETS and np.isnan(np.stack(fs.score if target != "binary" else fs.soft)[idx]).any():
         raise ValueError(f"the {target} target needs the teacher's labels, and some samples were labelled by their "
                          "FOV alone (fov-defects): train it on the others")
     y = torch.from_numpy(labels.astype(np.float32))[:, None]
@@ -495,9 +502,8 @@ def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed:
     ``score_loss_history``). The score head learns from the perturbations only, never the local
     defects (:func:`perturbations_only`): whether a photo can be read stays the teacher's call on
     whole perturbed photos."""
-    base = {"feature_kind": cfg["features"], "head": cfg["head"], "phi": phi, "epochs": epochs,
-            "members": cfg["members"]}
-    train = {**base, "target": cfg["target"]}
+    base = {"feature_kind": cfg["features"], "head": cfg["head"], "phi": phi, "epochs": epochs}
+    train = {**base, "target": cfg["target"], "members": cfg["members"]}
     res = train_adapter(fs, seed=seed, **train)
     thresholds = decision_thresholds(res, fs, train, reference=reference, seed=seed)
     if not cfg.get("score_target"):
@@ -616,9 +622,11 @@ def fov_defect_cache_key(names: list[str], seed: int) -> str:
 
     from . import augment as augment_mod
     from . import data as data_mod
-    from .teacher import map_fov, pool_cells
+    from .teacher import GRID, MAP_SIZE, map_fov, pool_cells
+    from .vessels import SIZE
 
-    return _code_key((names, "fov-defects", FOV_DEFECTS_PER_PHOTO, FOV_DEFECT_OFFSET, FOV_DEFECT_STREAM, seed),
+    return _code_key((names, "fov-defects", FOV_DEFECTS_PER_PHOTO, FOV_DEFECT_OFFSET, FOV_DEFECT_STREAM, seed,
+                      SIZE, GRID, MAP_SIZE),
                      (defects, defect_pairs, sample_pairs, fov_labels, map_fov, pool_cells, augment_mod, data_mod,
                       fov_mod, preprocess_mod))
 

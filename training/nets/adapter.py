@@ -65,9 +65,10 @@ def combine(heads: list[nn.Module]) -> nn.Module:
 
 def make_adapter(kind: str, channels: int, members: int = 1, score_head: bool = False) -> nn.Module:
     """One head (:func:`make_head`) or, for ``members`` > 1, an :class:`Ensemble` of that many;
-    ``score_head``: a :class:`MapAndScore` of two such."""
+    ``score_head``: a :class:`MapAndScore` of such a map head and one single score head (members
+    count the map head's alone: ``distill.train_student``)."""
     if score_head:
-        return MapAndScore(make_adapter(kind, channels, members), make_adapter(kind, channels, members))
+        return MapAndScore(make_adapter(kind, channels, members), make_head(kind, channels))
     return combine([make_head(kind, channels) for _ in range(members)])
 
 
