@@ -14,7 +14,7 @@ def describe_adapter(meta: dict) -> str:
     heads = f"{meta['head']} head" if k == 1 else f"mean logit of {k} {meta['head']} heads (seeds {seed}–{seed + k - 1})"
     if meta.get("score_target"):
         samples = " over the perturbations and local defects" if meta.get("defects") else ""
-        return (f"map: {heads} on {meta['features']} features ({meta['target']} target{samples}); score: another, "
+        return (f"map: {heads} on {meta['features']} features ({meta['target']} target{samples}); score: one {meta['head']} head, "
                 f"on the same features ({meta['score_target']} target, distilled from the stage-1 teacher)")
     return f"{heads} on {meta['features']} features"
 

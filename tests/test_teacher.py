@@ -330,10 +330,13 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
         torch.testing.assert_close(loaded2.adapter(x2), out2)
         assert loaded2(torch.zeros(1, 3, 128, 128)).shape == (1, 2, 16, 16)
     # members count the map head's alone: two map heads averaged, the score head the single one above
-    duo, _ = distill.train_student(withr, {**cfg, "members": 2}, teacher.config["phi"], epochs=1)
+    duo, duo_th = distill.train_student(withr, {**cfg, "members": 2}, teacher.config["phi"], epochs=1)
+    assert duo_th["gradable_threshold"] == both_th["gradable_threshold"]
     pair = distill.train_adapter(withr, target="union", **{**one, "members": 2})
     assert len(duo.head.map.members) == 2 and isinstance(duo.head.score, torch.nn.Sequential)
     assert duo.params == pair.params + heads["soft"].params
+    assert duo_th["patch_threshold"] == distill.decision_thresholds(
+        pair, withr, {**one, "target": "union", "members": 2})["patch_threshold"]
     with torch.no_grad():
         out3 = duo.head(x2)
         torch.testing.assert_close(out3, torch.cat([pair.head(x2), heads["soft"].head(x2)], 1), rtol=0, atol=0)

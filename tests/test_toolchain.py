@@ -291,6 +291,9 @@ def test_adapter_convs_of_an_ensemble_are_all_found_in_graph_order(tiny_bundle):
     onnx_bytes = export_onnx(model.eval(), 128)
     convs = conv_nodes(onnx_bytes)
     assert adapter_nodes(onnx_bytes) == convs[-6:]   # 2 heads × (1×1, 3×3, 3×3), in graph order
+    model.adapter = make_adapter("conv", model.channels, members=2, score_head=True)
+    both = export_onnx(model.eval(), 128)
+    assert adapter_nodes(both) == conv_nodes(both)[-9:]   # the map head's two members and the one score head
 
 
 @pytest.mark.parametrize("variant", ["default-fp16", "default-int8"])

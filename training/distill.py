@@ -315,8 +315,8 @@ def train_adapter(fs: FeatureSet, feature_kind: str = "three-scale", head: str |
                   train_photos: set[int] | None = None, target: str = "soft", members: int = 1) -> AdapterResult:
     """A head trained by BCE on ``target`` (see :data:`TARGETS`): the teacher's ``soft`` labels (its
     mean share of missing vasculature per patch) or its rule ``binary`` (fraction ≥ phi, positives
-    weighted by the negative/positive ratio); ``union`` (that or the degraded region; soft, unweighted
-    like ``soft``); or, with no teacher label at all, the degraded region alone, ``region``, or its
+    weighted by the negative/positive ratio); ``union`` (the teacher's soft label or the degraded
+    region; soft, unweighted like ``soft``); or, with no teacher label at all, the degraded region alone, ``region``, or its
     square root, ``root`` (:data:`FOV_ONLY_TARGETS`).
     ``members`` > 1: an ensemble (:func:`adapter.combine`) of heads trained alike from seeds ``seed``,
     ``seed`` + 1, … (its first member is the single head of the same seed, so runs with neighbouring
@@ -449,7 +449,8 @@ def crossfit_thresholds(fs: FeatureSet, train: dict, fp_budget: float = 0.05, re
     quantiles under-state what a new clean photo scores; out-of-fold outputs measure that case.
     ``confidence``: the patch threshold is the upper bound of :func:`upper_quantile` instead of the
     point estimate. Needs at least two photos (one to leave out, one to train on). With ``members``
-    in ``train``, each fold's adapter is an ensemble of that many heads, like the shipped one."""
+    in ``train``, each fold's adapter is an ensemble of that many heads, like the map head it sets
+    the threshold of."""
     ref = sorted(reference if reference is not None else set(fs.photo))
     everyone = set(fs.photo)
     if not set(ref) & set(fs.photo[n] for n in _unperturbed(fs)):
@@ -496,7 +497,8 @@ def decision_thresholds(result: AdapterResult, fs: FeatureSet, train: dict, fp_b
 def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed: int = 0,
                   reference: set[int] | None = None) -> tuple[AdapterResult, dict]:
     """The student's adapter as ``cfg`` (:data:`DEFAULT`'s keys) says, with its decision thresholds
-    (:func:`decision_thresholds`). With ``score_target``, two heads (:class:`MapAndScore`): the patch
+    (:func:`decision_thresholds`). ``members``: the map head's (the score head is one head). With
+    ``score_target``, two heads (:class:`MapAndScore`): the patch
     threshold is set on the map head, the gradable threshold on the score head, each as a single
     head's would be; ``history`` is the map head's (the score head's is in the thresholds dict as
     ``score_loss_history``). The score head learns from the perturbations only, never the local
