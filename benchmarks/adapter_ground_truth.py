@@ -49,25 +49,6 @@ from efiqa.train.data import data_root, resolve  # noqa: E402
 from efiqa.train.nets.adapter import Standardise, make_head  # noqa: E402
 
 
-class ContextHead(nn.Module):
-    """The shipped conv head with a global-context term: conv1×1(x) + conv1×1'(mean of x over the grid)."""
-
-    def __init__(self, channels: int, hidden: int = 64) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList([Standardise(channels), nn.Conv2d(channels, hidden, 1),
-                                     nn.Conv2d(channels, hidden, 1, bias=False),
-                                     nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU()),
-                                     nn.Conv2d(hidden, 1, 3, padding=1)])
-
-    def __getitem__(self, i: int) -> nn.Module:  # [0]: the standardisation, [-1]: the output layer
-        return self.layers[i]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        std, local, context, middle, out = self.layers
-        x = std(x)
-        return out(middle(local(x) + context(x.mean(dim=(2, 3), keepdim=True))))
-
-
 def deeper_head(channels: int, hidden: int = 64) -> nn.Sequential:
     """The shipped conv head with a third 3×3 layer (each cell sees 7×7 cells instead of 5×5)."""
     return nn.Sequential(Standardise(channels), nn.Conv2d(channels, hidden, 1), nn.ReLU(),
@@ -85,7 +66,7 @@ VARIANTS = {
     "linear head": {"head": "linear"},
     "conv, 128 wide": {"head": lambda c: make_head("conv", c, hidden=128)},
     "conv, three 3x3": {"head": deeper_head},
-    "global context": {"head": ContextHead},
+    "global context": {"head": "context"},
     "10 epochs": {"epochs": 10},
     "40 epochs": {"epochs": 40},
     "binary target": {"target": "binary"},

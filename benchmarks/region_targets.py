@@ -135,11 +135,11 @@ def ship_gate(tag: str) -> dict:
 
 
 def train_heads(fs: distill.FeatureSet, label: str, value: str, train: set[int], phi: float,
-                target: str = "union", seeds: tuple[int, ...] = SEEDS) -> tuple[dict, dict]:
-    """The shipped map head (``distill.DEFAULT``'s size, features and head) trained on ``fs`` with
-    ``target`` from each of ``seeds`` on the ``train`` photos: (heads, rows), the rows keyed
-    "VALUE | seed S" and holding ``{label: value}`` for :func:`seed_table`."""
-    size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], distill.DEFAULT["head"]
+                target: str = "union", seeds: tuple[int, ...] = SEEDS, head: str | None = None) -> tuple[dict, dict]:
+    """The shipped map head (``distill.DEFAULT``'s size, features and head, or the adapter kind
+    ``head``) trained on ``fs`` with ``target`` from each of ``seeds`` on the ``train`` photos:
+    (heads, rows), the rows keyed "VALUE | seed S" and holding ``{label: value}`` for :func:`seed_table`."""
+    size, kind, head = distill.DEFAULT["size"], distill.DEFAULT["features"], head or distill.DEFAULT["head"]
     heads, rows = {}, {}
     for seed in seeds:
         res = distill.train_adapter(fs, kind, head, phi=phi, seed=seed, train_photos=train, target=target)

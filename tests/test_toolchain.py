@@ -341,3 +341,28 @@ def test_distillation_counts_refused_photos_and_does_not_swallow_bugs(capsys):
 
     with pytest.raises(ZeroDivisionError):
         teacher_labels(photos, Broken(), augmentations=2, progress=False)
+
+
+def test_context_head_sees_the_whole_photo_and_stays_float_in_int8(tiny_bundle):
+    """The ``context`` head's cells see the photo's mean features (a far cell moves them; the
+    ``conv`` head's 5×5 view does not), it exports, and all four of its convs stay float in INT8."""
+    import copy
+
+    import torch
+
+    from efiqa.build.export import export_onnx
+    from efiqa.calibration.int8 import adapter_nodes, conv_nodes
+    from efiqa.train.nets.adapter import make_head
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 16, 16)
+    far = x.clone()
+    far[..., 0, 0] += 5.0
+    for kind, moved in (("conv", False), ("context", True)):
+        head = make_head(kind, 8).eval()
+        with torch.no_grad():
+            assert bool((head(x)[..., 15, 15] != head(far)[..., 15, 15]).all()) == moved, kind
+    model = copy.deepcopy(tiny_bundle[0])
+    model.adapter = make_head("context", model.channels)
+    onnx_bytes = export_onnx(model.eval(), 128)
+    assert adapter_nodes(onnx_bytes) == conv_nodes(onnx_bytes)[-4:]   # 1×1, the context's 1×1, 3×3, 3×3

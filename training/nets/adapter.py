@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 #: the adapter kinds :func:`make_head` builds
-HEADS = ("linear", "conv")
+HEADS = ("linear", "conv", "context")
 
 
 class Standardise(nn.Module):
@@ -29,9 +29,33 @@ class Standardise(nn.Module):
         return (x - self.mean) / self.std
 
 
-def make_head(kind: str, channels: int, hidden: int = 64) -> nn.Sequential:
+class ContextHead(nn.Module):
+    """The ``conv`` head whose first layer also sees the photo: 1×1(x) + 1×1'(mean of x over the
+    grid), then ReLU, 3×3, ReLU, 3×3 to 1. A cell's 5×5 neighbourhood may lie wholly inside a
+    spread-out defect; the photo's mean is the reference it lacks (``benchmarks/results/context_head_rule.md``)."""
+
+    def __init__(self, channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([Standardise(channels), nn.Conv2d(channels, hidden, 1),
+                                     nn.Conv2d(channels, hidden, 1, bias=False),
+                                     nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU()),
+                                     nn.Conv2d(hidden, 1, 3, padding=1)])
+
+    def __getitem__(self, i: int) -> nn.Module:  # as a head's Sequential: [0] the standardisation, [-1] the output
+        return self.layers[i]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std, local, context, middle, out = self.layers
+        x = std(x)
+        return out(middle(local(x) + context(x.mean(dim=(2, 3), keepdim=True))))
+
+
+def make_head(kind: str, channels: int, hidden: int = 64) -> nn.Module:
     """Standardised features → ``linear``: the paper's 1×1 conv, or ``conv``: 1×1 to ``hidden``,
-    ReLU, 3×3, ReLU, 3×3 to 1 (each cell sees its 5×5 neighbourhood; ~60k params on three-scale features)."""
+    ReLU, 3×3, ReLU, 3×3 to 1 (each cell sees its 5×5 neighbourhood; ~60k params on three-scale
+    features), or ``context``: that and the photo's mean features (:class:`ContextHead`)."""
+    if kind == "context":
+        return ContextHead(channels, hidden)
     if kind == "linear":
         layers = [nn.Conv2d(channels, 1, 1)]
     elif kind == "conv":
