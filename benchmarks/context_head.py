@@ -24,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
 from map_ensemble import GAIN, reproduced  # noqa: E402
-from region_measures import means_table, study_checks, study_means  # noqa: E402
-from region_targets import region_alone, score_pool, seed_table, train_heads  # noqa: E402
+from region_measures import gate_lines, study_checks, study_means  # noqa: E402
+from region_targets import region_alone, score_pool, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.train import distill  # noqa: E402
@@ -66,12 +66,7 @@ def main() -> None:
           f"`{BASE}` head ({params[BASE]} parameters) and as the `{CANDIDATE}` head ({params[CANDIDATE]}: its first "
           f"layer also sees the photo's mean features), each from seeds 0, 1, 2. Scored on the other {len(photos)} "
           f"degraded by `synth`. Rule: `results/context_head_rule.md`. Command: `{command}`.", "",
-          *seed_table(rows, "head", sevs, kinds), "", "Means over seeds:", "",
-          *means_table("head", means, kinds), "",
-          (f"The `{BASE}` heads' overall AUROC differs from `fov_defects.json`'s rows of the same seeds by at most "
-           f"{drift:.4f}." if drift is not None else "`fov_defects.json` is absent: no comparison with its rows."), "",
-          f"Checks against `{BASE}`: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()), "",
-          "**Passed: on to the ship gate.**" if passed else "**Failed: recorded, not shipped.**"]
+          *gate_lines("head", rows, means, sevs, kinds, BASE, drift, checks, passed)]
     (HERE / "results" / "context_head.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

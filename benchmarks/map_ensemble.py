@@ -24,8 +24,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_measures import means_table, study_checks, study_means  # noqa: E402
-from region_targets import SEEDS, region_alone, score_pool, seed_table, train_heads  # noqa: E402
+from region_measures import gate_lines, study_checks, study_means  # noqa: E402
+from region_targets import SEEDS, region_alone, score_pool, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
 from efiqa.train import distill  # noqa: E402
@@ -90,12 +90,7 @@ def main() -> None:
           f"seeds {seeds[0]} to {seeds[-1]}; `{ENSEMBLE} | seed s` is the mean logit of seeds s to s + {MEMBERS - 1}. "
           f"Scored on the other {len(photos)} degraded by `synth`, against the single heads of seeds "
           f"{', '.join(map(str, SEEDS))}. Rule: `results/map_ensemble_rule.md`. Command: `{command}`.", "",
-          *seed_table(rows, "heads", sevs, kinds), "", "Means over seeds:", "",
-          *means_table("heads", means, kinds), "",
-          ("The single heads' overall AUROC differs from `fov_defects.json`'s rows of the same seeds by at most "
-           f"{drift:.4f}." if drift is not None else "`fov_defects.json` is absent: no comparison with its rows."), "",
-          f"Checks against `{SINGLE}`: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()), "",
-          "**Passed: on to the ship gate.**" if passed else "**Failed: recorded, not shipped.**"]
+          *gate_lines("heads", rows, means, sevs, kinds, SINGLE, drift, checks, passed)]
     (HERE / "results" / "map_ensemble.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -147,6 +147,19 @@ def means_table(label: str, means: dict[str, dict], kinds: list[str]) -> list[st
                + " | ".join(f"{m['per_kind'][k]:.3f}" for k in kinds) + " |" for v, m in means.items()])
 
 
+def gate_lines(label: str, rows: dict[str, dict], means: dict[str, dict], sevs: list[str], kinds: list[str],
+               base: str, drift: float | None, checks: dict[str, bool], passed: bool) -> list[str]:
+    """A study gate's Markdown after its opening paragraph: the rows per seed, the means, how far the
+    baseline's rows are from ``fov_defects.json``'s (``drift``), the checks against ``base`` and the verdict."""
+    from region_targets import seed_table
+
+    return [*seed_table(rows, label, sevs, kinds), "", "Means over seeds:", "", *means_table(label, means, kinds), "",
+            (f"The `{base}` rows' overall AUROC differs from `fov_defects.json`'s rows of the same seeds by at most "
+             f"{drift:.4f}." if drift is not None else "`fov_defects.json` is absent: no comparison with its rows."), "",
+            f"Checks against `{base}`: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()), "",
+            "**Passed: on to the ship gate.**" if passed else "**Failed: recorded, not shipped.**"]
+
+
 def study_checks(candidate: dict, base: dict, gain: float = GAIN, severity_1_gain: float = SEVERITY_1_GAIN) -> dict[str, bool]:
     """The rule's four conditions on a candidate's :func:`study_means` against the baseline's (also
     the rule of ``teacher_excess_rule.md``, written alike; ``root_region_rule.md`` asks smaller gains)."""
