@@ -151,8 +151,6 @@ def gate_lines(label: str, rows: dict[str, dict], means: dict[str, dict], sevs: 
                base: str, drift: float | None, checks: dict[str, bool], passed: bool) -> list[str]:
     """A study gate's Markdown after its opening paragraph: the rows per seed, the means, how far the
     baseline's rows are from ``fov_defects.json``'s (``drift``), the checks against ``base`` and the verdict."""
-    from region_targets import seed_table
-
     return [*seed_table(rows, label, sevs, kinds), "", "Means over seeds:", "", *means_table(label, means, kinds), "",
             (f"The `{base}` rows' overall AUROC differs from `fov_defects.json`'s rows of the same seeds by at most "
              f"{drift:.4f}." if drift is not None else "`fov_defects.json` is absent: no comparison with its rows."), "",
