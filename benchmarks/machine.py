@@ -8,6 +8,21 @@ import subprocess
 from pathlib import Path
 
 
+def cpu_isa() -> str:
+    """The CPU's family and model and its widest vector extension (from /proc/cpuinfo; "unknown" elsewhere).
+    Float results of the same code and versions can differ in the last bits between, say, AVX2 and
+    AVX-512 kernels, and training amplifies them: a bit-for-bit comparison needs the same ISA."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return "unknown"
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    flags = set(fields.get("flags", "").split())
+    widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
+    return f"family {family} model {model}, {widest}"
+
+
 def stamp() -> dict:
     import cv2
     import numpy
@@ -27,6 +42,7 @@ def stamp() -> dict:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit + ("-dirty" if dirty else ""),
         "cpu": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "cores": os.cpu_count(),
         "gpu": None,
         "python": platform.python_version(),
