@@ -5,7 +5,7 @@ Run the training from an empty cache first (labels, region maps and features of 
 
     efiqa train student --out /tmp/repro/student --cache /tmp/repro/cache
     efiqa export --adapter /tmp/repro/student --out /tmp/repro/default
-    python benchmarks/student_reproduction.py /tmp/repro/student --cache /tmp/repro/cache --bundle /tmp/repro/default \
+    python benchmarks/student_reproduction.py /tmp/repro/student --cache /tmp/repro/cache --bundle /tmp/repro/default \\
         --photos ../shared/data/fundus/DRIMDB-dev
 
 Writes benchmarks/results/student_reproduction.json: the sha256 of both adapters' weights, the
