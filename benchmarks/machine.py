@@ -17,10 +17,14 @@ def cpu_isa() -> str:
     except OSError:
         return "unknown"
     fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
-    flags = set(fields.get("flags", "").split())
-    widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
-    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
-    return f"family {family} model {model}, {widest}"
+    if "flags" not in fields:  # not x86: ARM names its extensions "Features" and its core "CPU part"
+        features = set(fields.get("Features", "").split())
+        widest = next((n.upper() for n in ("sve2", "sve", "asimd") if n in features), "unknown")
+        return f"{platform.machine()} part {fields.get('CPU part', '?')}, {widest.replace('ASIMD', 'NEON')}"
+    flags = set(fields["flags"].split())
+    widest = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+                  "SSE")
+    return f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {widest}"
 
 
 def stamp() -> dict:

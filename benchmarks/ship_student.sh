@@ -11,7 +11,7 @@
 # shipped student's untagged results with
 #   git checkout -- models benchmarks/results/{precision_fidelity,engine_builds}.* benchmarks/results/local_defects_construction.json
 # Time on two cores: the training (a warm cache: ~17 min for one map head, ~41 min for three; an
-# empty one adds ~90 min of labels and features), then ~30 min of checks.
+# empty one adds ~70 min of labels, region maps and features), then ~30 min of checks.
 set -euo pipefail
 tag=${1:?usage: ship_student.sh TAG}
 previous=${PREVIOUS:-/tmp/efiqa_previous_$tag}

@@ -37,16 +37,21 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def refused(cache: Path, teacher: Path, data: str | None) -> dict[str, list[str] | None]:
-    """The samples each of the shipped student's families refused, "photo#sample: reason", from the
-    fresh run's cache (None: that family's labels are not in it)."""
+def first(value):
+    """A loss history's first epoch (the value itself otherwise): where two runs part."""
+    return value[0] if isinstance(value, list) and value else value
+
+
+def refused(cache: Path, teacher: Path, meta: dict) -> dict[str, list[str] | None]:
+    """The samples each family of the fresh run refused, "photo#sample: reason", from its cache,
+    keyed by the photos and settings its ``adapter.json`` (``meta``) records (None: that family's
+    labels are not in the cache)."""
     from efiqa.train import distill
 
-    names = [n for n, _ in distill.photo_list(None, data)]
-    cfg = distill.DEFAULT
-    keys = {"perturbations": distill.label_cache_key(names, teacher, 24, 0),
-            **({"defects": distill.defect_cache_key(names, teacher, 0)} if cfg.get("defects") else {}),
-            **({"fov-defects": distill.fov_defect_cache_key(names, 0)} if cfg.get("fov_defects") else {})}
+    names, n, seed = meta["photos"], meta["augmentations"], meta["seed"]
+    keys = {"perturbations": distill.label_cache_key(names, teacher, n, seed),
+            **({"defects": distill.defect_cache_key(names, teacher, seed)} if meta.get("defects") else {}),
+            **({"fov-defects": distill.fov_defect_cache_key(names, seed)} if meta.get("fov_defects") else {})}
     found = {family: cache / f"labels_{key}.pkl" for family, key in keys.items()}
     return {family: pickle.loads(path.read_bytes()).skipped if path.exists() else None for family, path in found.items()}
 
@@ -62,7 +67,7 @@ def behaviour(fresh: Path, shipped: Path, folder: Path) -> dict:
     from efiqa.imageio import IMAGE_SUFFIXES
 
     qa = {k: QualityAssessor(b, backend="onnxruntime", threads=1) for k, b in (("fresh", fresh), ("shipped", shipped))}
-    photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    photos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     differ, d_score, d_map, scored = [], 0.0, 0.0, 0
     for path in tqdm(photos, desc="both bundles"):
         answers = {}
@@ -92,11 +97,12 @@ def main() -> None:
     ap.add_argument("--shipped", type=Path, default=Path("models/student"))
     ap.add_argument("--cache", type=Path, help="the fresh run's cache folder (for the samples each family refused)")
     ap.add_argument("--teacher", type=Path, default=Path("models/teacher"), help="the teacher the labels are keyed by")
-    ap.add_argument("--data", help="the data root (default: EFIQA_DATA or ../shared/data/fundus)")
     ap.add_argument("--bundle", type=Path, help="the fresh adapter exported (efiqa export), compared with models/default")
     ap.add_argument("--photos", type=Path, help="with --bundle: a folder of photos both bundles assess; where the "
                                                  "weights differ, how much the verdicts and maps do")
     args = ap.parse_args()
+    if args.photos and not args.bundle:
+        ap.error("--photos compares two bundles: give the fresh one with --bundle")
 
     fresh_w = torch.load(args.fresh / "adapter.pt", map_location="cpu")
     shipped_w = torch.load(args.shipped / "adapter.pt", map_location="cpu")
@@ -112,14 +118,16 @@ def main() -> None:
            "fresh_adapter_sha256": sha256(args.fresh / "adapter.pt"),
            "shipped_adapter_sha256": sha256(args.shipped / "adapter.pt"),
            "max_abs_weight_difference": diff, "metadata_equal": agree,
+           "values (fresh, shipped)": {k: (first(fresh_meta.get(k)), first(shipped_meta.get(k))) for k in COMPARED
+                                       if fresh_meta.get(k) != shipped_meta.get(k)},
            "reproduced": diff == 0.0 and all(agree.values())}
     if args.bundle:
         onnx = {"fresh": sha256(args.bundle / "model.onnx"), "shipped": sha256(Path("models/default/model.onnx"))}
         out.update(onnx_sha256=onnx, reproduced=out["reproduced"] and onnx["fresh"] == onnx["shipped"])
-    if args.bundle and args.photos:
-        out["behaviour"] = behaviour(args.bundle, Path("models/default"), args.photos)
     if args.cache:
-        out["refused"] = refused(args.cache, args.teacher, args.data)
+        out["refused"] = refused(args.cache, args.teacher, fresh_meta)
+    if args.photos:
+        out["behaviour"] = behaviour(args.bundle, Path("models/default"), args.photos)
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "student_reproduction.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=2))
