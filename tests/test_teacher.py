@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from efiqa.errors import ModelError  # noqa: E402
 from efiqa.preprocess import Preprocessor  # noqa: E402
 from efiqa.train import masking  # noqa: E402
 from efiqa.train.nets.adapter import make_head  # noqa: E402
@@ -329,6 +330,24 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(loaded2.adapter(x2), out2)
         assert loaded2(torch.zeros(1, 3, 128, 128)).shape == (1, 2, 16, 16)
+    # an earlier student's score head kept as it is, weights and gradable threshold (here one set apart
+    # from what training gives: +1 on its logit, threshold 0.123), beside a map head trained as above;
+    # a score head of another target is refused
+    kept_folder = tmp_path / "kept"
+    kept_folder.mkdir()
+    earlier = {k: v + 1.0 if k == "score.1.bias" else v for k, v in both.head.state_dict().items()}
+    torch.save(earlier, kept_folder / "adapter.pt")
+    (kept_folder / "adapter.json").write_text(json.dumps({**cfg, "size": 128, **both_th, "gradable_threshold": 0.123}))
+    kept, kept_th = distill.train_student(withr, cfg, teacher.config["phi"], epochs=1,
+                                          keep_score=distill.kept_score_head(kept_folder, cfg))
+    with torch.no_grad():
+        torch.testing.assert_close(kept.head(x2), out2 + torch.tensor([0.0, 1.0]).view(1, 2, 1, 1), rtol=0, atol=1e-5)
+    assert kept_th["gradable_threshold"] == 0.123 and kept_th["patch_threshold"] == both_th["patch_threshold"]
+    assert "kept" in kept_th["threshold_method"] and kept.params == both.params
+    with pytest.raises(ModelError, match="score_target"):
+        distill.kept_score_head(kept_folder, {**cfg, "score_target": "binary"})
+    with pytest.raises(ModelError, match="adapter folder"):
+        distill.kept_score_head(tmp_path / "nowhere", cfg)
     # members count the map head's alone: two map heads averaged, the score head the single one above
     duo, duo_th = distill.train_student(withr, {**cfg, "members": 2}, teacher.config["phi"], epochs=1)
     assert duo_th["gradable_threshold"] == both_th["gradable_threshold"]

@@ -4,6 +4,7 @@ runtime-only install answers in one line with exit 3)."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -64,6 +65,10 @@ def register(sub, parser_class) -> None:
                     help="adapter epochs (two heads, map and score; the decision thresholds are set out of fold: "
                          "5 more adapters like each are trained, each without a fifth of the reference photos)")
     ts.add_argument("--seed", type=int, default=0)
+    ts.add_argument("--keep-score-head", type=Path, metavar="STUDENT",
+                    help="keep the score head of an earlier student (that folder's adapter.pt and adapter.json: "
+                         "weights and gradable thresholds) instead of training one: a change to the map head alone "
+                         "then leaves every photo's verdict as it was, on any machine")
     ts.add_argument("--out", type=Path, default=Path("models/student"), help="adapter weights + config")
     ts.add_argument("--cache", type=Path, default=Path("benchmarks/.cache"), help="feature cache folder")
     ts.set_defaults(func=cmd_train_student)
@@ -124,6 +129,7 @@ def cmd_train_student(args: argparse.Namespace) -> int:
         student = Student.with_vit(str(args.backbone))
         cfg = {"size": 16 * student.backbone.patch, "features": "vit", "head": "linear", "target": "soft", "members": 1,
                "backbone_checkpoint": str(args.backbone.resolve())}
+    keep = distill.kept_score_head(args.keep_score_head, cfg) if args.keep_score_head else None  # before the long part
     sets = distill.cached_features([n for n, _ in named], [p for _, p in named], teacher, args.teacher,
                                    (cfg["size"],), args.augmentations, args.seed, args.cache, student=student,
                                    backbone_id=cfg.get("backbone_checkpoint", "lite0"),
@@ -131,7 +137,11 @@ def cmd_train_student(args: argparse.Namespace) -> int:
                                    families=tuple(f for k, f in distill.EXTRA_FAMILIES.items() if cfg.get(k)))
     fs = sets[cfg["size"]]
     reference = distill.reference_photos([n for n, _ in named])
-    res, thresholds = distill.train_student(fs, cfg, teacher.config["phi"], args.epochs, args.seed, reference)
+    res, thresholds = distill.train_student(fs, cfg, teacher.config["phi"], args.epochs, args.seed, reference,
+                                            keep_score=keep)
+    if keep:
+        thresholds["score_head_kept_from"] = {"student": str(args.keep_score_head), "adapter_sha256": hashlib.sha256(
+            (args.keep_score_head / "adapter.pt").read_bytes()).hexdigest()}
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(res.head.state_dict(), args.out / "adapter.pt")
     meta = {**cfg, **thresholds,

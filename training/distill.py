@@ -494,8 +494,34 @@ def decision_thresholds(result: AdapterResult, fs: FeatureSet, train: dict, fp_b
                                 + "; gradable: the lower of in-sample and out-of-fold"}
 
 
+def kept_score_head(folder: str | Path, cfg: dict) -> tuple[torch.nn.Module, dict]:
+    """An earlier student's score head to keep as it is (``efiqa train student --keep-score-head``):
+    the module, weight for weight, and its gradable thresholds and loss history from its
+    ``adapter.json``. A rule that changes the map head alone then leaves every verdict as it was;
+    retraining the score head would not, where another CPU's last bits steer the training apart
+    (``benchmarks/results/student_reproduction.json``). ``ModelError`` for a folder that is no student's,
+    or one trained on other features or for another target."""
+    from efiqa.errors import ModelError
+
+    folder = Path(folder)
+    if not (folder / "adapter.json").is_file() or not (folder / "adapter.pt").is_file():
+        raise ModelError("not a student's adapter folder (adapter.json and adapter.pt)", str(folder))
+    meta = json.loads((folder / "adapter.json").read_text())
+    for key in ("features", "score_target"):
+        if meta.get(key) != cfg.get(key):
+            raise ModelError(f"its score head was trained with {key} {meta.get(key)!r}, this student's is "
+                             f"{cfg.get(key)!r}", str(folder))
+    state = torch.load(folder / "adapter.pt", map_location="cpu", weights_only=True)
+    score = {k.removeprefix("score."): v for k, v in state.items() if k.startswith("score.")}
+    head = make_head(meta["head"], next(v for k, v in score.items() if k.endswith("weight")).shape[1])
+    head.load_state_dict(score)
+    kept = ("gradable_threshold", "gradable_threshold_out_of_fold", "score_loss_history")
+    return head.eval(), {k: meta[k] for k in kept if k in meta}
+
+
 def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed: int = 0,
-                  reference: set[int] | None = None) -> tuple[AdapterResult, dict]:
+                  reference: set[int] | None = None,
+                  keep_score: tuple[torch.nn.Module, dict] | None = None) -> tuple[AdapterResult, dict]:
     """The student's adapter as ``cfg`` (:data:`DEFAULT`'s keys) says, with its decision thresholds
     (:func:`decision_thresholds`). ``members``: the map head's (the score head is one head). With
     ``score_target``, two heads (:class:`MapAndScore`): the patch
@@ -503,22 +529,27 @@ def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed:
     head's would be; ``history`` is the map head's (the score head's is in the thresholds dict as
     ``score_loss_history``). The score head learns from the perturbations only, never the local
     defects (:func:`perturbations_only`): whether a photo can be read stays the teacher's call on
-    whole perturbed photos."""
+    whole perturbed photos. ``keep_score``: an earlier student's score head and its thresholds
+    (:func:`kept_score_head`), kept instead of training one."""
     base = {"feature_kind": cfg["features"], "head": cfg["head"], "phi": phi, "epochs": epochs}
     train = {**base, "target": cfg["target"], "members": cfg["members"]}
     res = train_adapter(fs, seed=seed, **train)
     thresholds = decision_thresholds(res, fs, train, reference=reference, seed=seed)
     if not cfg.get("score_target"):
         return res, thresholds
-    score_train, scored = {**base, "target": cfg["score_target"]}, perturbations_only(fs)
-    score = train_adapter(scored, seed=seed, **score_train)
-    by_score = decision_thresholds(score, scored, score_train, reference=reference, seed=seed)
-    thresholds.update({k: by_score[k] for k in ("gradable_threshold", "gradable_threshold_out_of_fold") if k in by_score},
-                      threshold_method=f"the patch threshold set on the map head, the gradable threshold on the "
-                                       f"score head, each by one rule ({thresholds['threshold_method']})",
-                      score_loss_history=score.history)
-    both = AdapterResult(MapAndScore(res.head, score.head).eval(), res.feature_kind, res.size, res.history,
-                         res.params + score.params)
+    method = "the patch threshold set on the map head, the gradable threshold on the score head, each by one rule"
+    if keep_score is None:
+        score_train, scored = {**base, "target": cfg["score_target"]}, perturbations_only(fs)
+        score = train_adapter(scored, seed=seed, **score_train)
+        by_score = decision_thresholds(score, scored, score_train, reference=reference, seed=seed)
+        kept = {k: by_score[k] for k in ("gradable_threshold", "gradable_threshold_out_of_fold") if k in by_score}
+        score_head, score_params, kept["score_loss_history"] = score.head, score.params, score.history
+    else:
+        (score_head, kept), method = keep_score, method + " (the score head and its threshold kept from an earlier student)"
+        score_params = sum(p.numel() for p in score_head.parameters())
+    thresholds.update(kept, threshold_method=f"{method} ({thresholds['threshold_method']})")
+    both = AdapterResult(MapAndScore(res.head, score_head).eval(), res.feature_kind, res.size, res.history,
+                         res.params + score_params)
     return both, thresholds
 
 
