@@ -13,7 +13,6 @@ Writes results/context_head.json / .md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
 from map_ensemble import reproduced  # noqa: E402
-from region_measures import gate_lines, study_checks, study_means  # noqa: E402
+from region_measures import study_checks, study_means, write_gate  # noqa: E402
 from region_targets import region_alone, score_pool, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
@@ -60,17 +59,13 @@ def main() -> None:
            "validation_photos": sorted(photos), "training_photos": len(train), "training_samples": trained,
            "parameters": params, "seconds": round(time.time() - t0), "rows": rows, "means": means,
            "conv_rows_vs_fov_defects_json (largest overall difference)": drift, "checks": checks, "passed": passed}
-    (HERE / "results" / "context_head.json").write_text(json.dumps(out, indent=2) + "\n")
-    kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
-    md = ["# A map head that sees the whole photo: the study gate", "",
-          f"The shipped map head's training (√region over the perturbations, the 12 local defects per photo and the "
-          f"24 labelled by their FOV alone) on {len(train)} training-pool photos ({trained} samples), as the shipped "
-          f"`{BASE}` head ({params[BASE]} parameters) and as the `{CANDIDATE}` head ({params[CANDIDATE]}: its first "
-          f"layer also sees the photo's mean features), each from seeds 0, 1, 2. Scored on the other {len(photos)} "
-          f"degraded by `synth`. Rule: `results/context_head_rule.md`. Command: `{command}`.", "",
-          *gate_lines("head", rows, means, sevs, kinds, BASE, drift, checks, passed)]
-    (HERE / "results" / "context_head.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_gate("context_head", out, "A map head that sees the whole photo: the study gate",
+               f"The shipped map head's training (√region over the perturbations, the 12 local defects per photo and "
+               f"the 24 labelled by their FOV alone) on {len(train)} training-pool photos ({trained} samples), as the "
+               f"shipped `{BASE}` head ({params[BASE]} parameters) and as the `{CANDIDATE}` head ({params[CANDIDATE]}: "
+               f"its first layer also sees the photo's mean features), each from seeds 0, 1, 2. Scored on the other "
+               f"{len(photos)} degraded by `synth`. Rule: `results/context_head_rule.md`. Command: `{command}`.",
+               "head", summary, BASE, drift)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_measures import gate_lines, study_checks, study_means  # noqa: E402
+from region_measures import study_checks, study_means, write_gate  # noqa: E402
 from region_targets import region_alone, score_pool, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
@@ -67,18 +67,12 @@ def main() -> None:
            "validation_photos": sorted(photos), "training_photos": len(train), "training_samples": trained,
            "baseline": f"context_head.json's conv rows ({base_run})", "seconds": round(time.time() - t0),
            "rows": rows, "means": means, "checks": checks, "passed": passed}
-    (HERE / "results" / "fov_defects_72.json").write_text(json.dumps(out, indent=2) + "\n")
-    kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
-    md = ["# Three times the FOV-labelled defects: the study gate", "",
-          f"The shipped map head's training (√region over the perturbations, the 12 local defects per photo and "
-          f"{COUNT} labelled by their FOV alone) on {len(train)} training-pool photos ({trained} samples), seeds 0, "
-          f"1, 2, scored on the other {len(photos)} degraded by `synth`, against the shipped 24 per photo: "
-          f"`context_head.json`'s conv rows ({base_run}). Rule: `results/fov_defects_72_rule.md`. "
-          f"Command: `{command}`.", "",
-          *gate_lines("head", rows, means, sevs, kinds, BASE, None, checks, passed)]
-    md = [line for line in md if not line.startswith("`fov_defects.json` is absent")]
-    (HERE / "results" / "fov_defects_72.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_gate("fov_defects_72", out, "Three times the FOV-labelled defects: the study gate",
+               f"The shipped map head's training (√region over the perturbations, the 12 local defects per photo and "
+               f"{COUNT} labelled by their FOV alone) on {len(train)} training-pool photos ({trained} samples), seeds "
+               f"0, 1, 2, scored on the other {len(photos)} degraded by `synth`, against the shipped 24 per photo: "
+               f"`context_head.json`'s conv rows ({base_run}). Rule: `results/fov_defects_72_rule.md`. "
+               f"Command: `{command}`.", "head", summary, BASE, None)
 
 
 if __name__ == "__main__":

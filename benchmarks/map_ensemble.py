@@ -24,7 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine import stamp  # noqa: E402
-from region_measures import gate_lines, study_checks, study_means  # noqa: E402
+from region_measures import study_checks, study_means, write_gate  # noqa: E402
 from region_targets import SEEDS, region_alone, score_pool, train_heads  # noqa: E402
 from student_variants import pool_arguments, pool_features  # noqa: E402
 
@@ -82,17 +82,13 @@ def main() -> None:
            "validation_photos": sorted(photos), "training_photos": len(train), "training_samples": trained,
            "seconds": round(time.time() - t0), "rows": rows, "means": means,
            "single_rows_vs_fov_defects_json (largest overall difference)": drift, "checks": checks, "passed": passed}
-    (HERE / "results" / "map_ensemble.json").write_text(json.dumps(out, indent=2) + "\n")
-    kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
-    md = ["# Three map heads averaged: the study gate", "",
-          f"The shipped map head trained on √region over the perturbations, the 12 local defects per photo and the 24 "
-          f"labelled by their FOV alone of {len(train)} training-pool photos ({trained} samples), from "
-          f"seeds {seeds[0]} to {seeds[-1]}; `{ENSEMBLE} | seed s` is the mean logit of seeds s to s + {MEMBERS - 1}. "
-          f"Scored on the other {len(photos)} degraded by `synth`, against the single heads of seeds "
-          f"{', '.join(map(str, SEEDS))}. Rule: `results/map_ensemble_rule.md`. Command: `{command}`.", "",
-          *gate_lines("heads", rows, means, sevs, kinds, SINGLE, drift, checks, passed)]
-    (HERE / "results" / "map_ensemble.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_gate("map_ensemble", out, "Three map heads averaged: the study gate",
+               f"The shipped map head trained on √region over the perturbations, the 12 local defects per photo and the "
+               f"24 labelled by their FOV alone of {len(train)} training-pool photos ({trained} samples), from seeds "
+               f"{seeds[0]} to {seeds[-1]}; `{ENSEMBLE} | seed s` is the mean logit of seeds s to s + {MEMBERS - 1}. "
+               f"Scored on the other {len(photos)} degraded by `synth`, against the single heads of seeds "
+               f"{', '.join(map(str, SEEDS))}. Rule: `results/map_ensemble_rule.md`. Command: `{command}`.",
+               "heads", summary, SINGLE, drift)
 
 
 if __name__ == "__main__":

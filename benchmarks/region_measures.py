@@ -150,12 +150,25 @@ def means_table(label: str, means: dict[str, dict], kinds: list[str]) -> list[st
 def gate_lines(label: str, rows: dict[str, dict], means: dict[str, dict], sevs: list[str], kinds: list[str],
                base: str, drift: float | None, checks: dict[str, bool], passed: bool) -> list[str]:
     """A study gate's Markdown after its opening paragraph: the rows per seed, the means, how far the
-    baseline's rows are from ``fov_defects.json``'s (``drift``), the checks against ``base`` and the verdict."""
+    baseline's rows are from ``fov_defects.json``'s (``drift``; None: not compared), the checks against
+    ``base`` and the verdict."""
     return [*seed_table(rows, label, sevs, kinds), "", "Means over seeds:", "", *means_table(label, means, kinds), "",
-            (f"The `{base}` rows' overall AUROC differs from `fov_defects.json`'s rows of the same seeds by at most "
-             f"{drift:.4f}." if drift is not None else "`fov_defects.json` is absent: no comparison with its rows."), "",
+            *([f"The `{base}` rows' overall AUROC differs from `fov_defects.json`'s rows of the same seeds by at most "
+               f"{drift:.4f}.", ""] if drift is not None else []),
             f"Checks against `{base}`: " + ", ".join(f"{k} {'pass' if ok else 'FAIL'}" for k, ok in checks.items()), "",
             "**Passed: on to the ship gate.**" if passed else "**Failed: recorded, not shipped.**"]
+
+
+def write_gate(name: str, out: dict, title: str, intro: str, label: str, summary: dict, base: str,
+               drift: float | None) -> None:
+    """Write a study gate's results/NAME.json (``out``: its rows, means, checks, passed) and NAME.md
+    (``title``, the ``intro`` paragraph, then :func:`gate_lines`), and print the Markdown."""
+    (HERE / "results" / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    kinds, sevs = list(summary["per_kind"]), list(summary["per_severity"])
+    md = [f"# {title}", "", intro, "",
+          *gate_lines(label, out["rows"], out["means"], sevs, kinds, base, drift, out["checks"], out["passed"])]
+    (HERE / "results" / f"{name}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
 
 
 def study_checks(candidate: dict, base: dict, gain: float = GAIN, severity_1_gain: float = SEVERITY_1_GAIN) -> dict[str, bool]:
