@@ -348,6 +348,8 @@ def test_tiny_end_to_end_training(tmp_path, monkeypatch):
         distill.kept_score_head(kept_folder, {**cfg, "score_target": "binary"})
     with pytest.raises(ModelError, match="adapter folder"):
         distill.kept_score_head(tmp_path / "nowhere", cfg)
+    with pytest.raises(ModelError, match="no score head"):
+        distill.kept_score_head(kept_folder, {**cfg, "score_target": None})
     # members count the map head's alone: two map heads averaged, the score head the single one above
     duo, duo_th = distill.train_student(withr, {**cfg, "members": 2}, teacher.config["phi"], epochs=1)
     assert duo_th["gradable_threshold"] == both_th["gradable_threshold"]

@@ -54,8 +54,8 @@ from .teacher import Teacher, TeacherOutput, TeacherParts
 #: ``members``: the map head's (the score head is always one): the mean logit of that many heads from
 #: neighbouring seeds. The mean of three over both heads (picked label-free by
 #: ``benchmarks/adapter_ensemble.py``) failed its pre-registered held-out check
-#: (``benchmarks/results/accuracy_ensemble.md``); three map heads alone are under study
-#: (``benchmarks/results/map_ensemble_rule.md``).
+#: (``benchmarks/results/accuracy_ensemble.md``); three map heads alone failed their study gate
+#: (``benchmarks/results/map_ensemble.md``).
 DEFAULT = {"size": 384, "features": "three-scale", "head": "conv", "target": "root", "score_target": "soft",
            "members": 1, "defects": True, "fov_defects": True}
 #: ``soft``: the teacher's mean anomaly per cell; ``binary``: its rule (fraction ≥ phi); ``union``: the
@@ -506,6 +506,8 @@ def kept_score_head(folder: str | Path, cfg: dict) -> tuple[torch.nn.Module, dic
     folder = Path(folder)
     if not (folder / "adapter.json").is_file() or not (folder / "adapter.pt").is_file():
         raise ModelError("not a student's adapter folder (adapter.json and adapter.pt)", str(folder))
+    if not cfg.get("score_target"):
+        raise ModelError("this student has one head for map and score: there is no score head to keep", str(folder))
     meta = json.loads((folder / "adapter.json").read_text())
     for key in ("features", "score_target"):
         if meta.get(key) != cfg.get(key):
