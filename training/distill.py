@@ -513,12 +513,8 @@ def kept_score_head(folder: str | Path, cfg: dict) -> tuple[torch.nn.Module, dic
         if meta.get(key) != cfg.get(key):
             raise ModelError(f"its score head was trained with {key} {meta.get(key)!r}, this student's is "
                              f"{cfg.get(key)!r}", str(folder))
-    state = torch.load(folder / "adapter.pt", map_location="cpu", weights_only=True)
-    score = {k.removeprefix("score."): v for k, v in state.items() if k.startswith("score.")}
-    head = make_head(meta["head"], next(v for k, v in score.items() if k.endswith("weight")).shape[1])
-    head.load_state_dict(score)
     kept = ("gradable_threshold", "gradable_threshold_out_of_fold", "score_loss_history")
-    return head.eval(), {k: meta[k] for k in kept if k in meta}
+    return load_adapter(folder)[0].score.eval(), {k: meta[k] for k in kept if k in meta}
 
 
 def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed: int = 0,
@@ -566,14 +562,20 @@ def assemble(result: AdapterResult, checkpoint: str | None = None) -> Student:
     return student.eval()
 
 
-def load_student(folder: str | Path = "models/student") -> tuple[Student, dict]:
-    """The full student from the output of ``efiqa train student`` (adapter.pt + adapter.json)."""
+def load_adapter(folder: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The adapter ``efiqa train student`` wrote (adapter.pt, laid out as its adapter.json says) and that json."""
     folder = Path(folder)
     meta = json.loads((folder / "adapter.json").read_text())
     state = torch.load(folder / "adapter.pt", map_location="cpu", weights_only=True)
     channels = next(v for k, v in state.items() if k.endswith("weight")).shape[1]
     head = make_adapter(meta["head"], channels, meta.get("members", 1), score_head=bool(meta.get("score_target")))
     head.load_state_dict(state)
+    return head, meta
+
+
+def load_student(folder: str | Path = "models/student") -> tuple[Student, dict]:
+    """The full student from the output of ``efiqa train student`` (adapter.pt + adapter.json)."""
+    head, meta = load_adapter(folder)
     return assemble(AdapterResult(head, meta["features"], meta["size"], [], 0), meta.get("backbone_checkpoint")), meta
 
 
