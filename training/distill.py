@@ -79,8 +79,8 @@ DEFECT_OFFSET = 1000
 DEFECT_STREAM = 2
 #: more local defects per photo, labelled by their FOV alone (:func:`fov_labels`: no teacher network,
 #: so many more for the time; ``benchmarks/results/fov_defects_rule.md``), for the targets made from
-#: the region maps alone (``DEFAULT["fov_defects"]``); their indices and random stream
-FOV_DEFECTS_PER_PHOTO = 24
+#: the region maps alone (``DEFAULT["fov_defects"]``; 72, ``fov_defects_72_rule.md``); their indices and random stream
+FOV_DEFECTS_PER_PHOTO = 72
 FOV_DEFECT_OFFSET = 2000
 FOV_DEFECT_STREAM = 3
 assert DEFECT_OFFSET + DEFECTS_PER_PHOTO <= FOV_DEFECT_OFFSET, "the two defect families' indices must not overlap"
