@@ -508,13 +508,13 @@ def kept_score_head(folder: str | Path, cfg: dict) -> tuple[torch.nn.Module, dic
         raise ModelError("not a student's adapter folder (adapter.json and adapter.pt)", str(folder))
     if not cfg.get("score_target"):
         raise ModelError("this student has one head for map and score: there is no score head to keep", str(folder))
-    meta = json.loads((folder / "adapter.json").read_text())
+    adapter, meta = load_adapter(folder)
     for key in ("features", "score_target"):
         if meta.get(key) != cfg.get(key):
             raise ModelError(f"its score head was trained with {key} {meta.get(key)!r}, this student's is "
                              f"{cfg.get(key)!r}", str(folder))
     kept = ("gradable_threshold", "gradable_threshold_out_of_fold", "score_loss_history")
-    return load_adapter(folder)[0].score.eval(), {k: meta[k] for k in kept if k in meta}
+    return adapter.score.eval(), {k: meta[k] for k in kept if k in meta}
 
 
 def train_student(fs: FeatureSet, cfg: dict, phi: float, epochs: int = 20, seed: int = 0,
